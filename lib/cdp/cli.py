@@ -1,0 +1,273 @@
+"""`cdp …`: generate demo data, run stages, query the catalog with SQL, evaluate OneID."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cdp.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Customer data platform on a Spark lakehouse.")
+out = Console()
+err = Console(stderr=True)
+
+ProfileOption = typer.Option(None, "--profile", "-p", help="Profile in conf/pipeline.yaml (default: CDP_PROFILE or default_profile).")
+ConfDirOption = typer.Option(None, "--conf-dir", help="Folder holding pipeline.yaml (default: CDP_CONF_DIR or ./conf).")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+    )
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
+    try:
+        settings = load_settings(profile, conf_dir)
+        settings.validate_all()
+        return settings
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+
+
+def _parse_date(value: Optional[str]) -> date:
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        err.print(f"--as-of '{value}' is not a date. Fix: use YYYY-MM-DD.")
+        raise typer.Exit(2) from exc
+
+
+def _plain(value: Any) -> Any:
+    """A value as it should print: decimals and times as text, arrays as JSON lists."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "asDict"):
+        return _plain(value.asDict())
+    return value
+
+
+def print_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
+    """Print a result as a table, CSV (header line, then rows) or a JSON array of objects."""
+    plain_rows = [[_plain(v) for v in row] for row in rows]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in plain_rows:
+            writer.writerow(["" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for v in row])
+    elif fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(columns, r)) for r in plain_rows], ensure_ascii=False, indent=2) + "\n")
+    else:
+        table = Table(*columns, show_lines=False)
+        for row in plain_rows:
+            table.add_row(*["NULL" if v is None else str(v) for v in row])
+        out.print(table)
+        out.print(f"{len(rows)} row(s)", style="dim")
+    sys.stdout.flush()
+
+
+@app.command()
+def generate(
+    persons: int = typer.Option(..., "--persons", min=1, help="How many true persons to simulate."),
+    seed: int = typer.Option(42, "--seed", help="Same seed, same files."),
+    out_dir: Path = typer.Option(Path("data/demo"), "--out", help="Writes OUT/landing/<source>/ and OUT/truth/."),
+    as_of: Optional[str] = typer.Option("2026-11-01", "--as-of", help="Last day covered by the data."),
+) -> None:
+    """Synthetic raw channel exports (CRM, POS, e-commerce, WeChat, app, consent) plus ground truth."""
+    from cdp.datagen import generate as run_generator
+
+    started = time.perf_counter()
+    summary = run_generator(persons, seed, out_dir, as_of=_parse_date(as_of))
+    table = Table("source", "rows", title=f"{persons} persons, seed {seed} → {out_dir}/landing")
+    for source, rows in summary.rows.items():
+        table.add_row(source, f"{rows:,}")
+    out.print(table)
+    out.print(f"ground truth: {out_dir}/truth/records.csv ({summary.total_rows():,} records) "
+              f"in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def run(
+    stage: str = typer.Option("all", "--stage", "-s", help="bronze | silver | identity | gold | all"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Run date for time-window tags (default: today)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Run one stage, or all in order; every run is recorded in ops.job_runs."""
+    from cdp.pipeline import StageFailed, expand_stage, run_stages
+    from cdp.spark import spark_session
+
+    _configure_logging()
+    try:
+        expand_stage(stage)
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from exc
+    settings = _settings(profile, conf_dir)
+    run_date = _parse_date(as_of)
+    with spark_session(settings, app_name=f"cdp-{stage}") as spark:
+        try:
+            outcomes = run_stages(spark, settings, stage, run_date, on_done=_print_outcome)
+        except StageFailed as exc:
+            err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
+            raise typer.Exit(1) from exc
+    out.print(f"[green]done[/]: {', '.join(o.stage for o in outcomes)} in {sum(o.seconds for o in outcomes):.1f}s")
+
+
+def _print_outcome(outcome) -> None:
+    out.print(f"[bold]{outcome.stage}[/] {outcome.status} in {outcome.seconds:.1f}s  (run {outcome.run_id})")
+    out.print_json(json.dumps(outcome.metrics, ensure_ascii=False, default=str))
+
+
+@app.command()
+def sql(
+    execute: Optional[str] = typer.Option(None, "--execute", "-e", help="SQL to run."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A file of SQL; the last statement's result prints."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL."""
+    from cdp.spark import spark_session
+
+    if fmt not in ("table", "csv", "json"):
+        err.print(f"--format '{fmt}' is not one of table, csv, json.")
+        raise typer.Exit(2)
+    if (execute is None) == (file is None):
+        err.print("Give exactly one of -e 'SQL' or -f FILE.")
+        raise typer.Exit(2)
+    text = execute if execute is not None else file.read_text(encoding="utf-8")
+    statements = [s.strip() for s in text.split(";") if s.strip()]
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-sql") as spark:
+        try:
+            result = None
+            for statement in statements:
+                result = spark.sql(statement)
+            rows = result.collect() if result is not None else []
+        except Exception as exc:  # AnalysisException, ParseException: show Spark's own message
+            err.print(f"[bold red]SQL error[/]: {getattr(exc, 'getMessage', lambda: str(exc))()}", markup=True, highlight=False)
+            raise typer.Exit(1) from exc
+        columns = result.columns if result is not None else []
+        print_rows(columns, [list(r) for r in rows], fmt)
+
+
+@app.command()
+def evaluate(
+    truth: Path = typer.Option(..., "--truth", help="The generator's truth folder (holds records.csv)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON file (default: <lakehouse>/reports/evaluation.json)."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Pairwise precision, recall and F1 of identity.oneid_map against the ground truth."""
+    from cdp.evaluate import pairwise_scores, read_truth, write_scores
+    from cdp.identity.stage import ONEID_MAP
+    from cdp.spark import spark_session
+
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-evaluate") as spark:
+        try:
+            truth_df = read_truth(spark, str(truth))
+        except FileNotFoundError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from exc
+        if not spark.catalog.tableExists(ONEID_MAP):
+            err.print(f"{ONEID_MAP} does not exist yet. Fix: run `cdp run --stage identity` first.")
+            raise typer.Exit(2)
+        scores = pairwise_scores(spark.table(ONEID_MAP), truth_df)
+    target = write_scores(scores, output or Path(settings.reports_dir) / "evaluation.json")
+    if fmt == "json":
+        sys.stdout.write(json.dumps(scores.as_dict(), indent=2) + "\n")
+        return
+    print_scores(scores)
+    out.print(f"written to {target}", style="dim")
+
+
+def print_scores(scores) -> None:
+    table = Table("metric", "value", title="OneID against ground truth (pairwise)")
+    for name in ("precision", "recall", "f1"):
+        table.add_row(name, f"{getattr(scores, name):.4f}")
+    for name in ("records", "persons", "one_ids", "predicted_pairs", "true_pairs", "true_positive_pairs",
+                 "truth_records_unmatched"):
+        table.add_row(name, f"{getattr(scores, name):,}")
+    out.print(table)
+
+
+@app.command("submit-args")
+def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
+    """Print the spark-submit options (jars and confs) a job needs for this profile."""
+    from cdp.spark import session_conf
+
+    settings = _settings(profile, conf_dir)
+    parts = []
+    for key, value in session_conf(settings).items():
+        if key == "spark.jars.packages":
+            parts += ["--packages", value]
+        elif key == "spark.jars":
+            parts += ["--jars", value]
+        elif key == "spark.driver.memory":
+            parts += ["--driver-memory", value]
+        elif key == "spark.driver.extraJavaOptions":
+            parts += ["--driver-java-options", f"'{value}'"]
+        else:
+            parts += ["--conf", f"'{key}={value}'"]
+    if settings.profile.master:
+        parts = ["--master", f"'{settings.profile.master}'"] + parts
+    sys.stdout.write(" ".join(parts) + "\n")
+
+
+@app.command()
+def demo(
+    persons: int = typer.Option(3000, "--persons", min=1),
+    seed: int = typer.Option(42, "--seed"),
+    data_dir: Path = typer.Option(Path("data/demo"), "--data"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Generate data, run every stage, evaluate OneID and show an example query, in one Spark session."""
+    from cdp.datagen import generate as run_generator
+    from cdp.demo import run_demo
+
+    _configure_logging()
+    as_of = date(2026, 11, 1)
+    started = time.perf_counter()
+    summary = run_generator(persons, seed, data_dir, as_of=as_of)
+    out.print(f"generated {summary.total_rows():,} raw rows for {persons:,} persons in {data_dir}/landing")
+    settings = _settings(profile, conf_dir)
+    if Path(settings.landing).resolve() != (data_dir / "landing").resolve():
+        err.print(f"The profile reads landing files from {settings.landing}, not {data_dir}/landing. "
+                  "Fix: set CDP_LANDING or pass --data to match.")
+        raise typer.Exit(2)
+    run_demo(settings, data_dir / "truth", as_of, out, print_rows, print_scores)
+    out.print(f"[green]demo finished in {time.perf_counter() - started:.0f}s[/]")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,348 @@
+"""Load and validate conf/*.yaml once, failing fast with the file, the key and the fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cdp.cleanse.entities import ENTITIES
+from cdp.cleanse.normalisers import NORMALISERS
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix: names the file, the key and the fix."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, *, file: Path, key: str) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset ${VAR} without a default is an error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{file}: key '{key}' needs environment variable {name}, which is not set. "
+            f"Fix: export {name}=... or give a default as ${{{name}:-value}}."
+        )
+
+    return _ENV_REF.sub(substitute, value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- pipeline.yaml
+
+
+class Profile(_Strict):
+    master: str | None = None
+    lakehouse: str
+    landing: str
+    metastore: Literal["embedded", "external"] = "embedded"
+    checkpoint_dir: str | None = None
+    timezone: str = "Asia/Shanghai"
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # YAML reads 8 as an int and true as a bool; Spark wants strings.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class Jars(_Strict):
+    packages: list[str]
+    staged_dir: str | None = None
+    graphframes_package: str
+
+    @field_validator("packages")
+    @classmethod
+    def _maven_coordinates(cls, value: list[str]) -> list[str]:
+        for coordinate in value:
+            if coordinate.count(":") != 2:
+                raise ValueError(f"'{coordinate}' is not a Maven coordinate group:artifact:version")
+        return value
+
+
+class PipelineConfig(_Strict):
+    default_profile: str
+    profiles: dict[str, Profile]
+    jars: Jars
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> PipelineConfig:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile '{self.default_profile}' is not one of {sorted(self.profiles)}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- sources.yaml
+
+
+class FieldMapping(_Strict):
+    column: str
+    normaliser: str = "trim"
+
+    @field_validator("normaliser")
+    @classmethod
+    def _known_normaliser(cls, value: str) -> str:
+        if value not in NORMALISERS:
+            raise ValueError(f"unknown normaliser '{value}'; choose one of {sorted(NORMALISERS)}")
+        return value
+
+
+class Source(_Strict):
+    channel: str
+    format: Literal["csv", "jsonl"]
+    path: str
+    entity: str
+    record_key: str
+    columns: list[str]
+    mapping: dict[str, FieldMapping]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Source:
+        if self.entity not in ENTITIES:
+            raise ValueError(f"entity '{self.entity}' is not one of {sorted(ENTITIES)}")
+        if self.record_key not in self.columns:
+            raise ValueError(f"record_key '{self.record_key}' is not among columns {self.columns}")
+        entity = ENTITIES[self.entity]
+        for field, mapped in self.mapping.items():
+            if field not in entity.fields:
+                raise ValueError(
+                    f"mapping field '{field}' is not a field of entity '{self.entity}' "
+                    f"(fields: {sorted(entity.fields)})"
+                )
+            if mapped.column not in self.columns:
+                raise ValueError(f"mapping.{field}.column '{mapped.column}' is not among columns")
+        missing = [f for f in entity.required if f not in self.mapping]
+        if missing:
+            raise ValueError(f"entity '{self.entity}' requires mapping for {missing}")
+        return self
+
+
+class SourcesConfig(_Strict):
+    sources: dict[str, Source]
+
+    @field_validator("sources")
+    @classmethod
+    def _snake_case_names(cls, value: dict[str, Source]) -> dict[str, Source]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"source name '{name}' must be snake_case (it becomes a table name)")
+        return value
+
+
+# ---------------------------------------------------------------- identity.yaml
+
+
+class Components(_Strict):
+    engine: Literal["auto", "graphframes", "dataframe"] = "auto"
+    algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "two_phase"
+    broadcast_threshold: int = -1
+    checkpoint_interval: int = 2
+
+
+class Blocklist(_Strict):
+    values: dict[str, list[str]] = Field(default_factory=dict)
+    patterns: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for id_type, patterns in value.items():
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"pattern '{pattern}' for {id_type} is not a regex: {exc}") from exc
+        return value
+
+
+class IdentityConfig(_Strict):
+    components: Components = Field(default_factory=Components)
+    identifier_types: list[str]
+    blocklist: Blocklist = Field(default_factory=Blocklist)
+
+    @model_validator(mode="after")
+    def _blocklist_types_known(self) -> IdentityConfig:
+        for section in (self.blocklist.values, self.blocklist.patterns):
+            unknown = sorted(set(section) - set(self.identifier_types))
+            if unknown:
+                raise ValueError(f"blocklist names unknown identifier types {unknown}")
+        return self
+
+
+# ---------------------------------------------------------------- gold.yaml
+
+
+class Audience(_Strict):
+    description: str
+    purpose: str
+    condition: str
+
+
+class GoldConfig(_Strict):
+    purposes: dict[str, Literal["opt_in", "opt_out"]]
+    high_value_share: float = Field(0.1, gt=0, lt=1)
+    active_days: int = Field(30, gt=0)
+    audiences: dict[str, Audience]
+
+    @model_validator(mode="after")
+    def _purposes_declared(self) -> GoldConfig:
+        for name, audience in self.audiences.items():
+            if audience.purpose not in self.purposes:
+                raise ValueError(
+                    f"audiences.{name}.purpose '{audience.purpose}' is not a declared purpose "
+                    f"{sorted(self.purposes)}"
+                )
+        return self
+
+
+# ---------------------------------------------------------------- loading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _expand_tree(node: Any, *, file: Path, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, file=file, key=f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, file=file, key=f"{key}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return expand_env(node, file=file, key=key)
+    return node
+
+
+def load_model(path: Path, model: type[M], *, expand: bool = True) -> M:
+    """Read one YAML file into a pydantic model, or raise ConfigError naming file, key and fix."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found. Fix: create it, or point CDP_CONF_DIR at the conf folder.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}.")
+    if expand:
+        raw = _expand_tree(raw, file=path)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"  key '{key}': {err['msg']}")
+        raise ConfigError(
+            f"{path}: invalid configuration\n" + "\n".join(problems)
+            + "\nFix: correct the keys above (see docs/configuration.md)."
+        ) from exc
+
+
+def default_conf_dir() -> Path:
+    """CDP_CONF_DIR, else ./conf, else the conf/ folder of the source checkout."""
+    if os.environ.get("CDP_CONF_DIR"):
+        return Path(os.environ["CDP_CONF_DIR"]).resolve()
+    cwd_conf = Path.cwd() / "conf"
+    if (cwd_conf / "pipeline.yaml").is_file():
+        return cwd_conf.resolve()
+    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs: the chosen profile with resolved paths, and every conf file."""
+
+    conf_dir: Path
+    profile_name: str
+    pipeline: PipelineConfig
+
+    @property
+    def profile(self) -> Profile:
+        return self.pipeline.profiles[self.profile_name]
+
+    @property
+    def root(self) -> Path:
+        return self.conf_dir.parent
+
+    def resolve(self, location: str) -> str:
+        """Absolute local path for a relative location; URIs (s3a://, hdfs://) pass through."""
+        if "://" in location or location.startswith("/"):
+            return location
+        return str((self.root / location).resolve())
+
+    @property
+    def lakehouse(self) -> str:
+        return self.resolve(self.profile.lakehouse)
+
+    @property
+    def landing(self) -> str:
+        return self.resolve(self.profile.landing)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        if self.profile.checkpoint_dir:
+            return self.resolve(self.profile.checkpoint_dir)
+        return f"{self.lakehouse}/_checkpoints"
+
+    @property
+    def warehouse(self) -> str:
+        return f"{self.lakehouse}/warehouse"
+
+    @property
+    def reports_dir(self) -> str:
+        return f"{self.lakehouse}/reports"
+
+    @cached_property
+    def sources(self) -> SourcesConfig:
+        return load_model(self.conf_dir / "sources.yaml", SourcesConfig)
+
+    @cached_property
+    def identity(self) -> IdentityConfig:
+        return load_model(self.conf_dir / "identity.yaml", IdentityConfig)
+
+    @cached_property
+    def gold(self) -> GoldConfig:
+        return load_model(self.conf_dir / "gold.yaml", GoldConfig)
+
+    def validate_all(self) -> None:
+        """Load every conf file now, so a bad one fails before any Spark work starts."""
+        _ = self.sources, self.identity, self.gold
+
+
+def load_settings(profile: str | None = None, conf_dir: Path | str | None = None) -> Settings:
+    """Load conf/pipeline.yaml and pick a profile (argument, CDP_PROFILE, or default_profile)."""
+    directory = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
+    pipeline_file = directory / "pipeline.yaml"
+    # Profiles are expanded lazily: a cluster profile's required variables must not
+    # break a laptop run that never uses that profile.
+    pipeline = load_model(pipeline_file, PipelineConfig, expand=False)
+    name = profile or os.environ.get("CDP_PROFILE") or pipeline.default_profile
+    if name not in pipeline.profiles:
+        raise ConfigError(
+            f"{pipeline_file}: profile '{name}' is not defined under 'profiles'. "
+            f"Fix: use one of {sorted(pipeline.profiles)}."
+        )
+    chosen = Profile.model_validate(
+        _expand_tree(pipeline.profiles[name].model_dump(), file=pipeline_file, key=f"profiles.{name}")
+    )
+    jars = Jars.model_validate(_expand_tree(pipeline.jars.model_dump(), file=pipeline_file, key="jars"))
+    resolved = pipeline.model_copy(update={"profiles": {**pipeline.profiles, name: chosen}, "jars": jars})
+    return Settings(conf_dir=directory, profile_name=name, pipeline=resolved)

@@ -1,0 +1,1 @@
+"""OneID: link every record of a person through shared, trustworthy identifiers."""

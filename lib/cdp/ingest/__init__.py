@@ -1,0 +1,1 @@
+"""Landing files → bronze Delta tables."""

@@ -1,0 +1,1 @@
+"""Consent state and its enforcement wherever data is used for a purpose."""

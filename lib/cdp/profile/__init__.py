@@ -1,0 +1,1 @@
+"""The golden record and 360° customer profile."""

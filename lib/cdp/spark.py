@@ -1,0 +1,138 @@
+"""The one SparkSession factory: Delta Lake, optional GraphFrames, a persistent catalog, per-profile conf."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pyspark.sql import SparkSession
+
+from cdp.config import ConfigError, Settings
+from cdp.lakehouse import sql_string
+
+log = logging.getLogger(__name__)
+
+DATABASES = {
+    "bronze": "Raw channel exports as delivered, one table per source, with ingestion metadata.",
+    "silver": "Cleansed, standardised canonical entities, identifiers and the quarantine.",
+    "identity": "The identity graph's outputs: OneID assignments and refused links.",
+    "gold": "Customer profiles, tags, consent state and consent-filtered audiences.",
+    "ops": "Operational records: job runs, ingestion log, quality metrics.",
+}
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def wants_graphframes(settings: Settings) -> bool:
+    """GraphFrames' jar is added only when conf/identity.yaml selects that engine."""
+    return settings.identity.components.engine == "graphframes"
+
+
+def jar_settings(settings: Settings) -> dict[str, str]:
+    """spark.jars from a staged folder when one is configured, else spark.jars.packages."""
+    jars = settings.pipeline.jars
+    packages = list(jars.packages)
+    if wants_graphframes(settings):
+        packages.append(jars.graphframes_package)
+    if jars.staged_dir:
+        folder = Path(settings.resolve(jars.staged_dir))
+        staged = sorted(folder.glob("*.jar")) if folder.is_dir() else []
+        if not staged:
+            raise ConfigError(
+                f"{settings.conf_dir / 'pipeline.yaml'}: key 'jars.staged_dir' (or CDP_JARS_DIR) points at "
+                f"{folder}, which holds no jars. Fix: run `make jars`, or unset it to resolve from Maven Central."
+            )
+        missing = [p for p in packages if not any(j.name.startswith(_jar_prefix(p)) for j in staged)]
+        if missing:
+            raise ConfigError(
+                f"{folder}: staged jars lack {missing}. Fix: run `make jars` again after changing jars.packages."
+            )
+        return {"spark.jars": ",".join(str(j) for j in staged)}
+    conf = {"spark.jars.packages": ",".join(packages)}
+    if os.environ.get("CDP_IVY_DIR"):
+        conf["spark.jars.ivy"] = os.environ["CDP_IVY_DIR"]
+    return conf
+
+
+def _jar_prefix(coordinate: str) -> str:
+    _, artifact, version = coordinate.split(":")
+    return f"{artifact}-{version}"
+
+
+def catalog_settings(settings: Settings) -> dict[str, str]:
+    """Hive catalog conf: an embedded Derby metastore under the lakehouse, or the cluster's own."""
+    conf = {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": settings.warehouse,
+    }
+    if settings.profile.metastore == "embedded":
+        lakehouse = settings.lakehouse
+        conf.update(
+            {
+                "spark.hadoop.javax.jdo.option.ConnectionURL": (
+                    f"jdbc:derby:;databaseName={lakehouse}/metastore_db;create=true"
+                ),
+                "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+                "spark.hadoop.hive.metastore.schema.verification": "false",
+                "spark.driver.extraJavaOptions": (
+                    f"-Dderby.system.home={lakehouse} -Dderby.stream.error.file={lakehouse}/derby.log"
+                ),
+            }
+        )
+    return conf
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """Every Spark conf this project sets, in one dict (also what `cdp submit-args` prints)."""
+    conf: dict[str, str] = {}
+    conf.update(DELTA_CONF)
+    conf.update(jar_settings(settings))
+    conf.update(catalog_settings(settings))
+    conf["spark.sql.session.timeZone"] = settings.profile.timezone
+    conf.update(settings.profile.spark_conf)
+    return conf
+
+
+def build_session(settings: Settings, app_name: str = "cdp") -> SparkSession:
+    """Start (or join) the SparkSession for this profile and make sure the databases exist."""
+    settings.validate_all()
+    if settings.profile.metastore == "embedded":
+        Path(settings.lakehouse).mkdir(parents=True, exist_ok=True)
+    if (settings.profile.master or "").startswith("local"):
+        # Local Python workers must be this interpreter, so they import the same cdp package.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if settings.profile.master:
+        builder = builder.master(settings.profile.master)
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("CDP_SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setCheckpointDir(settings.checkpoint_dir)
+    ensure_databases(spark, settings)
+    return spark
+
+
+def ensure_databases(spark: SparkSession, settings: Settings) -> None:
+    for name, comment in DATABASES.items():
+        spark.sql(
+            f"CREATE DATABASE IF NOT EXISTS {name} COMMENT {sql_string(comment)} "
+            f"LOCATION {sql_string(settings.warehouse + '/' + name + '.db')}"
+        )
+
+
+@contextmanager
+def spark_session(settings: Settings, app_name: str = "cdp") -> Iterator[SparkSession]:
+    """A session for one command or job, stopped at the end so the embedded metastore is released."""
+    spark = build_session(settings, app_name)
+    try:
+        yield spark
+    finally:
+        spark.stop()
