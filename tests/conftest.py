@@ -16,12 +16,17 @@ def lakehouse(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(lakehouse, tmp_path_factory):
+def data_dir(tmp_path_factory) -> Path:
+    """Where generated exports go: <data_dir>/landing is the suite's landing folder."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def settings(lakehouse, data_dir):
     from cdp.config import load_settings
 
-    landing = tmp_path_factory.mktemp("landing")
     os.environ["CDP_LAKEHOUSE"] = str(lakehouse)
-    os.environ["CDP_LANDING"] = str(landing)
+    os.environ["CDP_LANDING"] = str(data_dir / "landing")
     loaded = load_settings("test", ROOT / "conf")
     loaded.validate_all()
     return loaded

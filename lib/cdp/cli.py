@@ -261,7 +261,13 @@ def demo(
         err.print(f"The profile reads landing files from {settings.landing}, not {data_dir}/landing. "
                   "Fix: set CDP_LANDING or pass --data to match.")
         raise typer.Exit(2)
-    run_demo(settings, data_dir / "truth", as_of, out, print_rows, print_scores)
+    from cdp.pipeline import StageFailed
+
+    try:
+        run_demo(settings, data_dir / "truth", as_of, out, print_rows, print_scores)
+    except StageFailed as exc:
+        err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
+        raise typer.Exit(1) from exc
     out.print(f"[green]demo finished in {time.perf_counter() - started:.0f}s[/]")
 
 

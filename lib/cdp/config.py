@@ -248,7 +248,7 @@ def load_model(path: Path, model: type[M], *, expand: bool = True) -> M:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            key = ".".join(str(p) for p in err["loc"]) or "(whole file)"
             problems.append(f"  key '{key}': {err['msg']}")
         raise ConfigError(
             f"{path}: invalid configuration\n" + "\n".join(problems)

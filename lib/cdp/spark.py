@@ -74,6 +74,7 @@ def catalog_settings(settings: Settings) -> dict[str, str]:
     }
     if settings.profile.metastore == "embedded":
         lakehouse = settings.lakehouse
+        log4j = settings.conf_dir / "log4j2.properties"
         conf.update(
             {
                 "spark.hadoop.javax.jdo.option.ConnectionURL": (
@@ -83,6 +84,7 @@ def catalog_settings(settings: Settings) -> dict[str, str]:
                 "spark.hadoop.hive.metastore.schema.verification": "false",
                 "spark.driver.extraJavaOptions": (
                     f"-Dderby.system.home={lakehouse} -Dderby.stream.error.file={lakehouse}/derby.log"
+                    + (f" -Dlog4j.configurationFile=file:{log4j}" if log4j.is_file() else "")
                 ),
             }
         )

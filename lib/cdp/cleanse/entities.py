@@ -91,7 +91,7 @@ ENTITIES: dict[str, Entity] = {
             "subject_value": "string",
             "purpose": "string",
             "action": "string",
-            "channel": "string",
+            "consent_channel": "string",
             "occurred_at": "timestamp",
             "source_system": "string",
         },

@@ -1,0 +1,85 @@
+"""Bad configuration fails fast with the file, the key and the fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cdp.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def conf(tmp_path) -> Path:
+    target = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", target)
+    return target
+
+
+def edit(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def test_shipped_conf_is_valid():
+    settings = load_settings("local", ROOT / "conf")
+    settings.validate_all()
+    assert set(settings.sources.sources) == {
+        "crm_members", "pos_orders", "ecom_orders", "wechat_events", "app_events", "consent_events"
+    }
+
+
+def test_unknown_normaliser_names_file_key_and_choices(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"]["mapping"]["phone"].update(normaliser="phonee"))
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", conf).validate_all()
+    message = str(error.value)
+    assert "sources.yaml" in message
+    assert "sources.pos_orders.mapping.phone.normaliser" in message
+    assert "unknown normaliser 'phonee'" in message and "cn_mobile" in message
+
+
+def test_mapping_to_a_column_the_source_does_not_deliver(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["crm_members"]["mapping"]["email"].update(column="电子邮箱"))
+    with pytest.raises(ConfigError, match=r"mapping.email.column '电子邮箱' is not among columns"):
+        load_settings("local", conf).validate_all()
+
+
+def test_missing_required_mapping(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"]["mapping"].pop("amount"))
+    with pytest.raises(ConfigError, match=r"requires mapping for \['amount'\]"):
+        load_settings("local", conf).validate_all()
+
+
+def test_unknown_profile_lists_the_choices(conf):
+    with pytest.raises(ConfigError, match=r"profile 'prod' is not defined.*\['cluster', 'local', 'test'\]"):
+        load_settings("prod", conf)
+
+
+def test_cluster_profile_needs_its_environment(conf, monkeypatch):
+    monkeypatch.delenv("CDP_LAKEHOUSE", raising=False)
+    with pytest.raises(ConfigError, match=r"profiles.cluster.lakehouse.*CDP_LAKEHOUSE.*export CDP_LAKEHOUSE"):
+        load_settings("cluster", conf)
+
+
+def test_audience_with_undeclared_purpose(conf):
+    edit(conf / "gold.yaml", lambda d: d["audiences"]["high_value_sms"].update(purpose="telepathy"))
+    with pytest.raises(ConfigError, match=r"(?s)gold.yaml.*purpose 'telepathy' is not a declared purpose"):
+        load_settings("local", conf).validate_all()
+
+
+def test_broken_blocklist_regex(conf):
+    edit(conf / "identity.yaml", lambda d: d["blocklist"]["patterns"].update(phone=["(unclosed"]))
+    with pytest.raises(ConfigError, match=r"(?s)identity.yaml.*blocklist.patterns.*is not a regex"):
+        load_settings("local", conf).validate_all()
+
+
+def test_yaml_syntax_error(conf):
+    (conf / "identity.yaml").write_text("components: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"identity.yaml: not valid YAML"):
+        load_settings("local", conf).validate_all()
