@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.audience.members import audience_members
@@ -56,9 +57,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date) -> GoldResu
         for name, audience in config.audiences.items()
     ]
     if frames:
-        members = frames[0]
-        for frame in frames[1:]:
-            members = members.unionByName(frame)
+        members = reduce(DataFrame.unionByName, frames)
         overwrite_table(members, AUDIENCES, "Audience members, consent-filtered for each audience's purpose")
     wide.unpersist()
 
