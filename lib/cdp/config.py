@@ -216,6 +216,46 @@ class GoldConfig(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- quality.yaml
+
+RuleFamily = Literal["completeness", "validity", "uniqueness", "consistency", "freshness"]
+
+
+class QualityRule(_Strict):
+    name: str
+    source: str
+    family: RuleFamily
+    field: str | None = None
+    max_age_days: int | None = Field(None, gt=0)
+    warn_above: float | None = Field(None, ge=0, le=1)
+    fail_above: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _family_arguments(self) -> QualityRule:
+        if self.family == "completeness" and not self.field:
+            raise ValueError(f"rule '{self.name}': completeness needs 'field'")
+        if self.family == "freshness" and not self.max_age_days:
+            raise ValueError(f"rule '{self.name}': freshness needs 'max_age_days'")
+        if self.family == "consistency" and self.field != "id_card":
+            raise ValueError(f"rule '{self.name}': consistency checks field 'id_card' against declared birth date and gender")
+        if self.warn_above is not None and self.fail_above is not None and self.warn_above > self.fail_above:
+            raise ValueError(f"rule '{self.name}': warn_above must not exceed fail_above")
+        return self
+
+
+class QualityConfig(_Strict):
+    rules: list[QualityRule]
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, value: list[QualityRule]) -> list[QualityRule]:
+        names = [r.name for r in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be unique; repeated: {repeated}")
+        return value
+
+
 # ---------------------------------------------------------------- loading
 
 M = TypeVar("M", bound=BaseModel)
@@ -322,9 +362,30 @@ class Settings:
     def gold(self) -> GoldConfig:
         return load_model(self.conf_dir / "gold.yaml", GoldConfig)
 
+    @cached_property
+    def quality(self) -> QualityConfig:
+        return load_model(self.conf_dir / "quality.yaml", QualityConfig)
+
     def validate_all(self) -> None:
         """Load every conf file now, so a bad one fails before any Spark work starts."""
         _ = self.sources, self.identity, self.gold
+        check_quality_rules(self.quality, self.sources, self.conf_dir / "quality.yaml")
+
+
+def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, file: Path) -> None:
+    """Every rule names a configured source and, where it has one, a field that source maps."""
+    for index, rule in enumerate(quality.rules):
+        where = f"{file}: key 'rules[{index}]' ({rule.name})"
+        source = sources.sources.get(rule.source)
+        if source is None:
+            raise ConfigError(f"{where}: source '{rule.source}' is not in sources.yaml. Fix: one of {sorted(sources.sources)}.")
+        if rule.field and rule.field not in source.mapping:
+            raise ConfigError(
+                f"{where}: field '{rule.field}' is not mapped by source '{rule.source}'. "
+                f"Fix: one of {sorted(source.mapping)}."
+            )
+        if rule.family == "consistency" and source.entity != "customers":
+            raise ConfigError(f"{where}: consistency rules apply to customers sources only.")
 
 
 def load_settings(profile: str | None = None, conf_dir: Path | str | None = None) -> Settings:

@@ -65,7 +65,7 @@ def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -
 
 
 def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
-    accounting = build_silver(spark, settings)
+    accounting = build_silver(spark, settings, run_id, as_of)
     unbalanced = [a.source for a in accounting if not a.balanced]
     if unbalanced:
         raise RuntimeError(f"row accounting does not balance for {unbalanced}: see ops.row_accounting")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cdp.cleanse.entities import ENTITIES, Entity
+from cdp.cleanse.idcard import with_id_card_checks
 from cdp.cleanse.normalisers import NORMALISERS, normalise_cn_mobile, normalise_email, normalise_text
 from cdp.config import Settings, Source
 from cdp.ingest.bronze import CORRUPT, bronze_table
-from cdp.lakehouse import overwrite_table, table_exists
+from cdp.lakehouse import append, overwrite_table, table_exists
+from cdp.quality.rules import METRICS_TABLE, RuleResult, evaluate_source_rules, metrics_frame
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ def map_to_entity(source_name: str, source: Source):
             else:
                 value = F.lit(None)
             columns.append(value.cast(spark_type).alias(field))
-        # Required fields: was anything delivered at all? (tells 'missing' from 'invalid')
-        for field in entity.required:
-            columns.append(normalise_text(raw_fields[field]).isNotNull().alias(f"_given_{field}"))
+        # Was anything delivered at all? Tells 'missing' from 'invalid' (quarantine, validity rules).
+        # Every entity field gets one (false when unmapped), so sources of an entity union by name.
+        for field in entity.fields:
+            given = normalise_text(raw_fields[field]).isNotNull() if field in raw_fields else F.lit(False)
+            columns.append(given.alias(f"_given_{field}"))
         raw_payload = F.coalesce(
             F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{c}`") for c in source.columns]))
         )
@@ -127,7 +132,33 @@ def entity_identifiers(entity: Entity, df: DataFrame) -> DataFrame:
     )
 
 
-def build_silver(spark: SparkSession, settings: Settings) -> list[SourceAccounting]:
+class QualityGateFailed(RuntimeError):
+    """A rule crossed its fail_above threshold: silver was not published (metrics were recorded)."""
+
+
+def check_quality(
+    spark: SparkSession, settings: Settings, checked: dict[str, DataFrame], run_id: str, as_of: date
+) -> list[RuleResult]:
+    """Evaluate every rule, record the metrics, and refuse to publish when a rule fails."""
+    sources = settings.sources.sources
+    results: list[RuleResult] = []
+    for source_name, source in sources.items():
+        rules = [r for r in settings.quality.rules if r.source == source_name]
+        if rules and source.entity in checked:
+            results += evaluate_source_rules(checked[source.entity], source_name, source, rules, as_of)
+    if results:
+        append(metrics_frame(spark, run_id, results), METRICS_TABLE)
+    for warning in (r for r in results if r.status == "warn"):
+        log.warning("quality %s on %s: %.2f%% failed (warn above %.2f%%)", warning.rule.name,
+                    warning.rule.source, 100 * warning.rate, 100 * (warning.rule.warn_above or 0))
+    failures = [r for r in results if r.status == "fail"]
+    if failures:
+        detail = "; ".join(f"{r.rule.name} {r.failed}/{r.checked} = {r.rate:.1%} > {r.rule.fail_above:.0%}" for r in failures)
+        raise QualityGateFailed(f"quality rules failed, silver not published: {detail} (see {METRICS_TABLE})")
+    return results
+
+
+def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> list[SourceAccounting]:
     """Recompute silver from bronze: one table per entity, the quarantine, identifiers and accounting."""
     sources = settings.sources.sources
     by_entity: dict[str, list[DataFrame]] = {}
@@ -136,15 +167,34 @@ def build_silver(spark: SparkSession, settings: Settings) -> list[SourceAccounti
             log.warning("silver: no bronze table for source %s yet; run the bronze stage first", name)
             continue
         entity = ENTITIES[source.entity]
-        mapped = spark.table(bronze_table(name)).transform(map_to_entity(name, source)).transform(
-            with_rejection_reason(entity)
-        )
-        by_entity.setdefault(source.entity, []).append(mapped)
+        mapped = spark.table(bronze_table(name)).transform(map_to_entity(name, source))
+        if entity.table == "customers":
+            mapped = mapped.transform(with_id_card_checks())
+        by_entity.setdefault(source.entity, []).append(mapped.transform(with_rejection_reason(entity)))
 
     checked = {
         entity_name: reduce(DataFrame.unionByName, frames).persist()
         for entity_name, frames in by_entity.items()
     }
+    try:
+        check_quality(spark, settings, checked, run_id, as_of)
+        return publish_silver(spark, settings, checked)
+    finally:
+        for df in checked.values():
+            df.unpersist()
+
+
+def quarantine_rule(reason: Column) -> Column:
+    """The rule family a reason code belongs to."""
+    return (
+        F.when(reason == "malformed_record", F.lit("parse"))
+        .when(reason == "missing_record_key", F.lit("record_key"))
+        .otherwise(F.lit("required_fields"))
+    )
+
+
+def publish_silver(spark: SparkSession, settings: Settings, checked: dict[str, DataFrame]) -> list[SourceAccounting]:
+    """Write each entity table, the quarantine and the identifiers, then account for every row."""
     quarantine_parts, identifier_parts = [], []
     accepted_by_source: dict[str, int] = {}
     for entity_name, df in checked.items():
@@ -159,7 +209,7 @@ def build_silver(spark: SparkSession, settings: Settings) -> list[SourceAccounti
         identifier_parts.append(entity_identifiers(entity, spark.table(silver_table(entity))))
         quarantine_parts.append(
             df.where(F.col("_reason").isNotNull()).select(
-                "source", "record_key", F.lit("required_fields").alias("rule"),
+                "source", "record_key", quarantine_rule(F.col("_reason")).alias("rule"),
                 F.col("_reason").alias("reason"), F.col("_raw").alias("raw_payload"), *META,
             )
         )
@@ -167,10 +217,7 @@ def build_silver(spark: SparkSession, settings: Settings) -> list[SourceAccounti
         overwrite_table(reduce(DataFrame.unionByName, quarantine_parts), QUARANTINE, "Rows refused by silver, with the reason")
     if identifier_parts:
         overwrite_table(reduce(DataFrame.unionByName, identifier_parts).distinct(), IDENTIFIERS, "Normalised identifiers per record")
-    accounting = account_rows(spark, settings, accepted_by_source)
-    for df in checked.values():
-        df.unpersist()
-    return accounting
+    return account_rows(spark, settings, accepted_by_source)
 
 
 def account_rows(

@@ -1,0 +1,1 @@
+"""Data-quality rules, metrics and the quality report."""
