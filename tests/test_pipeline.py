@@ -127,3 +127,60 @@ def test_job_runs_record_each_stage(spark, run):
     )
     assert identity["engine"] == "dataframe"
     assert identity["records"] == spark.table("identity.oneid_map").count()
+
+
+def latest_metrics(spark) -> dict[str, tuple[int, int, str]]:
+    latest = spark.table("ops.quality_metrics").agg(F.max("run_id")).first()[0]
+    rows = spark.table("ops.quality_metrics").where(F.col("run_id") == latest).collect()
+    return {r["rule"]: (r["checked"], r["failed"], r["status"]) for r in rows}
+
+
+def test_quality_metrics_count_the_planted_defects(spark, settings, run):
+    summary, manifest, _ = run
+    traps = manifest["traps"]
+    metrics = latest_metrics(spark)
+    assert set(metrics) == {r.name for r in settings.quality.rules}
+    assert metrics["crm_rows_valid"][:2] == (summary.rows["crm_members"], traps["missing_member_id_rows"])
+    assert metrics["pos_rows_valid"][:2] == (summary.rows["pos_orders"], traps["bad_amount_orders"])
+    assert metrics["app_rows_valid"][:2] == (summary.rows["app_events"], traps["malformed_json_lines"])
+    assert metrics["crm_member_uniqueness"][1] == 0
+    assert metrics["crm_id_card_consistency"][1] == 0  # the generator declares what the 身份证 says
+    assert metrics["crm_phone_validity"][1] == 0       # every phone format it writes is a valid mobile
+    assert all(metrics[name][0] == 1 for name in ("pos_freshness", "app_freshness", "wechat_freshness"))
+
+
+def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from cdp.cleanse.silver import QualityGateFailed, build_silver
+    from cdp.config import load_settings
+
+    conf = tmp_path / "conf"
+    shutil.copytree(settings.conf_dir, conf)
+    quality = yaml.safe_load((conf / "quality.yaml").read_text(encoding="utf-8"))
+    assert latest_metrics(spark)["crm_phone_completeness"][1] > 0  # some CRM rows lack a phone
+    for rule in quality["rules"]:
+        if rule["name"] == "crm_phone_completeness":
+            rule.update(warn_above=0.0, fail_above=0.0)  # any CRM row without a phone now fails the run
+    (conf / "quality.yaml").write_text(yaml.safe_dump(quality, allow_unicode=True), encoding="utf-8")
+    strict = load_settings("test", conf)
+
+    version_before = spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"]
+    with pytest.raises(QualityGateFailed, match=r"crm_phone_completeness \d+/\d+"):
+        build_silver(spark, strict, "20991231T000000Z-silver-strict", AS_OF)
+    assert spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"] == version_before
+    recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == "20991231T000000Z-silver-strict")
+    assert {r["rule"]: r["status"] for r in recorded.where(F.col("status") == "fail").collect()} == {
+        "crm_phone_completeness": "fail"
+    }
+
+
+def test_quality_report_from_recorded_metrics(spark, run, tmp_path):
+    from cdp.quality.report import write_quality_report
+    from cdp.quality.rules import read_metric_rows
+
+    html = write_quality_report(read_metric_rows(spark, 10), tmp_path / "quality.html").read_text(encoding="utf-8")
+    for family in ("completeness", "validity", "uniqueness", "consistency", "freshness"):
+        assert f'id="family-{family}"' in html

@@ -216,6 +216,34 @@ def print_scores(scores) -> None:
     out.print(table)
 
 
+quality_app = typer.Typer(no_args_is_help=True, help="Data-quality metrics and report.")
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("report")
+def quality_report(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: <lakehouse>/reports/quality.html)."),
+    runs: int = typer.Option(30, "--runs", min=1, help="How many of the latest silver runs to chart."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Write a self-contained HTML report of ops.quality_metrics: per rule family, and the trend over runs."""
+    from cdp.quality.report import write_quality_report
+    from cdp.quality.rules import METRICS_TABLE, read_metric_rows
+    from cdp.spark import spark_session
+
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-quality-report") as spark:
+        if not spark.catalog.tableExists(METRICS_TABLE):
+            err.print(f"{METRICS_TABLE} does not exist yet. Fix: run `cdp run --stage silver` first.")
+            raise typer.Exit(2)
+        rows = read_metric_rows(spark, runs)
+    target = write_quality_report(rows, output or Path(settings.reports_dir) / "quality.html")
+    statuses = [r.status for r in rows if r.run_id == max(x.run_id for x in rows)] if rows else []
+    out.print(f"quality report: {target}  (latest run: {statuses.count('ok')} ok, "
+              f"{statuses.count('warn')} warn, {statuses.count('fail')} fail)")
+
+
 @app.command("submit-args")
 def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """Print the spark-submit options (jars and confs) a job needs for this profile."""

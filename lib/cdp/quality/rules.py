@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.config import QualityRule, Source
+from cdp.quality.report import MetricRow
 
 METRICS_TABLE = "ops.quality_metrics"
 METRICS_SCHEMA = (
@@ -97,3 +98,13 @@ def metrics_frame(spark: SparkSession, run_id: str, results: list[RuleResult]) -
         for r in results
     ]
     return spark.createDataFrame(rows, METRICS_SCHEMA).withColumn("computed_at", F.current_timestamp())
+
+
+def read_metric_rows(spark: SparkSession, runs: int) -> list[MetricRow]:
+    """The metrics of the latest `runs` silver runs, as report rows."""
+    metrics = spark.table(METRICS_TABLE)
+    latest = [r["run_id"] for r in metrics.select("run_id").distinct().orderBy(F.col("run_id").desc()).limit(runs).collect()]
+    return [
+        MetricRow(**{k: row[k] for k in MetricRow.__dataclass_fields__})
+        for row in metrics.where(F.col("run_id").isin(*latest)).collect()
+    ]
