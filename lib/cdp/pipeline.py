@@ -59,7 +59,7 @@ def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -
     results = build_bronze(spark, settings, batch_id=run_id)
     return {
         r.source: {"rows": r.rows, "new_files": len(r.new_files), "changed_files": len(r.changed_files),
-                   "unchanged_files": r.skipped_files}
+                   "unchanged_files": r.skipped_files, "drifted_files": len(r.drift)}
         for r in results
     }
 

@@ -76,9 +76,9 @@ def map_to_entity(source_name: str, source: Source):
         for field in entity.fields:
             given = normalise_text(raw_fields[field]).isNotNull() if field in raw_fields else F.lit(False)
             columns.append(given.alias(f"_given_{field}"))
-        raw_payload = F.coalesce(
-            F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{c}`") for c in source.columns]))
-        )
+        # Every delivered column, declared or drifted in, so a quarantined row can be replayed.
+        delivered = [c for c in bronze.columns if not c.startswith("_")]
+        raw_payload = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{c}`") for c in delivered])))
         columns += [raw_payload.alias("_raw"), F.col(CORRUPT).isNotNull().alias("_malformed")] + [F.col(m) for m in META]
         return bronze.select(*columns)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
 INGEST_LOG = "ops.ingest_log"
+SCHEMA_DRIFT = "ops.schema_drift"
 INGEST_LOG_SCHEMA = StructType(
     [
         StructField("source", StringType(), False),
@@ -42,6 +45,7 @@ class BronzeResult:
     changed_files: list[str] = field(default_factory=list)
     skipped_files: int = 0
     rows: int = 0
+    drift: list[SchemaDrift] = field(default_factory=list)
 
 
 def bronze_table(source_name: str) -> str:
@@ -49,8 +53,8 @@ def bronze_table(source_name: str) -> str:
 
 
 def delivered_schema(source: Source) -> StructType:
-    """Every delivered column as a string, plus a column that keeps unparseable lines whole."""
-    return StructType([StructField(c, StringType()) for c in source.columns] + [StructField(CORRUPT, StringType())])
+    """Every declared column as a string, plus a column that keeps unparseable lines whole."""
+    return _string_schema(list(source.columns))
 
 
 def list_landed_files(spark: SparkSession, pattern: str) -> list[LandedFile]:
@@ -71,20 +75,82 @@ def list_landed_files(spark: SparkSession, pattern: str) -> list[LandedFile]:
     return sorted(files, key=lambda f: f.path)
 
 
-def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> DataFrame:
-    """Read the files as delivered: strings only, malformed lines kept in _corrupt_record."""
-    reader = (
-        spark.read.schema(delivered_schema(source))
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT)
+@dataclass(frozen=True)
+class SchemaDrift:
+    """A landed file whose columns differ from the declared ones: new columns are kept, missing ones are null."""
+
+    file: str
+    new_columns: tuple[str, ...]
+    missing_columns: tuple[str, ...]
+
+
+def csv_header(spark: SparkSession, path: str) -> list[str]:
+    """The first line of a CSV file, parsed as CSV, read through Hadoop's FileSystem (local, HDFS, S3)."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    stream = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(hadoop_path)
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+    try:
+        line = reader.readLine()
+    finally:
+        reader.close()
+    return next(csv.reader([line.lstrip("\ufeff")])) if line else []
+
+
+def json_keys_per_file(spark: SparkSession, paths: list[str]) -> dict[str, set[str]]:
+    """Top-level keys seen in each JSON-lines file (malformed lines contribute none)."""
+    keys = (
+        spark.read.text(paths)
+        .select(F.col("_metadata.file_path").alias("file"), F.explode(F.json_object_keys("value")).alias("key"))
+        .distinct()
+        .collect()
     )
+    found: dict[str, set[str]] = {}
+    for row in keys:
+        found.setdefault(row["file"], set()).add(row["key"])
+    return found
+
+
+def _string_schema(columns: list[str]) -> StructType:
+    return StructType([StructField(c, StringType()) for c in columns] + [StructField(CORRUPT, StringType())])
+
+
+def _permissive(spark: SparkSession, columns: list[str]):
+    return spark.read.schema(_string_schema(columns)).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+
+
+def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tuple[DataFrame, list[SchemaDrift]]:
+    """Read the files as delivered: strings only, malformed lines kept in _corrupt_record.
+
+    Columns are matched by name. A file with columns beyond the declared ones keeps them
+    (bronze's schema grows) and is reported; declared columns a file lacks are null and reported.
+    """
+    declared = list(source.columns)
+    drift: list[SchemaDrift] = []
     if source.format == "csv":
-        # enforceSchema=false: a header that no longer matches the declared columns fails loudly
-        # instead of silently shifting values into the wrong columns.
-        df = reader.option("header", True).option("enforceSchema", False).csv(paths)
+        by_header: dict[tuple[str, ...], list[str]] = {}
+        for path in paths:
+            by_header.setdefault(tuple(csv_header(spark, path)), []).append(path)
+        frames = []
+        for header, files in by_header.items():
+            columns = list(header) or declared  # an empty file still yields the declared shape
+            # enforceSchema=false makes Spark check each file's header against these names.
+            frame = _permissive(spark, columns).option("header", True).option("enforceSchema", False).csv(files)
+            frames.append(frame.withColumn("_file", F.col("_metadata.file_path")))
+            new = tuple(c for c in header if c not in declared)
+            missing = tuple(c for c in declared if header and c not in header)
+            drift += [SchemaDrift(f, new, missing) for f in files if new or missing]
+        df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     else:
-        df = reader.json(paths)
-    return df.withColumn("_file", F.col("_metadata.file_path"))
+        keys = json_keys_per_file(spark, paths)
+        extra = sorted(set().union(*keys.values()) - set(declared)) if keys else []
+        df = _permissive(spark, declared + extra).json(paths).withColumn("_file", F.col("_metadata.file_path"))
+        # Optional JSON keys are often absent, so only new keys count as drift.
+        drift += [SchemaDrift(f, tuple(sorted(k - set(declared))), ()) for f, k in sorted(keys.items()) if k - set(declared)]
+    for column in declared:
+        if column not in df.columns:
+            df = df.withColumn(column, F.lit(None).cast("string"))
+    return df, drift
 
 
 def with_ingestion_metadata(source_name: str, batch_id: str):
@@ -127,9 +193,8 @@ def ingest_source(
         return result
 
     table = bronze_table(source_name)
-    df = read_delivered(spark, source, [f.path for f in todo]).transform(
-        with_ingestion_metadata(source_name, batch_id)
-    )
+    delivered, result.drift = read_delivered(spark, source, [f.path for f in todo])
+    df = delivered.transform(with_ingestion_metadata(source_name, batch_id))
     predicate = "_file IN (" + ", ".join(sql_string(f.path) for f in todo) + ")"
     # replaceWhere on the files being loaded: a crash before the ingest log is written
     # leaves a rerun that replaces, not duplicates, these files' rows.
@@ -142,7 +207,20 @@ def ingest_source(
     log_rows = [(source_name, f.path, f.size, f.modified_ms, batch_id, int(per_file.get(f.path, 0))) for f in todo]
     entries = spark.createDataFrame(log_rows, INGEST_LOG_SCHEMA).withColumn("ingested_at", F.current_timestamp())
     append(entries, INGEST_LOG)
+    if result.drift:
+        record_drift(spark, source_name, batch_id, result.drift)
     return result
+
+
+def record_drift(spark: SparkSession, source_name: str, batch_id: str, drift: list[SchemaDrift]) -> None:
+    for d in drift:
+        log.warning("schema drift in %s %s: new columns %s, missing columns %s",
+                    source_name, d.file, list(d.new_columns), list(d.missing_columns))
+    rows = [(source_name, d.file, batch_id, list(d.new_columns), list(d.missing_columns)) for d in drift]
+    frame = spark.createDataFrame(
+        rows, "source string, file string, batch_id string, new_columns array<string>, missing_columns array<string>"
+    ).withColumn("detected_at", F.current_timestamp())
+    append(frame, SCHEMA_DRIFT)
 
 
 def build_bronze(spark: SparkSession, settings: Settings, batch_id: str) -> list[BronzeResult]:
