@@ -162,3 +162,37 @@ def test_rerun_changes_nothing_and_a_changed_file_replaces_its_rows(spark, onboa
     assert [Path(f).name for f in changed["shop_orders"].changed_files] == ["part-2.csv"]
     assert changed["shop_orders"].rows == 3
     assert spark.table("bronze.shop_orders").count() == 10  # 7 + 3: the old version's 2 rows were replaced
+
+
+def test_parquet_full_snapshot_source(spark, settings, tmp_path):
+    """A Parquet snapshot export (load_mode: full): types kept as text, drift reported, removed files leave."""
+    import pandas as pd
+
+    conf = tmp_path / "conf"
+    shutil.copytree(settings.conf_dir, conf)
+    sources = yaml.safe_load((conf / "sources.yaml").read_text(encoding="utf-8"))
+    sources["sources"]["vip_members"] = {
+        "channel": "vip_crm", "format": "parquet", "path": "vip_members/*.parquet", "load_mode": "full",
+        "entity": "customers", "record_key": "member_no", "columns": ["member_no", "mobile", "level"],
+        "mapping": {"member_id": {"column": "member_no"}, "phone": {"column": "mobile", "normaliser": "cn_mobile"}},
+    }
+    (conf / "sources.yaml").write_text(yaml.safe_dump(sources, allow_unicode=True), encoding="utf-8")
+    vip = load_settings("test", conf)
+    folder = Path(vip.landing) / "vip_members"
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"member_no": ["V1", "V2"], "mobile": [13912345678, 13912345679], "level": ["gold", "silver"]}).to_parquet(folder / "a.parquet")
+
+    first = {r.source: r for r in build_bronze(spark, vip, "vip-1")}["vip_members"]
+    assert first.rows == 2
+    assert sorted(r["mobile"] for r in spark.table("bronze.vip_members").collect()) == ["13912345678", "13912345679"]
+
+    pd.DataFrame({"member_no": ["V3"], "mobile": [13912345670], "level": ["gold"], "points": [120]}).to_parquet(folder / "b.parquet")
+    second = {r.source: r for r in build_bronze(spark, vip, "vip-2")}["vip_members"]
+    assert second.rows == 3  # the whole snapshot, reloaded
+    assert [(Path(d.file).name, d.new_columns) for d in second.drift] == [("b.parquet", ("points",))]
+    assert spark.table("bronze.vip_members").count() == 3
+
+    assert {r.source: r.rows for r in build_bronze(spark, vip, "vip-3")}["vip_members"] == 0  # nothing changed
+    (folder / "a.parquet").unlink()
+    build_bronze(spark, vip, "vip-4")
+    assert sorted(r["member_no"] for r in spark.table("bronze.vip_members").collect()) == ["V3"]

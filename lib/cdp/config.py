@@ -110,8 +110,11 @@ class FieldMapping(_Strict):
 
 class Source(_Strict):
     channel: str
-    format: Literal["csv", "jsonl"]
+    format: Literal["csv", "jsonl", "parquet"]
     path: str
+    # incremental: each new or changed file is added once; full: every delivery is a complete
+    # snapshot, and when the set of files changes the source's bronze table is reloaded whole.
+    load_mode: Literal["incremental", "full"] = "incremental"
     entity: str
     record_key: str
     columns: list[str]

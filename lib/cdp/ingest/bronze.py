@@ -57,6 +57,15 @@ def delivered_schema(source: Source) -> StructType:
     return _string_schema(list(source.columns))
 
 
+def latest_full_load(spark: SparkSession, source_name: str) -> set[str]:
+    """The files of a full-load source's latest batch (what its bronze table holds now)."""
+    if not table_exists(spark, INGEST_LOG):
+        return set()
+    entries = spark.table(INGEST_LOG).where(F.col("source") == source_name)
+    latest = entries.agg(F.max_by("batch_id", "ingested_at")).first()[0]
+    return {r["file"] for r in entries.where(F.col("batch_id") == latest).select("file").collect()}
+
+
 def list_landed_files(spark: SparkSession, pattern: str) -> list[LandedFile]:
     """Files matching the glob, through Hadoop's FileSystem so s3a://, hdfs:// and local paths all work."""
     jvm = spark.sparkContext._jvm
@@ -111,6 +120,12 @@ def json_keys_per_file(spark: SparkSession, paths: list[str]) -> dict[str, set[s
     return found
 
 
+def _as_text(df: DataFrame, column: str):
+    data_type = df.schema[column].dataType.typeName()
+    value = F.to_json(F.col(f"`{column}`")) if data_type in ("struct", "array", "map") else F.col(f"`{column}`").cast("string")
+    return value.alias(column)
+
+
 def _string_schema(columns: list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in columns] + [StructField(CORRUPT, StringType())])
 
@@ -140,6 +155,18 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
             new = tuple(c for c in header if c not in declared)
             missing = tuple(c for c in declared if header and c not in header)
             drift += [SchemaDrift(f, new, missing) for f in files if new or missing]
+        df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    elif source.format == "parquet":
+        frames = []
+        for path in paths:
+            # Typed Parquet is kept as text, like every other bronze column; structures as JSON.
+            typed = spark.read.parquet(path)
+            frames.append(typed.select(*[_as_text(typed, c) for c in typed.columns]).withColumn(CORRUPT, F.lit(None).cast("string"))
+                          .withColumn("_file", F.col("_metadata.file_path")))
+            new = tuple(c for c in typed.columns if c not in declared)
+            missing = tuple(c for c in declared if c not in typed.columns)
+            if new or missing:
+                drift.append(SchemaDrift(path, new, missing))
         df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     else:
         keys = json_keys_per_file(spark, paths)
@@ -189,13 +216,25 @@ def ingest_source(
             continue
         (result.changed_files if f.path in seen_paths else result.new_files).append(f.path)
         todo.append(f)
+    if source.load_mode == "full":
+        current = {f.path for f in landed}
+        if not current:
+            log.warning("bronze %s: full load found no files; keeping the previous snapshot", source_name)
+            return result
+        if not todo and current == latest_full_load(spark, source_name):
+            return result
+        # A snapshot replaces the previous one whole: files that disappeared take their rows along.
+        todo, result.skipped_files = list(landed), 0
     if not todo:
         return result
 
     table = bronze_table(source_name)
     delivered, result.drift = read_delivered(spark, source, [f.path for f in todo])
     df = delivered.transform(with_ingestion_metadata(source_name, batch_id))
-    predicate = "_file IN (" + ", ".join(sql_string(f.path) for f in todo) + ")"
+    if source.load_mode == "full":
+        predicate = "true"
+    else:
+        predicate = "_file IN (" + ", ".join(sql_string(f.path) for f in todo) + ")"
     # replaceWhere on the files being loaded: a crash before the ingest log is written
     # leaves a rerun that replaces, not duplicates, these files' rows.
     replace_where(df, table, predicate)
