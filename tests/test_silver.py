@@ -81,3 +81,20 @@ def test_identifiers_from_entity_fields_and_consent_subjects(spark):
         "source string, record_key string, id_type string, id_value string",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_quality_flags_say_why_a_delivered_value_is_null(spark, settings):
+    from cdp.cleanse.silver import with_quality_flags
+
+    source = settings.sources.sources["pos_orders"]
+    rows = [
+        ("POS1", "S1", "店", "+86 139 1234 5678", "10", "2026/10/01 10:15", "现金", None),
+        ("POS2", "S1", "店", "12345", "10", "2026/10/01 10:15", "现金", None),   # not a mobile
+        ("POS3", "S1", "店", "", "10", "2026/10/01 10:15", "现金", None),        # nothing delivered: no flag
+    ]
+    flagged = bronze_rows(spark, source, rows).transform(map_to_entity("pos_orders", source)).transform(
+        with_quality_flags(ENTITIES["orders"])
+    )
+    assert sorted((r["record_key"], r["quality_flags"]) for r in flagged.collect()) == [
+        ("POS1", []), ("POS2", ["invalid_phone"]), ("POS3", []),
+    ]

@@ -101,6 +101,23 @@ def with_rejection_reason(entity: Entity):
     return transform
 
 
+def with_quality_flags(entity: Entity):
+    """quality_flags: `invalid_<field>` for each value delivered but not standardisable (now null),
+    plus the 身份证's conflicts with declared values — so a row says why a value is missing."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        invalid = [
+            F.when(F.col(f"_given_{field}") & F.col(field).isNull(), F.lit(f"invalid_{field}"))
+            for field in entity.fields
+        ]
+        flags = F.array_compact(F.array(*invalid))
+        if "id_card_conflicts" in df.columns:
+            flags = F.concat(flags, F.col("id_card_conflicts"))
+        return df.withColumn("quality_flags", flags)
+
+    return transform
+
+
 def latest_per_record_key(df: DataFrame) -> DataFrame:
     """Re-sent records collapse to one row per (source, record_key): the latest ingested wins."""
     window = Window.partitionBy("source", "record_key").orderBy(F.col("_ingested_at").desc(), F.col("_file").desc())
@@ -204,6 +221,7 @@ def publish_silver(spark: SparkSession, settings: Settings, checked: dict[str, D
         accepted = latest_per_record_key(df.where(F.col("_reason").isNull()))
         if entity_name == "consent_events":
             accepted = accepted.transform(with_consent_subject)
+        accepted = accepted.transform(with_quality_flags(entity))
         helper_columns = [c for c in accepted.columns if c.startswith("_given_")] + ["_malformed", "_reason", "_raw"]
         overwrite_table(accepted.drop(*helper_columns), silver_table(entity), f"Canonical {entity_name}, cleansed")
         identifier_parts.append(entity_identifiers(entity, spark.table(silver_table(entity))))
