@@ -20,7 +20,7 @@ QUERIES = {
         SELECT id_type, id_value, reason, records FROM identity.suspicious_identifiers ORDER BY records DESC LIMIT 10""",
     "row accounting (latest)": """
         SELECT source, landed, silver, quarantined, duplicates FROM ops.row_accounting
-        WHERE computed_at = (SELECT max(computed_at) FROM ops.row_accounting) ORDER BY source""",
+        WHERE run_id = (SELECT max(run_id) FROM ops.row_accounting) ORDER BY source""",
 }
 
 # %%

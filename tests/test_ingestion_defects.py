@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from cdp.cleanse.silver import build_silver
 from cdp.config import load_settings
 from cdp.ingest.bronze import build_bronze
+from cdp.lakehouse import new_run_id
 
 AS_OF = date(2026, 11, 1)
 
@@ -91,8 +92,9 @@ def onboarded(spark, settings, tmp_path_factory):
     extended = load_settings("test", conf)
     extended.validate_all()
     bronze = {r.source: r for r in build_bronze(spark, extended, "defects-1")}
-    accounting = {a.source: a for a in build_silver(spark, extended, "20991201T000000Z-silver-defects", AS_OF)}
-    return extended, bronze, accounting
+    silver_run = new_run_id("silver")
+    accounting = {a.source: a for a in build_silver(spark, extended, silver_run, AS_OF)}
+    return extended, bronze, accounting, silver_run
 
 
 def quarantine(spark, source):
@@ -101,7 +103,7 @@ def quarantine(spark, source):
 
 
 def test_every_row_is_accounted_for(onboarded):
-    _, _, accounting = onboarded
+    _, _, accounting, _ = onboarded
     shop, kiosk = accounting["shop_orders"], accounting["kiosk_events"]
     assert (shop.landed, shop.silver, shop.quarantined, shop.duplicates) == (9, 3, 4, 2)
     assert (kiosk.landed, kiosk.silver, kiosk.quarantined, kiosk.duplicates) == (5, 2, 3, 0)
@@ -129,7 +131,7 @@ def test_silver_rows_are_normalised_and_latest_wins(spark, onboarded):
 
 
 def test_schema_drift_is_kept_and_reported(spark, onboarded):
-    _, bronze, _ = onboarded
+    _, bronze, _, _ = onboarded
     assert [(Path(d.file).name, d.new_columns, d.missing_columns) for d in bronze["shop_orders"].drift] == [
         ("part-2.csv", ("优惠券",), ())
     ]
@@ -142,7 +144,7 @@ def test_schema_drift_is_kept_and_reported(spark, onboarded):
 
 
 def test_quality_metrics_for_the_new_source(spark, onboarded):
-    rows = spark.table("ops.quality_metrics").where(F.col("run_id") == "20991201T000000Z-silver-defects").collect()
+    rows = spark.table("ops.quality_metrics").where(F.col("run_id") == onboarded[3]).collect()
     metrics = {r["rule"]: (r["checked"], r["failed"]) for r in rows}
     assert metrics["shop_rows_valid"] == (9, 4)
     assert metrics["shop_uniqueness"] == (5, 2)
@@ -150,10 +152,10 @@ def test_quality_metrics_for_the_new_source(spark, onboarded):
 
 
 def test_rerun_changes_nothing_and_a_changed_file_replaces_its_rows(spark, onboarded):
-    extended, _, _ = onboarded
+    extended, _, _, _ = onboarded
     again = {r.source: r for r in build_bronze(spark, extended, "defects-2")}
     assert (again["shop_orders"].rows, again["kiosk_events"].rows) == (0, 0)
-    accounting = {a.source: a for a in build_silver(spark, extended, "20991201T000001Z-silver-defects", AS_OF)}
+    accounting = {a.source: a for a in build_silver(spark, extended, new_run_id("silver"), AS_OF)}
     assert (accounting["shop_orders"].landed, accounting["shop_orders"].silver) == (9, 3)
 
     part_2 = Path(extended.landing) / "shop_orders" / "part-2.csv"

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from cdp.datagen import generate
 from cdp.evaluate import pairwise_scores, read_truth
 from cdp.ingest.bronze import build_bronze
+from cdp.lakehouse import new_run_id
 from cdp.pipeline import run_stages
 
 AS_OF = date(2026, 11, 1)
@@ -26,7 +27,8 @@ def run(spark, settings, data_dir):
 
 def test_every_landed_row_reaches_silver_or_quarantine(spark, run):
     summary, manifest, outcomes = run
-    accounting = {r["source"]: r for r in spark.table("ops.row_accounting").collect()}
+    silver_run = outcomes["silver"].run_id
+    accounting = {r["source"]: r for r in spark.table("ops.row_accounting").where(F.col("run_id") == silver_run).collect()}
     assert set(accounting) == set(summary.rows)
     for source, rows in summary.rows.items():
         a = accounting[source]
@@ -129,16 +131,15 @@ def test_job_runs_record_each_stage(spark, run):
     assert identity["records"] == spark.table("identity.oneid_map").count()
 
 
-def latest_metrics(spark) -> dict[str, tuple[int, int, str]]:
-    latest = spark.table("ops.quality_metrics").agg(F.max("run_id")).first()[0]
-    rows = spark.table("ops.quality_metrics").where(F.col("run_id") == latest).collect()
+def run_metrics(spark, run_id: str) -> dict[str, tuple[int, int, str]]:
+    rows = spark.table("ops.quality_metrics").where(F.col("run_id") == run_id).collect()
     return {r["rule"]: (r["checked"], r["failed"], r["status"]) for r in rows}
 
 
 def test_quality_metrics_count_the_planted_defects(spark, settings, run):
     summary, manifest, _ = run
     traps = manifest["traps"]
-    metrics = latest_metrics(spark)
+    metrics = run_metrics(spark, run[2]["silver"].run_id)
     assert set(metrics) == {r.name for r in settings.quality.rules}
     assert metrics["crm_rows_valid"][:2] == (summary.rows["crm_members"], traps["missing_member_id_rows"])
     assert metrics["pos_rows_valid"][:2] == (summary.rows["pos_orders"], traps["bad_amount_orders"])
@@ -160,18 +161,19 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     conf = tmp_path / "conf"
     shutil.copytree(settings.conf_dir, conf)
     quality = yaml.safe_load((conf / "quality.yaml").read_text(encoding="utf-8"))
-    assert latest_metrics(spark)["crm_phone_completeness"][1] > 0  # some CRM rows lack a phone
+    assert run_metrics(spark, run[2]["silver"].run_id)["crm_phone_completeness"][1] > 0  # some CRM rows lack a phone
     for rule in quality["rules"]:
         if rule["name"] == "crm_phone_completeness":
             rule.update(warn_above=0.0, fail_above=0.0)  # any CRM row without a phone now fails the run
     (conf / "quality.yaml").write_text(yaml.safe_dump(quality, allow_unicode=True), encoding="utf-8")
     strict = load_settings("test", conf)
 
+    strict_run = new_run_id("silver")
     version_before = spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"]
     with pytest.raises(QualityGateFailed, match=r"crm_phone_completeness \d+/\d+"):
-        build_silver(spark, strict, "20991231T000000Z-silver-strict", AS_OF)
+        build_silver(spark, strict, strict_run, AS_OF)
     assert spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"] == version_before
-    recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == "20991231T000000Z-silver-strict")
+    recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == strict_run)
     assert {r["rule"]: r["status"] for r in recorded.where(F.col("status") == "fail").collect()} == {
         "crm_phone_completeness": "fail"
     }
@@ -181,6 +183,9 @@ def test_quality_report_from_recorded_metrics(spark, run, tmp_path):
     from cdp.quality.report import write_quality_report
     from cdp.quality.rules import read_metric_rows
 
-    html = write_quality_report(read_metric_rows(spark, 10), tmp_path / "quality.html").read_text(encoding="utf-8")
+    silver_run = run[2]["silver"].run_id
+    rows = [r for r in read_metric_rows(spark, 50) if r.run_id == silver_run]
+    assert len(rows) == len(run_metrics(spark, silver_run))
+    html = write_quality_report(rows, tmp_path / "quality.html").read_text(encoding="utf-8")
     for family in ("completeness", "validity", "uniqueness", "consistency", "freshness"):
         assert f'id="family-{family}"' in html

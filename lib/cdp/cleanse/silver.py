@@ -195,7 +195,7 @@ def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: da
     }
     try:
         check_quality(spark, settings, checked, run_id, as_of)
-        return publish_silver(spark, settings, checked)
+        return publish_silver(spark, settings, checked, run_id)
     finally:
         for df in checked.values():
             df.unpersist()
@@ -210,7 +210,9 @@ def quarantine_rule(reason: Column) -> Column:
     )
 
 
-def publish_silver(spark: SparkSession, settings: Settings, checked: dict[str, DataFrame]) -> list[SourceAccounting]:
+def publish_silver(
+    spark: SparkSession, settings: Settings, checked: dict[str, DataFrame], run_id: str
+) -> list[SourceAccounting]:
     """Write each entity table, the quarantine and the identifiers, then account for every row."""
     quarantine_parts, identifier_parts = [], []
     accepted_by_source: dict[str, int] = {}
@@ -235,11 +237,11 @@ def publish_silver(spark: SparkSession, settings: Settings, checked: dict[str, D
         overwrite_table(reduce(DataFrame.unionByName, quarantine_parts), QUARANTINE, "Rows refused by silver, with the reason")
     if identifier_parts:
         overwrite_table(reduce(DataFrame.unionByName, identifier_parts).distinct(), IDENTIFIERS, "Normalised identifiers per record")
-    return account_rows(spark, settings, accepted_by_source)
+    return account_rows(spark, settings, accepted_by_source, run_id)
 
 
 def account_rows(
-    spark: SparkSession, settings: Settings, accepted_by_source: dict[str, int]
+    spark: SparkSession, settings: Settings, accepted_by_source: dict[str, int], run_id: str
 ) -> list[SourceAccounting]:
     """Per source: landed, in silver, quarantined and collapsed as duplicates; recorded in ops.
 
@@ -254,10 +256,10 @@ def account_rows(
         quarantined = spark.table(QUARANTINE).where(F.col("source") == name).count()
         duplicates = accepted_by_source.get(name, 0) - silver
         results.append(SourceAccounting(name, landed, silver, quarantined, duplicates))
-    rows = [(a.source, a.landed, a.silver, a.quarantined, a.duplicates) for a in results]
+    rows = [(run_id, a.source, a.landed, a.silver, a.quarantined, a.duplicates) for a in results]
     if rows:
         frame = spark.createDataFrame(
-            rows, "source string, landed long, silver long, quarantined long, duplicates long"
+            rows, "run_id string, source string, landed long, silver long, quarantined long, duplicates long"
         ).withColumn("computed_at", F.current_timestamp())
-        frame.write.format("delta").mode("append").saveAsTable(ACCOUNTING)
+        append(frame, ACCOUNTING)
     return results
