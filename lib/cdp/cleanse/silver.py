@@ -247,15 +247,24 @@ def account_rows(
 
     Each figure is counted on its own table, so a row lost or doubled anywhere breaks the balance.
     """
+
+    def counts_by_source(table: str) -> dict[str, int]:
+        return {r["source"]: r["count"] for r in spark.table(table).groupBy("source").count().collect()}
+
+    configured = settings.sources.sources
+    silver_counts: dict[str, int] = {}
+    for table in sorted({silver_table(ENTITIES[s.entity]) for s in configured.values()}):
+        if table_exists(spark, table):
+            silver_counts.update(counts_by_source(table))
+    quarantined_counts = counts_by_source(QUARANTINE) if table_exists(spark, QUARANTINE) else {}
     results = []
-    for name, source in settings.sources.sources.items():
+    for name in configured:
         if not table_exists(spark, bronze_table(name)):
             continue
         landed = spark.table(bronze_table(name)).count()
-        silver = spark.table(silver_table(ENTITIES[source.entity])).where(F.col("source") == name).count()
-        quarantined = spark.table(QUARANTINE).where(F.col("source") == name).count()
+        silver = silver_counts.get(name, 0)
         duplicates = accepted_by_source.get(name, 0) - silver
-        results.append(SourceAccounting(name, landed, silver, quarantined, duplicates))
+        results.append(SourceAccounting(name, landed, silver, quarantined_counts.get(name, 0), duplicates))
     rows = [(run_id, a.source, a.landed, a.silver, a.quarantined, a.duplicates) for a in results]
     if rows:
         frame = spark.createDataFrame(
