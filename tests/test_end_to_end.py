@@ -104,3 +104,60 @@ def test_bad_config_fails_fast_with_exit_2(env, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "identity.yaml" in result.stderr and "components.engine" in result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, server: subprocess.Popen, seconds: int = 240) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the SQL server exited during start-up"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(2)
+    raise AssertionError(f"the SQL server did not listen on {port} within {seconds}s")
+
+
+def jdbc_query(env, port: int, sql: str) -> str:
+    """The last line beeline prints for a one-value query (csv2: header, then the value)."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    result = subprocess.run(
+        [str(spark_home / "bin" / "beeline"), "-u", f"jdbc:hive2://localhost:{port}/default",
+         "--outputformat=csv2", "--silent=true", "-e", sql],
+        cwd=ROOT, env={**env, "SPARK_HOME": str(spark_home)}, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    return [line for line in result.stdout.splitlines() if line.strip()][-1]
+
+
+def test_sql_server_serves_gold_over_jdbc(env, pipeline, tmp_path):
+    """Last in this module: while it runs, the server holds the embedded metastore."""
+    import signal
+
+    jars = Path(os.environ.get("CDP_TEST_JARS_DIR", ROOT / "jars" / "staged"))
+    assert any(jars.glob("delta-spark_*.jar")), f"no staged Delta jar in {jars}: run `make jars` (make test does)"
+    port = free_port()
+    log = (tmp_path / "sql-server.log").open("w")
+    server = subprocess.Popen([str(BIN / "cdp"), "sql-server", "--port", str(port)], cwd=ROOT,
+                              env={**env, "CDP_JARS_DIR": str(jars)}, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for_port(port, server)
+        profiles = int(jdbc_query(env, port, "SELECT count(*) AS n FROM gold.customer_profile"))
+        one_ids = int(jdbc_query(env, port, "SELECT count(DISTINCT one_id) AS n FROM identity.oneid_map"))
+        assert profiles == one_ids > 0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()

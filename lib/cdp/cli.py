@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import shlex
 import sys
 import time
 from datetime import date, datetime
@@ -246,25 +248,41 @@ def quality_report(
 
 @app.command("submit-args")
 def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
-    """Print the spark-submit options (jars and confs) a job needs for this profile."""
-    from cdp.spark import session_conf
+    """Print the spark-submit options (jars and confs) a job needs for this profile, shell-quoted."""
+    from cdp.spark import submit_arguments
+
+    sys.stdout.write(shlex.join(submit_arguments(_settings(profile, conf_dir))) + "\n")
+
+
+@app.command("sql-server")
+def sql_server(
+    port: int = typer.Option(10000, "--port", help="HiveServer2 (JDBC/ODBC) port."),
+    host: str = typer.Option("localhost", "--host", help="Address to bind."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Serve the catalog over JDBC/ODBC (Spark Thrift Server, HiveServer2 protocol) until stopped."""
+    from cdp.spark import submit_arguments
 
     settings = _settings(profile, conf_dir)
-    parts = []
-    for key, value in session_conf(settings).items():
-        if key == "spark.jars.packages":
-            parts += ["--packages", value]
-        elif key == "spark.jars":
-            parts += ["--jars", value]
-        elif key == "spark.driver.memory":
-            parts += ["--driver-memory", value]
-        elif key == "spark.driver.extraJavaOptions":
-            parts += ["--driver-java-options", f"'{value}'"]
-        else:
-            parts += ["--conf", f"'{key}={value}'"]
-    if settings.profile.master:
-        parts = ["--master", f"'{settings.profile.master}'"] + parts
-    sys.stdout.write(" ".join(parts) + "\n")
+    staged = settings.pipeline.jars.staged_dir
+    if not staged:
+        # Thrift sessions load catalog classes from the driver class path, which --packages does not reach.
+        err.print("The SQL server needs staged jars. Fix: run `make jars` and export CDP_JARS_DIR=$PWD/jars/staged "
+                  "(or run `make sql-server`, which does both).")
+        raise typer.Exit(2)
+    bin_dir = Path(sys.executable).parent
+    jars = sorted(str(j) for j in Path(settings.resolve(staged)).glob("*.jar"))
+    command = [
+        str(bin_dir / "spark-submit"), "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+        "--name", "cdp-sql-server", *submit_arguments(settings), "--driver-class-path", os.pathsep.join(jars),
+        "--hiveconf", f"hive.server2.thrift.port={port}", "--hiveconf", f"hive.server2.thrift.bind.host={host}",
+        "spark-internal",
+    ]
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                   "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+    err.print(f"JDBC: jdbc:hive2://{host}:{port}/default  (stop with Ctrl-C)")
+    os.execvpe(command[0], command, environment)
 
 
 @app.command()
@@ -297,10 +315,6 @@ def demo(
         err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
         raise typer.Exit(1) from exc
     out.print(f"[green]demo finished in {time.perf_counter() - started:.0f}s[/]")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

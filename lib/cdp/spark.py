@@ -102,6 +102,20 @@ def session_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+def submit_arguments(settings: Settings) -> list[str]:
+    """The same configuration as spark-submit options (--master, --packages/--jars, --conf …)."""
+    flags = {
+        "spark.jars.packages": "--packages",
+        "spark.jars": "--jars",
+        "spark.driver.memory": "--driver-memory",
+        "spark.driver.extraJavaOptions": "--driver-java-options",
+    }
+    arguments = ["--master", settings.profile.master] if settings.profile.master else []
+    for key, value in session_conf(settings).items():
+        arguments += [flags[key], value] if key in flags else ["--conf", f"{key}={value}"]
+    return arguments
+
+
 def build_session(settings: Settings, app_name: str = "cdp") -> SparkSession:
     """Start (or join) the SparkSession for this profile and make sure the databases exist."""
     settings.validate_all()
