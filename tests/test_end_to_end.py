@@ -68,6 +68,21 @@ def test_sql_json_format_and_errors(env, pipeline):
     assert "no_such_table" in bad.stderr
 
 
+def test_sql_shell_reads_statements_from_standard_input(env, pipeline):
+    script = (
+        "SELECT count(*) AS profiles\n  FROM gold.customer_profile;\n"
+        "SELECT * FROM gold.nowhere;\n"            # an error does not end the session
+        "SELECT 'after the error' AS still;\n\\q\n"
+    )
+    result = subprocess.run([str(BIN / "cdp"), "sql", "--format", "csv"], input=script, cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "profiles" and int(lines[1]) > 0
+    assert lines[2:] == ["still", "after the error"]
+    assert "nowhere" in result.stderr
+
+
 def test_spark_submit_stage_reruns_without_duplicating(env, pipeline):
     args = shlex.split(cdp(env, "submit-args").stdout)
     result = subprocess.run(["spark-submit", *args, "jobs/bronze.py"], cwd=ROOT, env=env, capture_output=True,

@@ -151,18 +151,22 @@ def sql(
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL."""
+    """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL; no -e/-f: an interactive shell."""
     from cdp.spark import spark_session
 
     if fmt not in ("table", "csv", "json"):
         err.print(f"--format '{fmt}' is not one of table, csv, json.")
         raise typer.Exit(2)
-    if (execute is None) == (file is None):
-        err.print("Give exactly one of -e 'SQL' or -f FILE.")
+    if execute is not None and file is not None:
+        err.print("Give one of -e 'SQL' or -f FILE, or neither for the interactive shell.")
         raise typer.Exit(2)
+    settings = _settings(profile, conf_dir)
+    if execute is None and file is None:
+        with spark_session(settings, app_name="cdp-sql") as spark:
+            sql_shell(spark, fmt)
+        return
     text = execute if execute is not None else file.read_text(encoding="utf-8")
     statements = [s.strip() for s in text.split(";") if s.strip()]
-    settings = _settings(profile, conf_dir)
     with spark_session(settings, app_name="cdp-sql") as spark:
         try:
             result = None
@@ -174,6 +178,31 @@ def sql(
             raise typer.Exit(1) from exc
         columns = result.columns if result is not None else []
         print_rows(columns, [list(r) for r in rows], fmt)
+
+
+def sql_shell(spark, fmt: str) -> None:
+    """Read statements ending in ';' from standard input and print each result; \\q or end of input quits."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print("cdp sql — statements end with ';'. \\q to quit. Databases: bronze, silver, identity, gold, ops.")
+    buffer: list[str] = []
+    while True:
+        if interactive:
+            err.print("cdp> " if not buffer else "...> ", end="")
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("\\q", "exit", "quit"):
+            break
+        buffer.append(line)
+        text = "".join(buffer)
+        if not text.rstrip().endswith(";"):
+            continue
+        buffer = []
+        for statement in (s.strip() for s in text.split(";") if s.strip()):
+            try:
+                result = spark.sql(statement)
+                print_rows(result.columns, [list(r) for r in result.collect()], fmt)
+            except Exception as exc:  # a bad statement must not end the session
+                err.print(f"SQL error: {getattr(exc, 'getMessage', lambda: str(exc))()}", highlight=False)
 
 
 @app.command()
