@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from datetime import date
 
@@ -14,13 +13,13 @@ def main(stage: str) -> int:
     parser.add_argument("--conf-dir", default=None, help="folder holding pipeline.yaml")
     parser.add_argument("--as-of", default=None, help="run date YYYY-MM-DD (default: today)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
 
     from cdp.config import ConfigError, load_settings
+    from cdp.logs import configure_logging
     from cdp.pipeline import StageFailed, run_stages
     from cdp.spark import spark_session
 
+    configure_logging()
     try:
         settings = load_settings(args.profile, args.conf_dir)
         settings.validate_all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shlex
 import sys
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdp.config import ConfigError, Settings, load_settings
+from cdp.logs import configure_logging, spark_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Customer data platform on a Spark lakehouse.")
 out = Console()
@@ -26,14 +26,6 @@ err = Console(stderr=True)
 
 ProfileOption = typer.Option(None, "--profile", "-p", help="Profile in conf/pipeline.yaml (default: CDP_PROFILE or default_profile).")
 ConfDirOption = typer.Option(None, "--conf-dir", help="Folder holding pipeline.yaml (default: CDP_CONF_DIR or ./conf).")
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-    )
-    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
@@ -121,7 +113,7 @@ def run(
     from cdp.pipeline import StageFailed, expand_stage, run_stages
     from cdp.spark import spark_session
 
-    _configure_logging()
+    configure_logging()
     try:
         expand_stage(stage)
     except ValueError as exc:
@@ -174,7 +166,7 @@ def sql(
                 result = spark.sql(statement)
             rows = result.collect() if result is not None else []
         except Exception as exc:  # AnalysisException, ParseException: show Spark's own message
-            err.print(f"[bold red]SQL error[/]: {getattr(exc, 'getMessage', lambda: str(exc))()}", markup=True, highlight=False)
+            err.print(f"[bold red]SQL error[/]: {spark_message(exc)}", markup=True, highlight=False)
             raise typer.Exit(1) from exc
         columns = result.columns if result is not None else []
         print_rows(columns, [list(r) for r in rows], fmt)
@@ -202,7 +194,7 @@ def sql_shell(spark, fmt: str) -> None:
                 result = spark.sql(statement)
                 print_rows(result.columns, [list(r) for r in result.collect()], fmt)
             except Exception as exc:  # a bad statement must not end the session
-                err.print(f"SQL error: {getattr(exc, 'getMessage', lambda: str(exc))()}", highlight=False)
+                err.print(f"SQL error: {spark_message(exc)}", highlight=False)
 
 
 @app.command()
@@ -326,7 +318,7 @@ def demo(
     from cdp.datagen import generate as run_generator
     from cdp.demo import run_demo
 
-    _configure_logging()
+    configure_logging()
     as_of = date(2026, 11, 1)
     started = time.perf_counter()
     summary = run_generator(persons, seed, data_dir, as_of=as_of)

@@ -57,15 +57,6 @@ def delivered_schema(source: Source) -> StructType:
     return _string_schema(list(source.columns))
 
 
-def latest_full_load(spark: SparkSession, source_name: str) -> set[str]:
-    """The files of a full-load source's latest batch (what its bronze table holds now)."""
-    if not table_exists(spark, INGEST_LOG):
-        return set()
-    entries = spark.table(INGEST_LOG).where(F.col("source") == source_name)
-    latest = entries.agg(F.max_by("batch_id", "ingested_at")).first()[0]
-    return {r["file"] for r in entries.where(F.col("batch_id") == latest).select("file").collect()}
-
-
 def list_landed_files(spark: SparkSession, pattern: str) -> list[LandedFile]:
     """Files matching the glob, through Hadoop's FileSystem so s3a://, hdfs:// and local paths all work."""
     jvm = spark.sparkContext._jvm
@@ -193,25 +184,45 @@ def with_ingestion_metadata(source_name: str, batch_id: str):
     return transform
 
 
-def already_ingested(spark: SparkSession, source_name: str) -> set[tuple[str, int, int]]:
-    """Versions the ingest log holds for a source: (path, size, modified_ms)."""
+@dataclass(frozen=True)
+class IngestHistory:
+    """What the ingest log says about one source."""
+
+    versions: frozenset[tuple[str, int, int]] = frozenset()  # (path, size, modified_ms) ever ingested
+    latest_batch_files: frozenset[str] = frozenset()  # a full-load source's current snapshot
+
+
+def read_ingest_history(spark: SparkSession) -> dict[str, IngestHistory]:
+    """The ingest log, read once per bronze run, per source."""
     if not table_exists(spark, INGEST_LOG):
-        return set()
-    rows = spark.table(INGEST_LOG).where(F.col("source") == source_name).select("file", "size", "modified_ms").collect()
-    return {(r["file"], r["size"], r["modified_ms"]) for r in rows}
+        return {}
+    rows = spark.table(INGEST_LOG).select("source", "file", "size", "modified_ms", "batch_id", "ingested_at").collect()
+    latest_batch: dict[str, tuple] = {}
+    for r in rows:
+        if r["source"] not in latest_batch or r["ingested_at"] > latest_batch[r["source"]][0]:
+            latest_batch[r["source"]] = (r["ingested_at"], r["batch_id"])
+    return {
+        source: IngestHistory(
+            versions=frozenset((r["file"], r["size"], r["modified_ms"]) for r in rows if r["source"] == source),
+            latest_batch_files=frozenset(
+                r["file"] for r in rows if r["source"] == source and r["batch_id"] == batch[1]
+            ),
+        )
+        for source, batch in latest_batch.items()
+    }
 
 
 def ingest_source(
-    spark: SparkSession, settings: Settings, source_name: str, source: Source, batch_id: str
+    spark: SparkSession, settings: Settings, source_name: str, source: Source, batch_id: str,
+    history: IngestHistory = IngestHistory(),
 ) -> BronzeResult:
     """Append new and changed files of one source; a file's rows are replaced as a whole, so reruns never duplicate."""
     result = BronzeResult(source=source_name)
     landed = list_landed_files(spark, f"{settings.landing}/{source.path}")
-    seen = already_ingested(spark, source_name)
     todo: list[LandedFile] = []
-    seen_paths = {path for path, _, _ in seen}
+    seen_paths = {path for path, _, _ in history.versions}
     for f in landed:
-        if (f.path, f.size, f.modified_ms) in seen:
+        if (f.path, f.size, f.modified_ms) in history.versions:
             result.skipped_files += 1
             continue
         (result.changed_files if f.path in seen_paths else result.new_files).append(f.path)
@@ -221,7 +232,7 @@ def ingest_source(
         if not current:
             log.warning("bronze %s: full load found no files; keeping the previous snapshot", source_name)
             return result
-        if not todo and current == latest_full_load(spark, source_name):
+        if not todo and current == history.latest_batch_files:
             return result
         # A snapshot replaces the previous one whole: files that disappeared take their rows along.
         todo, result.skipped_files = list(landed), 0
@@ -264,9 +275,10 @@ def record_drift(spark: SparkSession, source_name: str, batch_id: str, drift: li
 
 def build_bronze(spark: SparkSession, settings: Settings, batch_id: str) -> list[BronzeResult]:
     """Ingest every configured source."""
+    history = read_ingest_history(spark)
     results = []
     for name, source in settings.sources.sources.items():
-        outcome = ingest_source(spark, settings, name, source, batch_id)
+        outcome = ingest_source(spark, settings, name, source, batch_id, history.get(name, IngestHistory()))
         log.info(
             "bronze %s: %d new, %d changed, %d unchanged files, %d rows",
             name, len(outcome.new_files), len(outcome.changed_files), outcome.skipped_files, outcome.rows,

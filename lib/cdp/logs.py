@@ -1,0 +1,19 @@
+"""One structured log format for every entry point (CLI and spark-submit jobs): key=value on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def spark_message(exc: BaseException) -> str:
+    """Spark's own message for its exceptions (AnalysisException, ParseException…), else str(exc)."""
+    get_message = getattr(exc, "getMessage", None)
+    return get_message() if callable(get_message) else str(exc)
