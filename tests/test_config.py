@@ -83,3 +83,15 @@ def test_yaml_syntax_error(conf):
     (conf / "identity.yaml").write_text("components: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"identity.yaml: not valid YAML"):
         load_settings("local", conf).validate_all()
+
+
+def test_identifier_model_names_the_bad_key(conf):
+    edit(conf / "identity.yaml", lambda d: d["identifiers"]["phone"].update(max_per_person=0))
+    with pytest.raises(ConfigError, match=r"(?s)identity.yaml.*identifiers.phone.max_per_person"):
+        load_settings("local", conf).validate_all()
+
+
+def test_suspicion_anchors_must_be_declared_identifiers(conf):
+    edit(conf / "identity.yaml", lambda d: d["suspicious"].update(anchors=["member_id", "passport"]))
+    with pytest.raises(ConfigError, match=r"(?s)identity.yaml.*suspicious.anchors names unknown identifier types \['passport'\]"):
+        load_settings("local", conf).validate_all()

@@ -24,3 +24,5 @@ def test_pairwise_scores_hand_counted(spark):
     assert scores.precision == pytest.approx(0.5)
     assert scores.recall == pytest.approx(0.5)
     assert scores.f1 == pytest.approx(0.5)
+    # y holds A's 3 and B's 4, 5: one over-merged one_id; A is split over x and y; B (4, 5 scored) is not.
+    assert (scores.over_merged_one_ids, scores.split_persons, scores.largest_one_id, scores.largest_person) == (1, 1, 3, 3)

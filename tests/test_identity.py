@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from chispa import assert_df_equality
+from datetime import datetime
+
 from pyspark.sql import functions as F
 
 from cdp.config import IdentityConfig
-from cdp.identity.stage import apply_hygiene, assign_one_ids, identifier_vertex, record_vertex, summarise_refusals
+from cdp.identity.hygiene import apply_hygiene, summarise_refusals
+from cdp.identity.registry import assign_stable_ids
+from cdp.identity.stage import identifier_vertex, record_vertex, resolve_persons
 
 
 def identifiers(spark, rows):
@@ -43,30 +46,53 @@ def test_blocklisted_values_and_patterns_never_link(spark, settings):
 
 
 def test_unknown_identifier_types_are_refused_even_without_blocklist(spark):
-    config = IdentityConfig(identifier_types=["phone"])
+    config = IdentityConfig.model_validate({"identifiers": {"phone": {"priority": 1, "max_per_person": 2}}})
     usable, refused = apply_hygiene(identifiers(spark, [("s", "1", "email", "a@qq.com")]), config)
     assert usable.count() == 0
     assert [r["refusal"] for r in refused.collect()] == ["unknown_identifier_type"]
 
 
-def test_one_id_is_the_smallest_record_vertex_of_the_component(spark):
-    records = spark.createDataFrame(
-        [("crm_members", "M1"), ("pos_orders", "P1"), ("pos_orders", "P2")], "source string, record_key string"
-    )
-    vids = {r["record_key"]: r["vid"] for r in records.select(
-        "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("vid")).collect()}
-    phone = spark.range(1).select(identifier_vertex(F.lit("phone"), F.lit("+8613912345678")).alias("v")).first()["v"]
-    # M1 and P1 share the phone (one component, labelled by the phone vertex), P2 is alone.
-    components = spark.createDataFrame(
-        [(vids["M1"], phone), (vids["P1"], phone), (vids["P2"], vids["P2"])], "id long, component long"
-    )
-    anchor = min(vids["M1"], vids["P1"])
-    expected = spark.createDataFrame(
-        [("crm_members", "M1", f"oid_{anchor & (2**64 - 1):016x}"), ("pos_orders", "P1", f"oid_{anchor & (2**64 - 1):016x}"),
-         ("pos_orders", "P2", f"oid_{vids['P2'] & (2**64 - 1):016x}")],
-        "source string, record_key string, one_id string",
-    )
-    assert_df_equality(assign_one_ids(records, components), expected, ignore_row_order=True, ignore_nullable=True)
+FAMILY_PHONE, STORE_PHONE = "+8613911110001", "+8613922220000"
+GRAPH = [
+    ("crm_members", "M1", "member_id", "M1"), ("crm_members", "M1", "phone", FAMILY_PHONE),
+    ("crm_members", "M1", "id_card", "110101199001011236"),
+    ("crm_members", "M2", "member_id", "M2"), ("crm_members", "M2", "phone", FAMILY_PHONE),   # a parent on the child's phone
+    ("crm_members", "M2", "id_card", "110101195001012228"),
+    ("pos_orders", "O1", "phone", FAMILY_PHONE), ("pos_orders", "O1", "member_id", "M1"),
+    ("pos_orders", "O2", "phone", "+8613800138000"), ("pos_orders", "O2", "member_id", "M2"),  # walk-in placeholder
+    *[("pos_orders", f"W{i}", "phone", STORE_PHONE) for i in range(1, 5)],                       # the store's own phone
+    *[("pos_orders", f"W{i}", "member_id", f"M{i}") for i in range(1, 5)],
+    ("app_events", "E1", "anonymous_id", "a1"), ("app_events", "E1", "member_id", "M1"),
+    ("app_events", "E2", "anonymous_id", "a1"),                                                  # same install, not logged in
+    ("app_events", "Z1", "idfa", "00000000-0000-0000-0000-000000000000"),
+]
+
+
+def test_persons_from_a_graph_with_every_trap(spark, settings):
+    idents = identifiers(spark, GRAPH)
+    records = idents.select("source", "record_key").distinct()
+    clusters, usable, refused, refused_edges, _ = resolve_persons(records, idents, settings.identity)
+    oneid_map = assign_stable_ids(clusters, None, None, usable, refused_edges.select("source", "record_key", "id_type", "id_value"), "r1", datetime(2026, 11, 1), -1).oneid_map
+    groups: dict[str, set[str]] = {}
+    for row in oneid_map.collect():
+        groups.setdefault(row["one_id"], set()).add(row["record_key"])
+    assert groups == {
+        "oid_95ddf29886ae5a0f": {"M1", "O1", "W1", "E1", "E2"},
+        "oid_e80839f6a4d89c47": {"M2", "O2", "W2"},
+        "oid_65b226b61b9b546e": {"W3"},
+        "oid_e06c3a08d0717ca5": {"W4"},
+        "oid_96ee1cc5c1e4da8b": {"Z1"},
+    }
+    assert sorted(tuple(r) for r in refused_edges.collect()) == [
+        ("crm_members", "M2", "phone", FAMILY_PHONE, "id_card: the person would hold 2 distinct values, at most 1",
+         ["110101195001012228", "110101199001011236"]),
+    ]
+    reasons = {(r["id_value"], r["reason"], r["degree"]) for r in summarise_refusals(refused).collect()}
+    assert reasons == {
+        ("+8613800138000", "blocklisted_value", None),
+        (STORE_PHONE, "shared_by_strangers", 4),
+        ("00000000-0000-0000-0000-000000000000", "blocklisted_value", None),
+    }
 
 
 def test_vertex_ids_are_stable_and_domain_separated(spark):

@@ -229,12 +229,68 @@ def evaluate(
     out.print(f"written to {target}", style="dim")
 
 
+@app.command()
+def explain(
+    one_id: Optional[str] = typer.Option(None, "--one-id", help="The one_id to explain."),
+    record: Optional[str] = typer.Option(None, "--record", help="A record as SOURCE:KEY, e.g. crm_members:M10000123."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Why these records are one person: identifiers, links, refused links and the id's history."""
+    from cdp.identity.explain import NotFound
+    from cdp.identity.explain import explain as explain_person
+    from cdp.spark import spark_session
+
+    if bool(one_id) == bool(record):
+        err.print("give exactly one of --one-id ONE_ID or --record SOURCE:KEY")
+        raise typer.Exit(2)
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-explain") as spark:
+        try:
+            found = explain_person(spark, one_id=one_id, record=record)
+        except NotFound as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(1) from exc
+    if fmt == "json":
+        sys.stdout.write(json.dumps(_plain(found.as_dict()), ensure_ascii=False, indent=2) + "\n")
+        return
+    print_explanation(found)
+
+
+def print_explanation(found) -> None:
+    head = f"[bold]{found.one_id}[/]"
+    if found.status == "retired":
+        head += f" (retired; its records are now in [bold]{found.merged_into}[/])" if found.merged_into else " (retired)"
+    out.print(f"{head}: {found.record_count} record(s)", highlight=False)
+    links = Table("identifier", "value", "links records", title="Why these records are one person")
+    for link in found.links:
+        links.add_row(link["id_type"], link["id_value"], ", ".join(link["records"]))
+    out.print(links)
+    out.print(f"{found.own_identifiers} more identifier value(s) each on a single record (no link)", style="dim")
+    if found.refused:
+        refused = Table("identifier", "value", "refused because", "conflicting values", "on records", "value links one_ids",
+                        title="Links refused")
+        for item in found.refused:
+            refused.add_row(item["id_type"], item["id_value"], item["reason"], ", ".join(item["conflict"]),
+                            ", ".join(item["records"]), ", ".join(item["also_on"]))
+        out.print(refused)
+    if found.changes:
+        history = Table("run", "change", "one_id", "old ids", "caused by", title="History")
+        for change in found.changes:
+            history.add_row(change["run_id"], change["kind"], change["one_id"], ", ".join(change["old_ids"]),
+                            ", ".join(change["causes"]))
+        out.print(history)
+    unlisted = found.record_count - len(found.records)
+    out.print("records: " + ", ".join(found.records) + (f" … and {unlisted} more" if unlisted else ""), highlight=False)
+
+
 def print_scores(scores) -> None:
     table = Table("metric", "value", title="OneID against ground truth (pairwise)")
     for name in ("precision", "recall", "f1"):
         table.add_row(name, f"{getattr(scores, name):.4f}")
     for name in ("records", "persons", "one_ids", "predicted_pairs", "true_pairs", "true_positive_pairs",
-                 "truth_records_unmatched"):
+                 "over_merged_one_ids", "split_persons", "largest_one_id", "largest_person", "truth_records_unmatched"):
         table.add_row(name, f"{getattr(scores, name):,}")
     out.print(table)
 

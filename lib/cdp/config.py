@@ -96,16 +96,17 @@ class PipelineConfig(_Strict):
 # ---------------------------------------------------------------- sources.yaml
 
 
+def known_normaliser(value: str) -> str:
+    if value not in NORMALISERS:
+        raise ValueError(f"unknown normaliser '{value}'; choose one of {sorted(NORMALISERS)}")
+    return value
+
+
 class FieldMapping(_Strict):
     column: str
     normaliser: str = "trim"
 
-    @field_validator("normaliser")
-    @classmethod
-    def _known_normaliser(cls, value: str) -> str:
-        if value not in NORMALISERS:
-            raise ValueError(f"unknown normaliser '{value}'; choose one of {sorted(NORMALISERS)}")
-        return value
+    _known_normaliser = field_validator("normaliser")(classmethod(lambda cls, value: known_normaliser(value)))
 
 
 class Source(_Strict):
@@ -179,17 +180,50 @@ class Blocklist(_Strict):
         return value
 
 
+class IdentifierType(_Strict):
+    """One kind of identifier: how strongly it links, and how many of it one person may have."""
+
+    priority: int = Field(ge=1)  # 1 is the strongest; stronger links are kept first when a component must split
+    max_per_person: int = Field(ge=1)  # more distinct values in one person is an over-merge: the weakest links go
+    normaliser: str = "trim"  # the silver normaliser that produced the value (see docs/configuration.md)
+    max_shared_by: int | None = Field(default=None, ge=1)  # distinct anchor identities one value may link; more = suspended
+    gold: Literal["clear", "hash"] = "clear"  # how gold.identity_map shows the value
+
+    _known_normaliser = field_validator("normaliser")(classmethod(lambda cls, value: known_normaliser(value)))
+
+
+class Guards(_Strict):
+    max_records_per_person: int = Field(default=5000, ge=1)  # hard cap on a OneID's size
+
+
+class Suspicion(_Strict):
+    """Data-driven detection of values shared by strangers (a store's walk-in phone, a shared tablet)."""
+
+    anchors: list[str] = Field(default_factory=list)  # identifier types that stand for one person each
+    max_records: int = Field(default=10000, ge=1)  # a value on more records than this is suspended whatever its anchors
+
+
 class IdentityConfig(_Strict):
     components: Components = Field(default_factory=Components)
-    identifier_types: list[str]
+    identifiers: dict[str, IdentifierType]
+    guards: Guards = Field(default_factory=Guards)
+    suspicious: Suspicion = Field(default_factory=Suspicion)
     blocklist: Blocklist = Field(default_factory=Blocklist)
 
+    @property
+    def identifier_types(self) -> list[str]:
+        return list(self.identifiers)
+
     @model_validator(mode="after")
-    def _blocklist_types_known(self) -> IdentityConfig:
-        for section in (self.blocklist.values, self.blocklist.patterns):
-            unknown = sorted(set(section) - set(self.identifier_types))
+    def _types_known(self) -> IdentityConfig:
+        for where, names in (
+            ("blocklist.values", self.blocklist.values),
+            ("blocklist.patterns", self.blocklist.patterns),
+            ("suspicious.anchors", self.suspicious.anchors),
+        ):
+            unknown = sorted(set(names) - set(self.identifiers))
             if unknown:
-                raise ValueError(f"blocklist names unknown identifier types {unknown}")
+                raise ValueError(f"{where} names unknown identifier types {unknown}; declare them under identifiers")
         return self
 
 

@@ -21,6 +21,10 @@ class PairwiseScores:
     true_positive_pairs: int
     persons: int
     one_ids: int
+    over_merged_one_ids: int = 0  # one_ids holding records of more than one true person
+    split_persons: int = 0  # true persons whose records are spread over more than one one_id
+    largest_one_id: int = 0  # records in the biggest one_id
+    largest_person: int = 0  # records of the biggest true person
 
     @property
     def precision(self) -> float:
@@ -58,11 +62,19 @@ def pairwise_scores(assignment: DataFrame, truth: DataFrame) -> PairwiseScores:
         F.count("*").alias("records"), F.count_distinct("person_id").alias("persons"),
         F.count_distinct("one_id").alias("one_ids"),
     ).collect()[0]
+    per_one_id = joined.groupBy("one_id").agg(F.count("*").alias("n"), F.count_distinct("person_id").alias("k")).agg(
+        F.sum((F.col("k") > 1).cast("int")).alias("over_merged"), F.max("n").alias("largest")
+    ).first()
+    per_person = joined.groupBy("person_id").agg(F.count("*").alias("n"), F.count_distinct("one_id").alias("k")).agg(
+        F.sum((F.col("k") > 1).cast("int")).alias("split"), F.max("n").alias("largest")
+    ).first()
     unmatched = truth.join(assignment, ["source", "record_key"], "left_anti").count()
     joined.unpersist()
     return PairwiseScores(
         records=stats["records"], truth_records_unmatched=unmatched, predicted_pairs=int(predicted),
         true_pairs=int(actual), true_positive_pairs=int(both), persons=stats["persons"], one_ids=stats["one_ids"],
+        over_merged_one_ids=int(per_one_id["over_merged"] or 0), split_persons=int(per_person["split"] or 0),
+        largest_one_id=int(per_one_id["largest"] or 0), largest_person=int(per_person["largest"] or 0),
     )
 
 

@@ -13,6 +13,7 @@ from cdp.audience.members import audience_members
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import silver_table
 from cdp.config import Settings
+from cdp.identity.mapping import IDENTITY_MAP, build_identity_map
 from cdp.identity.stage import ONEID_MAP
 from cdp.lakehouse import overwrite_table, table_exists
 from cdp.privacy.consent import consent_state
@@ -37,6 +38,8 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date) -> GoldResu
     config = settings.gold
     overwrite_table(build_customer_profile(spark, settings), PROFILE, "One row per one_id: the golden record and 360 view")
     profile = spark.table(PROFILE)
+    overwrite_table(build_identity_map(spark, settings), IDENTITY_MAP,
+                    "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
 
     wide = tag_columns(
         profile, as_of=as_of, active_days=config.active_days, high_value_share=config.high_value_share

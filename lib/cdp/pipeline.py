@@ -74,9 +74,10 @@ def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -
 
 
 def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
-    result = build_identity(spark, settings)
+    result = build_identity(spark, settings, run_id)
     return {"records": result.records, "one_ids": result.one_ids, "edges": result.edges,
-            "refused_values": result.refused_values, "engine": result.engine}
+            "refused_values": result.refused_values, "violations": result.violations, "changes": result.changes,
+            "largest_one_id": result.largest_one_id, "engine": result.engine}
 
 
 def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import random
 import shutil
 import uuid
 from bisect import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 from itertools import accumulate
@@ -21,7 +21,9 @@ from cdp.datagen import vocab
 SOURCES = ("crm_members", "pos_orders", "ecom_orders", "wechat_events", "app_events", "consent_events")
 
 CRM_HEADER = ("会员编号", "姓名", "手机号", "邮箱", "身份证号", "性别", "出生日期", "省份", "城市", "注册时间")
-POS_HEADER = ("order_id", "store_id", "store_name", "member_phone", "amount", "paid_at", "payment_method")
+POS_HEADER = (
+    "order_id", "store_id", "store_name", "member_phone", "amount", "paid_at", "payment_method", "member_no",
+)
 ECOM_HEADER = (
     "order_no", "platform", "buyer_account", "receiver_name", "receiver_phone",
     "province", "city", "order_amount", "created_at", "status",
@@ -45,13 +47,25 @@ _LAYOUT: dict[str, tuple[str, ...] | None] = {
 TRAPS = (
     "placeholder_phone_orders", "empty_phone_orders", "bad_amount_orders", "test_email_members",
     "missing_member_id_rows", "typo_receiver_names", "zero_idfa_persons", "junk_android_id_persons",
-    "malformed_json_lines",
+    "malformed_json_lines", "store_walkin_phones", "shared_tablets", "family_shared_phones", "mistyped_id_cards",
 )
 
 PLACEHOLDER_PHONE = "13800138000"
 TEST_EMAIL = "test@test.com"
 ZERO_IDFA = "00000000-0000-0000-0000-000000000000"
 JUNK_ANDROID_ID = "9774d56d682e549c"
+
+# Over-merge traps scale with the data but are all planted, at least once each, from this many persons up.
+MIN_TRAP_PERSONS = 200
+WALKIN_PHONE_RATE = 1 / 5_000  # per person
+TABLET_RATE = 1 / 5_000  # per person
+FAMILY_PHONE_RATE = 0.005  # pairs per CRM person
+MISTYPED_ID_CARD_RATE = 0.003  # per CRM person
+WALKIN_MIN_MEMBERS = 8
+MEMBER_CARD_RATE = 0.60  # POS orders of a member on which the card is scanned
+APP_LOGIN_RATE = 0.85  # later app sessions that are still logged in; the first one always is
+ECOM_RECEIVER_PHONE_RATE = 0.97  # orders that carry the receiver's mobile (couriers need it)
+WECHAT_PHONE_LOGIN_RATE = 0.97  # WeChat persons who authorise getPhoneNumber on their first visit
 
 CHANNEL_RATES = {"crm": 0.60, "pos": 0.40, "ecom": 0.50, "wechat": 0.55, "app": 0.35}
 
@@ -138,7 +152,20 @@ class _Person:
     wechat: bool
     app: bool
     member_id: str = ""
-    openids: tuple[tuple[str, str], ...] = ()  # (appid, openid)
+    email_on_file: bool = False  # a CRM row of theirs carries their real email (not the test address)
+    openids: tuple[tuple[str, str], ...] = ()  # (appid, openid) of the mini-programs they used
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Over-merge traps chosen before any record is drawn; _crm_records adds the duplicate registrations."""
+
+    family_phones: list[str]  # each now the phone of two persons
+    shown: set[str]  # person_ids whose CRM rows always show phone and 身份证, so the conflict is visible
+    mistyped: dict[str, str]  # person_id -> the 身份证 they typed wrongly when registering a second time
+    walkin: dict[str, tuple[str, ...]]  # store_id -> the store's own mobile numbers
+    tablets: list[tuple[str, str]]  # (android_id, anonymous_id) of in-store tablets
+    second_registrations: list[tuple[str, str]] = field(default_factory=list)  # (member id, mistyped 身份证)
 
 
 class _Clock:
@@ -341,6 +368,98 @@ def _sequential_ids(rng: random.Random, prefix: str, width: int, count: int) -> 
     return ids
 
 
+# ---------------------------------------------------------------- planted over-merge traps
+
+
+def _trap_count(persons: int, base: int, rate: float) -> int:
+    return max(1, round(base * rate)) if persons >= MIN_TRAP_PERSONS else 0
+
+
+def _share_phones(pairs: Sequence[tuple[_Person, _Person]]) -> list[str]:
+    shared = []
+    for first, second in pairs:
+        # The older one (think of a parent) has no phone of their own and gives the other's everywhere.
+        younger, older = sorted((first, second), key=lambda p: p.birth, reverse=True)
+        older.phone = younger.phone
+        shared.append(younger.phone)
+    return shared
+
+
+def _mistype_id_card(rng: random.Random, id_card: str, used: set[str]) -> str:
+    """One digit of the sequence code (positions 15-17) changed, check character recomputed: passes the checksum."""
+    def draw() -> str:
+        i = 14 + _below(rng, 3)
+        # The gender digit keeps its parity so the number still agrees with the declared gender.
+        digits = "0123456789" if i < 16 else "13579" if int(id_card[16]) % 2 else "02468"
+        body = id_card[:i] + _choice(rng, digits.replace(id_card[i], "")) + id_card[i + 1:17]
+        # Sequence 000 is never issued; returning a used number makes _unique draw again.
+        return id_card if body[14:] == "000" else body + id_card_check_char(body)
+    return _unique(used, draw)
+
+
+def _walkin_phones(rng: random.Random, count: int, used: set[str]) -> dict[str, tuple[str, ...]]:
+    # Never more than half the stores, so placeholder and empty phones stay at the others; big data gets
+    # several numbers per store (one per till) instead.
+    stores = rng.sample(vocab.STORES, min(count, len(vocab.STORES) // 2))
+    phones: dict[str, tuple[str, ...]] = {}
+    for k in range(count):
+        store_id = stores[k % len(stores)][0]
+        phones[store_id] = phones.get(store_id, ()) + (_unique(used, lambda: _draw_phone(rng)),)
+    return phones
+
+
+def _tablets(rng: random.Random, count: int) -> list[tuple[str, str]]:
+    used: set[str] = {JUNK_ANDROID_ID}
+    return [(_unique(used, lambda: _hex(rng, 16)), _uuid(rng)) for _ in range(count)]
+
+
+def _plan_traps(rng: random.Random, persons: list[_Person], traps: dict[str, int]) -> _Plan:
+    crm = [p for p in persons if p.crm]
+    families = _trap_count(len(persons), len(crm), FAMILY_PHONE_RATE)
+    mistyped = _trap_count(len(persons), len(crm), MISTYPED_ID_CARD_RATE)
+    chosen = rng.sample(crm, min(2 * families + mistyped, len(crm)))
+    pairs = list(zip(chosen[:2 * families:2], chosen[1:2 * families:2]))
+    used_cards = {p.id_card for p in persons}
+    used_phones = {p.phone for p in persons} | {PLACEHOLDER_PHONE}
+    plan = _Plan(
+        family_phones=_share_phones(pairs),
+        shown={p.person_id for p in chosen},
+        mistyped={p.person_id: _mistype_id_card(rng, p.id_card, used_cards) for p in chosen[2 * len(pairs):]},
+        walkin=_walkin_phones(rng, _trap_count(len(persons), len(persons), WALKIN_PHONE_RATE), used_phones),
+        tablets=_tablets(rng, _trap_count(len(persons), len(persons), TABLET_RATE)),
+    )
+    traps["store_walkin_phones"] = sum(len(phones) for phones in plan.walkin.values())
+    traps["shared_tablets"] = len(plan.tablets)
+    traps["family_shared_phones"] = len(plan.family_phones)
+    traps["mistyped_id_cards"] = len(plan.mistyped)
+    return plan
+
+
+def _e164(phones: Iterable[str]) -> list[str]:
+    return [f"+86{phone}" for phone in phones]
+
+
+def _trap_values(plan: _Plan) -> dict[str, list[str]]:
+    """Every planted trap value; same-prefixed lists (tablets, mistyped 身份证) are index-aligned."""
+    walkin = sorted(phone for phones in plan.walkin.values() for phone in phones)
+    family = sorted(plan.family_phones)
+    return {
+        "placeholder_phones": [PLACEHOLDER_PHONE],
+        "placeholder_phones_e164": _e164([PLACEHOLDER_PHONE]),
+        "test_emails": [TEST_EMAIL],
+        "zero_idfas": [ZERO_IDFA],
+        "junk_android_ids": [JUNK_ANDROID_ID],
+        "store_walkin_phones": walkin,
+        "store_walkin_phones_e164": _e164(walkin),
+        "shared_tablet_android_ids": [android_id for android_id, _ in plan.tablets],
+        "shared_tablet_anonymous_ids": [anonymous_id for _, anonymous_id in plan.tablets],
+        "family_shared_phones": family,
+        "family_shared_phones_e164": _e164(family),
+        "mistyped_id_cards": [id_card for _, id_card in plan.second_registrations],
+        "mistyped_id_card_member_ids": [member_id for member_id, _ in plan.second_registrations],
+    }
+
+
 # ---------------------------------------------------------------- CRM
 
 
@@ -365,10 +484,10 @@ def _crm_email(rng: random.Random, person: _Person, traps: dict[str, int]) -> st
     return _messy_email(rng, person.email) if person.email else ""
 
 
-def _crm_id_card(rng: random.Random, id_card: str) -> str:
+def _crm_id_card(rng: random.Random, id_card: str, shown: bool) -> str:
     roll = rng.random()
     if roll < 0.30:
-        return ""
+        return id_card if shown else ""
     # Hand-typed numbers often carry a lowercase x check character.
     return id_card.lower() if roll < 0.35 else id_card
 
@@ -382,27 +501,62 @@ def _crm_birth(rng: random.Random, birth: date) -> str:
     return birth.strftime(_pick(rng, ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d"), (80, 92, 100)))
 
 
-def _crm_records(rng: random.Random, persons: list[_Person], clock: _Clock, traps: dict[str, int]) -> list[_Record]:
-    members = sorted((clock.registration(rng), i, p) for i, p in enumerate(persons) if p.crm)
+def _crm_row(
+    rng: random.Random, person: _Person, key: str, id_card: str, registered: int, shown: bool, traps: dict[str, int]
+) -> list[str]:
+    return [
+        key,
+        _messy_name(rng, person.name),
+        # Members register by SMS code, so the number is always there, if not always typed the same way.
+        _messy_phone(rng, person.phone),
+        _crm_email(rng, person, traps),
+        _crm_id_card(rng, id_card, shown),
+        _crm_gender(rng, person.gender),
+        _crm_birth(rng, person.birth),
+        person.province.name if rng.random() < 0.75 else person.province.short,
+        person.city,
+        _fmt_dash(registered),
+    ]
+
+
+def _registrations(rng: random.Random, persons: list[_Person], clock: _Clock, plan: _Plan) -> list[tuple]:
+    """(registered, person index, is second registration, person), oldest first."""
+    entries = []
+    for i, person in enumerate(persons):
+        if not person.crm:
+            continue
+        registered = clock.registration(rng)
+        if person.person_id in plan.mistyped:
+            again = clock.registration(rng)
+            registered, again = min(registered, again), max(registered, again)
+            entries.append((again, i, True, person))
+        entries.append((registered, i, False, person))
+    entries.sort()
+    return entries
+
+
+def _crm_records(
+    rng: random.Random, persons: list[_Person], clock: _Clock, plan: _Plan, traps: dict[str, int]
+) -> list[_Record]:
+    members = _registrations(rng, persons, clock, plan)
     records: list[_Record] = []
-    for member_id, (registered, _, person) in zip(_sequential_ids(rng, "M", 8, len(members)), members):
+    for member_id, (registered, _, second, person) in zip(_sequential_ids(rng, "M", 8, len(members)), members):
+        shown = person.person_id in plan.shown
+        if second:
+            # Registered again under a new member id, mistyping the 身份证 so the checksum still passes.
+            id_card = plan.mistyped[person.person_id]
+            plan.second_registrations.append((member_id, id_card))
+            row = _crm_row(rng, person, member_id, id_card, registered, shown, traps)
+            person.email_on_file |= row[3] not in ("", TEST_EMAIL)
+            records.append((member_id, row, person.person_id))
+            continue
         person.member_id = member_id
         key = member_id
         if rng.random() < 0.005:
             key = ""
             traps["missing_member_id_rows"] += 1
-        row = [
-            key,
-            _messy_name(rng, person.name),
-            "" if rng.random() < 0.05 else _messy_phone(rng, person.phone),
-            _crm_email(rng, person, traps),
-            _crm_id_card(rng, person.id_card),
-            _crm_gender(rng, person.gender),
-            _crm_birth(rng, person.birth),
-            person.province.name if rng.random() < 0.75 else person.province.short,
-            person.city,
-            _fmt_dash(registered),
-        ]
+        row = _crm_row(rng, person, key, person.id_card, registered, shown, traps)
+        person.email_on_file |= row[3] not in ("", TEST_EMAIL)
         records.append((key, row, person.person_id))
     return records
 
@@ -433,34 +587,77 @@ def _pos_amount(rng: random.Random, traps: dict[str, int]) -> str:
     return _choice(rng, (f"{whole[:-1]}O.{cents}", "abc", ""))
 
 
-def _pos_phone(rng: random.Random, phone: str, traps: dict[str, int]) -> str:
+def _pos_phone(
+    rng: random.Random, phone: str, store_phones: tuple[str, ...], traps: dict[str, int]
+) -> tuple[str, str]:
+    """(phone as keyed in, the store's own number when the cashier keyed that in instead)."""
     roll = rng.random()
-    if roll < 0.08:
+    if roll >= 0.03:
+        return _messy_phone(rng, phone), ""
+    if store_phones:
+        # The customer gave no number, so the cashier keys in the store's own mobile.
+        own = _choice(rng, store_phones)
+        return _messy_phone(rng, own), own
+    if roll < 0.02:
         traps["placeholder_phone_orders"] += 1
-        return _messy_phone(rng, PLACEHOLDER_PHONE)
-    if roll < 0.11:
-        traps["empty_phone_orders"] += 1
-        return ""
-    return _messy_phone(rng, phone)
+        return _messy_phone(rng, PLACEHOLDER_PHONE), ""
+    traps["empty_phone_orders"] += 1
+    return "", ""
 
 
-def _pos_records(rng: random.Random, persons: list[_Person], clock: _Clock, traps: dict[str, int]) -> list[_Record]:
-    drafts = []
+def _member_card(rng: random.Random, person: _Person) -> str:
+    return person.member_id if person.member_id and rng.random() < MEMBER_CARD_RATE else ""
+
+
+def _in_store_members(persons: list[_Person]) -> list[_Person]:
+    return [p for p in persons if p.pos and p.member_id]
+
+
+def _walkin_top_up(
+    rng: random.Random, persons: list[_Person], clock: _Clock, plan: _Plan,
+    carded: dict[str, set[str]], drafts: list[tuple], traps: dict[str, int],
+) -> None:
+    """Extra card-scanned orders until every store number is shared by WALKIN_MIN_MEMBERS members."""
+    regulars = _in_store_members(persons)
+    stores = {store[0]: store for store in vocab.STORES}
+    for store_id, phones in plan.walkin.items():
+        for phone in phones:
+            members = carded[phone]
+            while len(members) < min(WALKIN_MIN_MEMBERS, len(regulars)):
+                person = _choice(rng, regulars)
+                if person.person_id in members:
+                    continue
+                members.add(person.person_id)
+                drafts.append((
+                    clock.in_store(rng), len(drafts), person.person_id, stores[store_id], _messy_phone(rng, phone),
+                    _pos_amount(rng, traps), _pick(rng, vocab.PAYMENT_METHODS, _PAYMENT_CUM), person.member_id,
+                ))
+
+
+def _pos_records(
+    rng: random.Random, persons: list[_Person], clock: _Clock, plan: _Plan, traps: dict[str, int]
+) -> list[_Record]:
+    drafts: list[tuple] = []
+    carded: dict[str, set[str]] = {phone: set() for phones in plan.walkin.values() for phone in phones}
     for person in persons:
         if not person.pos:
             continue
         home = _choice(rng, _STORES_BY_CITY.get(person.city, vocab.STORES))
         for _ in range(_count(rng, 1, 6)):
             store = home if rng.random() < 0.8 else _choice(rng, vocab.STORES)
-            drafts.append((
-                clock.in_store(rng), len(drafts), person.person_id, store,
-                _pos_phone(rng, person.phone, traps), _pos_amount(rng, traps),
-                _pick(rng, vocab.PAYMENT_METHODS, _PAYMENT_CUM),
-            ))
+            paid = clock.in_store(rng)
+            phone, own = _pos_phone(rng, person.phone, plan.walkin.get(store[0], ()), traps)
+            amount = _pos_amount(rng, traps)
+            method = _pick(rng, vocab.PAYMENT_METHODS, _PAYMENT_CUM)
+            card = _member_card(rng, person)
+            if own and card:
+                carded[own].add(person.person_id)
+            drafts.append((paid, len(drafts), person.person_id, store, phone, amount, method, card))
+    _walkin_top_up(rng, persons, clock, plan, carded, drafts, traps)
     drafts.sort()
     return [
-        (order_id, [order_id, store[0], store[1], phone, amount, _fmt_slash_minutes(paid), method], person_id)
-        for order_id, (paid, _, person_id, store, phone, amount, method)
+        (order_id, [order_id, store[0], store[1], phone, amount, _fmt_slash_minutes(paid), method, card], person_id)
+        for order_id, (paid, _, person_id, store, phone, amount, method, card)
         in zip(_sequential_ids(rng, "POS", 10, len(drafts)), drafts)
     ]
 
@@ -499,7 +696,7 @@ def _ecom_receiver(rng: random.Random, person: _Person, traps: dict[str, int]) -
     if rng.random() < 0.05:
         name = _typo(rng, name)
         traps["typo_receiver_names"] += 1
-    phone = _messy_phone(rng, person.phone) if rng.random() < 0.9 else ""
+    phone = _messy_phone(rng, person.phone) if rng.random() < ECOM_RECEIVER_PHONE_RATE else ""
     return name, phone
 
 
@@ -583,7 +780,7 @@ def _b64(rng: random.Random, length: int) -> str:
 
 def _wechat_event(
     rng: random.Random, person: _Person, appid: str, openid: str, unionid: str,
-    event_type: str, millis: int, used_ids: set[str],
+    event_type: str, millis: int, used_ids: set[str], phone_login: bool,
 ) -> dict[str, object]:
     event = {"event_id": _event_id(rng, "wx_", used_ids), "appid": appid, "openid": openid}
     roll = rng.random()
@@ -595,7 +792,8 @@ def _wechat_event(
     event["event_type"] = event_type
     event["page"] = _wechat_page(rng, event_type)
     event["ts"] = millis - _CST_OFFSET_MS
-    if rng.random() < 0.15:
+    # A phone login returns the number the user authorised through getPhoneNumber.
+    if phone_login or rng.random() < 0.15:
         event["phone"] = person.phone if rng.random() < 0.7 else "+86" + person.phone
     return event
 
@@ -607,17 +805,26 @@ def _wechat_records(rng: random.Random, persons: list[_Person], clock: _Clock) -
     for person in persons:
         if not person.wechat:
             continue
-        person.openids = _wechat_identities(rng, used_openids)
+        openids = _wechat_identities(rng, used_openids)
         unionid = _unique(used_openids, lambda: "oU" + _b64(rng, 26))
-        for session in _sessions(rng, clock, _count(rng, 2, 15)):
-            appid, openid = _choice(rng, person.openids)
+        sessions = _sessions(rng, clock, _count(rng, 2, 15))
+        first = min(range(len(sessions)), key=lambda k: sessions[k][0])
+        authorised = rng.random() < WECHAT_PHONE_LOGIN_RATE
+        used: dict[tuple[str, str], None] = {}
+        for k, session in enumerate(sessions):
+            appid, openid = _choice(rng, openids)
+            used[(appid, openid)] = None
             for position, millis in enumerate(session):
+                phone_login = authorised and k == first and position == 0
                 event_type = (
-                    _choice(rng, ("page_view", "login")) if position == 0
+                    "login" if phone_login
+                    else _choice(rng, ("page_view", "login")) if position == 0
                     else _pick(rng, vocab.WECHAT_EVENT_TYPES, _WECHAT_EVENT_CUM)
                 )
-                event = _wechat_event(rng, person, appid, openid, unionid, event_type, millis, used_ids)
+                event = _wechat_event(rng, person, appid, openid, unionid, event_type, millis, used_ids, phone_login)
                 drafts.append((millis, len(drafts), event["event_id"], _JSON.encode(event), person.person_id))
+        # Only a mini-program the person really opened can have shown them a consent dialog.
+        person.openids = tuple(used)
     drafts.sort()
     return [(event_id, line, person_id) for _, _, event_id, line, person_id in drafts]
 
@@ -645,18 +852,46 @@ def _truncate(rng: random.Random, line: str) -> str:
     return line[:rng.randrange(keep_from, len(line))]
 
 
-def _app_records(rng: random.Random, persons: list[_Person], clock: _Clock, traps: dict[str, int]) -> list[_Record]:
+def _tablet_drafts(
+    rng: random.Random, regulars: list[_Person], clock: _Clock, tablet: tuple[str, str],
+    used_ids: set[str], drafts: list[tuple],
+) -> None:
+    """Members log in one after another on an in-store tablet, each for one to three events."""
+    android_id, anonymous_id = tablet
+    device = {"os": "android", "android_id": android_id, "anonymous_id": anonymous_id}
+    for person in rng.sample(regulars, min(rng.randint(10, 40), len(regulars))):
+        # Stores close by 22:00, so even the last session ends before midnight.
+        millis = clock.in_store(rng) * 1000 + _below(rng, 1000)
+        for position in range(1 + _below(rng, 3)):
+            event = {
+                "event_id": _event_id(rng, "app_", used_ids), **device, "member_id": person.member_id,
+                "event_type": "app_open" if position == 0 else _pick(rng, vocab.APP_EVENT_TYPES, _APP_EVENT_CUM),
+                "event_time": _fmt_millis(millis),
+            }
+            drafts.append((millis, len(drafts), event["event_id"], _JSON.encode(event), person.person_id))
+            millis += 3_000 + _below(rng, 237_000)
+
+
+def _app_records(
+    rng: random.Random, persons: list[_Person], clock: _Clock, plan: _Plan, traps: dict[str, int]
+) -> list[_Record]:
     used_ids: set[str] = set()
-    drafts = []
+    used_installs = {anonymous_id for _, anonymous_id in plan.tablets}
+    drafts: list[tuple] = []
     for person in persons:
         if not person.app:
             continue
         device = _app_device(rng, traps)
-        for session in _sessions(rng, clock, _count(rng, 2, 15)):
+        device["anonymous_id"] = _unique(used_installs, lambda: _uuid(rng))
+        # Members sign in with their member account; everyone else registered by SMS code.
+        account = {"member_id": person.member_id} if person.member_id else {"phone": person.phone}
+        sessions = _sessions(rng, clock, _count(rng, 2, 15))
+        # Chinese apps force a one-tap phone login on first open; later sessions may have timed out.
+        first = min(range(len(sessions)), key=lambda k: sessions[k][0])
+        for k, session in enumerate(sessions):
+            login = account if k == first or rng.random() < APP_LOGIN_RATE else {}
             for position, millis in enumerate(session):
-                event = {"event_id": _event_id(rng, "app_", used_ids), **device}
-                if person.member_id and rng.random() < 0.7:
-                    event["member_id"] = person.member_id
+                event = {"event_id": _event_id(rng, "app_", used_ids), **device, **login}
                 event["event_type"] = (
                     "app_open" if position == 0
                     else _pick(rng, vocab.APP_EVENT_TYPES, _APP_EVENT_CUM)
@@ -667,6 +902,9 @@ def _app_records(rng: random.Random, persons: list[_Person], clock: _Clock, trap
                     line = _truncate(rng, line)
                     traps["malformed_json_lines"] += 1
                 drafts.append((millis, len(drafts), event["event_id"], line, person.person_id))
+    regulars = _in_store_members(persons)
+    for tablet in plan.tablets:
+        _tablet_drafts(rng, regulars, clock, tablet, used_ids, drafts)
     drafts.sort()
     return [(event_id, line, person_id) for _, _, event_id, line, person_id in drafts]
 
@@ -692,7 +930,8 @@ def _consent_records(rng: random.Random, persons: list[_Person], clock: _Clock) 
             continue
         reachable = (("crm", person.crm), ("wechat", person.wechat), ("app", person.app), ("store", person.pos))
         channels = [channel for channel, on in reachable if on]
-        purposes = [p for p in vocab.CONSENT_PURPOSES if person.email or p != "marketing_email"]
+        # Only members who registered with their real email gave the brand an address to email.
+        purposes = [p for p in vocab.CONSENT_PURPOSES if person.email_on_file or p != "marketing_email"]
         for purpose in rng.sample(purposes, rng.randint(1, 3)):
             channel = "wechat" if purpose == "marketing_wechat" and person.wechat else _choice(rng, channels)
             subject_type, subject_value = _consent_subject(rng, person, purpose, channel)
@@ -764,13 +1003,14 @@ def generate(persons: int, seed: int, out: Path | str, as_of: date = date(2026, 
     clock = _Clock(as_of)
     people = _make_persons(rng, persons, as_of)
     traps = dict.fromkeys(TRAPS, 0)
-    # Order matters: app events reuse CRM member ids, consent reuses WeChat openids.
+    plan = _plan_traps(rng, people, traps)  # shares family phones before any record shows a phone
+    # Order matters: POS and app events reuse CRM member ids, consent reuses WeChat openids.
     records: dict[str, list[_Record]] = {}
-    records["crm_members"] = _crm_records(rng, people, clock, traps)
-    records["pos_orders"] = _pos_records(rng, people, clock, traps)
+    records["crm_members"] = _crm_records(rng, people, clock, plan, traps)
+    records["pos_orders"] = _pos_records(rng, people, clock, plan, traps)
     records["ecom_orders"] = _ecom_records(rng, people, clock, traps)
     records["wechat_events"] = _wechat_records(rng, people, clock)
-    records["app_events"] = _app_records(rng, people, clock, traps)
+    records["app_events"] = _app_records(rng, people, clock, plan, traps)
     records["consent_events"] = _consent_records(rng, people, clock)
 
     for stale in (out / "landing", out / "truth"):
@@ -779,6 +1019,9 @@ def generate(persons: int, seed: int, out: Path | str, as_of: date = date(2026, 
     for source in SOURCES:
         _write_source(out / "landing", source, records[source])
     rows = {source: len(records[source]) for source in SOURCES}
-    manifest = {"persons": persons, "seed": seed, "as_of": as_of.isoformat(), "rows": rows, "traps": traps}
+    manifest = {
+        "persons": persons, "seed": seed, "as_of": as_of.isoformat(), "rows": rows, "traps": traps,
+        "trap_values": _trap_values(plan),
+    }
     _write_truth(out / "truth", people, records, manifest)
     return GenerationSummary(persons=persons, seed=seed, out=out, rows=rows)

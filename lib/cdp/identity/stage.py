@@ -1,9 +1,18 @@
-"""The identity stage: hygiene on identifiers, the record–identifier graph, components → one_id."""
+"""The identity stage: hygiene, the record–identifier graph, components, over-merge guards, stable one_ids.
+
+Tables written (all replaced atomically each run, except identity.changes which grows):
+  identity.suspicious_identifiers  values refused as links before the graph, with the evidence
+  identity.violations              record–identifier links the guards refused after the graph
+  identity.registry                every one_id ever issued: active or retired (and merged into what)
+  identity.changes                 new / merge / split / removed, per run, with their causes
+  identity.oneid_map               (source, record_key) -> one_id for every silver record
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -11,14 +20,20 @@ from pyspark.sql import functions as F
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import IDENTIFIERS, silver_table
-from cdp.config import Blocklist, IdentityConfig, Settings
+from cdp.config import IdentityConfig, Settings
 from cdp.identity.components import connected_components
-from cdp.lakehouse import overwrite_table, table_exists
+from cdp.identity.guards import split_components
+from cdp.identity.hygiene import apply_hygiene, summarise_refusals
+from cdp.identity.registry import assign_stable_ids
+from cdp.lakehouse import overwrite_table, replace_where, table_exists
 
 log = logging.getLogger(__name__)
 
 ONEID_MAP = "identity.oneid_map"
 REFUSED = "identity.suspicious_identifiers"
+VIOLATIONS = "identity.violations"
+REGISTRY = "identity.registry"
+CHANGES = "identity.changes"
 
 
 @dataclass
@@ -27,6 +42,9 @@ class IdentityResult:
     one_ids: int
     edges: int
     refused_values: int
+    violations: int
+    changes: dict[str, int]
+    largest_one_id: int
     engine: str
 
 
@@ -40,91 +58,96 @@ def identifier_vertex(id_type: Column, id_value: Column) -> Column:
     return F.xxhash64(F.lit("identifier"), F.concat_ws(":", id_type, id_value))
 
 
-def blocklist_reason(blocklist: Blocklist) -> Column:
-    """Why an identifier value must not link records ('blocklisted_value', 'blocklisted_pattern'), else null."""
-    reason = F.lit(None).cast("string")
-    for id_type, values in blocklist.values.items():
-        reason = F.when((F.col("id_type") == id_type) & F.col("id_value").isin(*values), F.lit("blocklisted_value")).otherwise(reason)
-    for id_type, patterns in blocklist.patterns.items():
-        for pattern in patterns:
-            matches = (F.col("id_type") == id_type) & F.col("id_value").rlike(pattern)
-            reason = F.when(reason.isNull() & matches, F.lit("blocklisted_pattern")).otherwise(reason)
-    return reason
-
-
-def apply_hygiene(identifiers: DataFrame, config: IdentityConfig) -> tuple[DataFrame, DataFrame]:
-    """Split identifiers into those that may link records and the refused ones (with a reason)."""
-    checked = identifiers.withColumn(
-        "refusal",
-        F.when(~F.col("id_type").isin(*config.identifier_types), F.lit("unknown_identifier_type")).otherwise(
-            blocklist_reason(config.blocklist)
-        ),
-    )
-    usable = checked.where(F.col("refusal").isNull()).drop("refusal")
-    refused = checked.where(F.col("refusal").isNotNull())
-    return usable, refused
-
-
-def summarise_refusals(refused: DataFrame) -> DataFrame:
-    """One row per refused value: how many records carried it, from which sources, a few examples."""
-    return refused.groupBy("id_type", "id_value", "refusal").agg(
-        F.count("*").alias("records"),
-        F.sort_array(F.collect_set("source")).alias("sources"),
-        F.slice(F.sort_array(F.collect_list(F.concat_ws(":", "source", "record_key"))), 1, 5).alias("examples"),
-    ).withColumnRenamed("refusal", "reason")
-
-
 def all_records(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Every silver record (with or without identifiers): each gets a one_id."""
+    """Every silver record (with or without identifiers), with when it happened: each gets a one_id."""
     frames = []
     for entity_name in sorted({s.entity for s in settings.sources.sources.values()}):
-        table = silver_table(ENTITIES[entity_name])
+        entity = ENTITIES[entity_name]
+        table = silver_table(entity)
         if table_exists(spark, table):
-            frames.append(spark.table(table).select("source", "record_key"))
+            seen = F.col(entity.time_field) if entity.time_field else F.lit(None).cast("timestamp")
+            frames.append(spark.table(table).select("source", "record_key", seen.cast("timestamp").alias("seen_at")))
     if not frames:
         raise RuntimeError("identity: no silver tables found. Fix: run `cdp run --stage silver` first.")
     return reduce(DataFrame.unionByName, frames)
 
 
-def assign_one_ids(records: DataFrame, components: DataFrame) -> DataFrame:
-    """one_id = 'oid_' + hex of the smallest record vertex in the component."""
-    labelled = records.withColumn("vid", record_vertex(F.col("source"), F.col("record_key"))).join(
-        components.withColumnRenamed("id", "vid"), "vid"
-    )
-    anchor = labelled.groupBy("component").agg(F.min("vid").alias("anchor"))
-    return labelled.join(anchor, "component").select(
-        "source",
-        "record_key",
-        F.concat(F.lit("oid_"), F.lower(F.lpad(F.hex("anchor"), 16, "0"))).alias("one_id"),
-    )
+def table_version(spark: SparkSession, name: str) -> int:
+    """The Delta version of a table, -1 when it does not exist yet."""
+    if not table_exists(spark, name):
+        return -1
+    return int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
 
 
-def build_identity(spark: SparkSession, settings: Settings) -> IdentityResult:
-    config = settings.identity
-    records = all_records(spark, settings).persist()
-    usable, refused = apply_hygiene(spark.table(IDENTIFIERS), config)
-    overwrite_table(summarise_refusals(refused), REFUSED, "Identifier values refused as links, and why")
+def resolve_persons(
+    records: DataFrame, identifiers: DataFrame, config: IdentityConfig
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame, str]:
+    """Records (source, record_key) grouped into persons by their identifiers (source, record_key,
+    id_type, id_value): (clusters, usable identifiers, refused values, refused edges, engine)."""
+    records = records.select("source", "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("rid"))
+    usable, refused = apply_hygiene(identifiers, config)
+    usable = usable.withColumn("rid", record_vertex(F.col("source"), F.col("record_key"))).persist()
 
-    edges = usable.select(
-        record_vertex(F.col("source"), F.col("record_key")).alias("src"),
-        identifier_vertex(F.col("id_type"), F.col("id_value")).alias("dst"),
-    ).persist()
-    vertices = records.select(record_vertex(F.col("source"), F.col("record_key")).alias("id")).unionByName(
-        edges.select(F.col("dst").alias("id"))
-    ).distinct()
+    edges = usable.select(F.col("rid").alias("src"), identifier_vertex(F.col("id_type"), F.col("id_value")).alias("dst"))
+    vertices = records.select(F.col("rid").alias("id")).unionByName(edges.select(F.col("dst").alias("id"))).distinct()
     components, engine = connected_components(vertices, edges, config.components)
     log.info("identity: connected components computed with the %s engine", engine)
 
-    oneid_map = assign_one_ids(records, components)
-    overwrite_table(oneid_map, ONEID_MAP, "Every silver record's OneID: (source, record_key) -> one_id")
-    stats = spark.table(ONEID_MAP).agg(F.count("*").alias("records"), F.count_distinct("one_id").alias("one_ids")).collect()[0]
+    labelled = records.join(components.withColumnRenamed("id", "rid"), "rid").persist()
+    split = split_components(
+        usable.join(labelled.select("rid", "component"), "rid").select("component", "rid", "id_type", "id_value"), config
+    ).persist()
+    regrouped = split.where(F.col("id_type").isNull()).select("rid", "cluster")
+    clusters = labelled.join(regrouped, "rid", "left").select(
+        "source", "record_key", "rid", F.coalesce("cluster", "component").alias("cluster")
+    )
+    refused_edges = split.where(F.col("id_type").isNotNull()).join(labelled.select("rid", "source", "record_key"), "rid").select(
+        "source", "record_key", "id_type", "id_value", "reason", "conflict"
+    )
+    return clusters, usable.drop("rid"), refused, refused_edges, engine
+
+
+def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc") -> IdentityResult:
+    clusters, usable, refused, refused_edges, engine = resolve_persons(
+        all_records(spark, settings), spark.table(IDENTIFIERS), settings.identity
+    )
+    # Materialised before any identity table is replaced: the plan reads the previous map and registry.
+    clusters = clusters.checkpoint()
+    refused_edges = refused_edges.checkpoint()
+    previous = spark.table(ONEID_MAP) if table_exists(spark, ONEID_MAP) else None
+    registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else None
+    stable = assign_stable_ids(
+        clusters, previous, registry, usable, refused_edges.select("source", "record_key", "id_type", "id_value"), run_id,
+        datetime.now(timezone.utc).replace(tzinfo=None), table_version(spark, ONEID_MAP),
+    )
+    new_map, new_registry, changes = (stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
+
+    overwrite_table(summarise_refusals(refused).withColumn("run_id", F.lit(run_id)), REFUSED,
+                    "Identifier values refused as links before the graph: blocklisted or shared by strangers")
+    violations = refused_edges.join(new_map, ["source", "record_key"]).select(
+        F.lit(run_id).alias("run_id"), "one_id", "source", "record_key", "id_type", "id_value", "reason", "conflict"
+    )
+    overwrite_table(violations, VIOLATIONS, "Record-identifier links refused by the over-merge guards, and why")
+    # Registry, then changes, then the map: a crash between them is repaired by the next run, which
+    # recomputes the same decisions against the same previous map (changes are keyed by its version).
+    overwrite_table(new_registry, REGISTRY, "Every one_id ever issued: active, or retired and merged into which")
+    basis = table_version(spark, ONEID_MAP)
+    replace_where(changes, CHANGES, f"basis_version = {basis}")
+    overwrite_table(new_map, ONEID_MAP, "Every silver record's OneID: (source, record_key) -> one_id")
+
+    stats = spark.table(ONEID_MAP).groupBy("one_id").count().agg(
+        F.sum("count").alias("records"), F.count("*").alias("one_ids"), F.max("count").alias("largest")
+    ).first()
+    kinds = {r["kind"]: r["n"] for r in changes.groupBy("kind").agg(F.count("*").alias("n")).collect()}
     result = IdentityResult(
-        records=stats["records"],
-        one_ids=stats["one_ids"],
-        edges=edges.count(),
+        records=int(stats["records"] or 0),
+        one_ids=int(stats["one_ids"] or 0),
+        edges=usable.count(),
         refused_values=spark.table(REFUSED).count(),
+        violations=spark.table(VIOLATIONS).count(),
+        changes=kinds,
+        largest_one_id=int(stats["largest"] or 0),
         engine=engine,
     )
-    edges.unpersist()
-    records.unpersist()
+    usable.unpersist()
     return result

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import IDENTIFIERS, silver_table
 from cdp.config import Settings
-from cdp.identity.stage import ONEID_MAP, apply_hygiene
+from cdp.identity.stage import ONEID_MAP, REFUSED
 from cdp.lakehouse import table_exists
 
 # Survivorship: a CRM profile outranks what an order's receiver fields say; within a rank, the newest wins.
@@ -86,7 +86,8 @@ def order_summary(spark: SparkSession) -> DataFrame:
 
 def contact_points(spark: SparkSession, settings: Settings) -> DataFrame:
     """Whether a person can be reached by phone or email, with a masked phone for display."""
-    usable, _ = apply_hygiene(spark.table(IDENTIFIERS), settings.identity)
+    refused = spark.table(REFUSED).select("id_type", "id_value")
+    usable = spark.table(IDENTIFIERS).join(refused, ["id_type", "id_value"], "left_anti")
     contacts = _with_one_id(spark, usable.where(F.col("id_type").isin("phone", "email")))
     return contacts.groupBy("one_id").agg(
         F.max(F.col("id_type") == "phone").alias("has_phone"),

@@ -1,0 +1,156 @@
+"""OneID trust, measured: accuracy against ground truth, every planted trap caught, ids stable under new data.
+
+    python -m cdp.bench.oneid --persons 100000 --out build/bench-oneid
+
+1. generates the persons with their traps, and splits the landing files into a first delivery and
+   an increment (5 % new persons, and new records for 5 % of existing persons);
+2. runs every stage on the first delivery, lands the increment, runs every stage again;
+3. prints (and writes as JSON) per-stage times for both runs, pairwise precision/recall, over-merged
+   and split persons, the largest one_id against the largest true person, each trap family and how
+   many of its values the identity tables caught, and stability: the share of persons the increment
+   did not touch that kept their one_id, and whether identity.changes lists exactly the merges seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+# Trap families in truth/manifest.json trap_values, in the form the identity tables hold them.
+TRAP_KEYS = (
+    "placeholder_phones_e164", "test_emails", "zero_idfas", "junk_android_ids", "store_walkin_phones_e164",
+    "shared_tablet_android_ids", "shared_tablet_anonymous_ids", "family_shared_phones_e164", "mistyped_id_cards",
+)
+
+
+def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
+    """Persons of `before` whose records meet no new record in `after`: how many kept their one_id.
+
+    before/after: (source, record_key, one_id). New records are those only in `after`.
+    """
+    b = before.select("source", "record_key", F.col("one_id").alias("before_id"))
+    joined = after.join(b, ["source", "record_key"], "left").persist()
+    touched_after = joined.where(F.col("before_id").isNull()).select("one_id").distinct()
+    # a before-person is touched when any of its records now sits in a one_id holding a new record
+    person = joined.where(F.col("before_id").isNotNull()).join(
+        touched_after.withColumn("touched", F.lit(True)), "one_id", "left"
+    ).groupBy("before_id").agg(
+        F.max(F.coalesce("touched", F.lit(False))).alias("touched"),
+        F.count_distinct("one_id").alias("after_ids"),
+        F.max((F.col("one_id") == F.col("before_id")).cast("int")).alias("kept_somewhere"),
+        F.min((F.col("one_id") == F.col("before_id")).cast("int")).alias("kept_everywhere"),
+    )
+    stats = person.agg(
+        F.count("*").alias("persons"),
+        F.sum((~F.col("touched")).cast("int")).alias("untouched"),
+        F.sum(((~F.col("touched")) & (F.col("kept_everywhere") == 1) & (F.col("after_ids") == 1)).cast("int")).alias("untouched_kept"),
+    ).first()
+    merged = joined.where(F.col("before_id").isNotNull()).groupBy("one_id").agg(
+        F.sort_array(F.collect_set("before_id")).alias("before_ids")
+    ).where(F.size("before_ids") > 1)
+    observed = {(r["one_id"], tuple(r["before_ids"])) for r in merged.collect()}
+    joined.unpersist()
+    untouched = int(stats["untouched"] or 0)
+    return {
+        "persons_before": int(stats["persons"] or 0),
+        "untouched": untouched,
+        "untouched_kept_one_id": int(stats["untouched_kept"] or 0),
+        "untouched_kept_share": (int(stats["untouched_kept"] or 0) / untouched) if untouched else 1.0,
+        "merges_observed": sorted(observed),
+    }
+
+
+def caught_traps(spark: SparkSession, trap_values: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Per trap family: values planted, and how many appear in suspicious_identifiers or violations."""
+    suspicious = {r["id_value"] for r in spark.table("identity.suspicious_identifiers").select("id_value").collect()}
+    violations = spark.table("identity.violations").select("id_value", "conflict").collect()
+    flagged = suspicious | {r["id_value"] for r in violations} | {v for r in violations for v in (r["conflict"] or [])}
+    result = {}
+    for key in TRAP_KEYS:
+        values = set(trap_values.get(key, []))
+        result[key] = {"planted": len(values), "caught": len(values & flagged)}
+    return result
+
+
+def run_all(spark: SparkSession, settings, as_of: date) -> dict[str, float]:
+    from cdp.pipeline import run_stages
+
+    return {o.stage: round(o.seconds, 1) for o in run_stages(spark, settings, "all", as_of)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cdp.bench.oneid", description=__doc__.splitlines()[0])
+    parser.add_argument("--persons", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path("build/bench-oneid"))
+    parser.add_argument("--profile", default="local")
+    parser.add_argument("--as-of", default="2026-11-01")
+    args = parser.parse_args(argv)
+    as_of = date.fromisoformat(args.as_of)
+
+    work = args.out.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    data = work / "data"
+    os.environ["CDP_LAKEHOUSE"] = str(work / "lakehouse")
+    os.environ["CDP_LANDING"] = str(data / "initial")
+
+    from cdp.config import load_settings
+    from cdp.datagen import generate
+    from cdp.datagen.increment import split_increment
+    from cdp.evaluate import pairwise_scores, read_truth
+    from cdp.identity.stage import CHANGES, ONEID_MAP, table_version
+    from cdp.spark import spark_session
+
+    started = time.perf_counter()
+    summary = generate(args.persons, args.seed, data, as_of=as_of)
+    generated = time.perf_counter() - started
+    increment = split_increment(data)
+    manifest = json.loads((data / "truth" / "manifest.json").read_text(encoding="utf-8"))
+    settings = load_settings(args.profile)
+    report: dict[str, Any] = {
+        "persons": args.persons, "seed": args.seed, "rows": summary.total_rows(), "generate_seconds": round(generated, 1),
+        "increment": {"new_persons": len(increment.new_persons), "returning_persons": len(increment.returning_persons),
+                      "records": increment.increment_records},
+    }
+    with spark_session(settings, app_name="cdp-bench-oneid") as spark:
+        report["first_run_seconds"] = run_all(spark, settings, as_of)
+        basis = table_version(spark, ONEID_MAP)
+        for source_dir in increment.increment.iterdir():
+            for path in source_dir.iterdir():
+                shutil.copy(path, data / "initial" / source_dir.name / path.name)
+        report["second_run_seconds"] = run_all(spark, settings, as_of)
+        after = spark.table(ONEID_MAP)
+        before = spark.sql(f"SELECT * FROM {ONEID_MAP} VERSION AS OF {basis}")
+        stable = stability(before, after)
+        listed = {
+            (r["one_id"], tuple(sorted(r["old_ids"])))
+            for r in spark.table(CHANGES).where((F.col("basis_version") == basis) & (F.col("kind") == "merge")).collect()
+        }
+        observed = set(stable.pop("merges_observed"))
+        stable["merges_observed"] = len(observed)
+        stable["merges_listed"] = len(listed)
+        stable["changes_list_exactly_the_merges"] = listed == observed
+        report["stability"] = stable
+        scores = pairwise_scores(after, read_truth(spark, str(data / "truth")))
+        report["accuracy"] = scores.as_dict()
+        report["traps"] = caught_traps(spark, manifest.get("trap_values", {}))
+    target = work / "oneid.json"
+    target.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    json.dump(report, sys.stdout, indent=2, default=str)
+    sys.stdout.write(f"\nwritten to {target}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Why a set of records is one person: the identifiers that link them, the links refused, the history."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from cdp.cleanse.silver import IDENTIFIERS
+from cdp.identity.stage import CHANGES, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
+from cdp.lakehouse import table_exists
+
+MAX_LISTED = 50
+
+
+class NotFound(LookupError):
+    """The one_id or record is not in the identity tables."""
+
+
+@dataclass
+class Explanation:
+    one_id: str
+    asked: str
+    status: str  # active | retired (then merged_into names the id that holds the records now)
+    merged_into: str | None = None
+    record_count: int = 0
+    records: list[str] = field(default_factory=list)  # source:record_key (the first MAX_LISTED)
+    links: list[dict] = field(default_factory=list)  # id_type, id_value, records: the evidence that joins records
+    own_identifiers: int = 0  # identifier values carried by one record only (no link)
+    # id_type, id_value, reason, records, conflict (values over the limit), also_on (one_ids where the value links)
+    refused: list[dict] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)  # run_id, kind, one_id, old_ids, causes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _required(spark: SparkSession) -> None:
+    for table in (ONEID_MAP, IDENTIFIERS):
+        if not table_exists(spark, table):
+            raise NotFound(f"{table} does not exist yet. Fix: run `cdp run --stage identity` first.")
+
+
+def one_id_of_record(spark: SparkSession, record: str) -> str:
+    """The one_id of 'SOURCE:KEY'."""
+    source, sep, key = record.partition(":")
+    if not sep or not source or not key:
+        raise NotFound(f"--record '{record}' is not SOURCE:KEY, e.g. crm_members:M10000123")
+    row = spark.table(ONEID_MAP).where((F.col("source") == source) & (F.col("record_key") == key)).first()
+    if row is None:
+        raise NotFound(f"no record {record} in {ONEID_MAP} (quarantined records have no one_id: see silver.quarantine)")
+    return row["one_id"]
+
+
+def explain(spark: SparkSession, one_id: str | None = None, record: str | None = None) -> Explanation:
+    _required(spark)
+    asked = one_id or record or ""
+    if record:
+        one_id = one_id_of_record(spark, record)
+    if not one_id:
+        raise NotFound("give --one-id ONE_ID or --record SOURCE:KEY")
+    status, merged_into = "active", None
+    if table_exists(spark, REGISTRY):
+        entry = spark.table(REGISTRY).where(F.col("one_id") == one_id).first()
+        if entry is not None and entry["status"] == "retired":
+            status, merged_into = "retired", entry["merged_into"]
+    current = merged_into or one_id
+    records = spark.table(ONEID_MAP).where(F.col("one_id") == current).select("source", "record_key").persist()
+    keys = sorted(f"{r['source']}:{r['record_key']}" for r in records.collect())
+    if not keys and status == "active":
+        raise NotFound(f"one_id {one_id} holds no records in {ONEID_MAP} (unknown, or all its records are gone)")
+
+    carried = spark.table(IDENTIFIERS).join(records, ["source", "record_key"])
+    refused_values = (
+        spark.table(REFUSED).select("id_type", "id_value", "reason") if table_exists(spark, REFUSED)
+        else spark.createDataFrame([], "id_type string, id_value string, reason string")
+    )
+    refused_edges = (
+        spark.table(VIOLATIONS).select("source", "record_key", "id_type", "id_value", "reason", "conflict")
+        if table_exists(spark, VIOLATIONS)
+        else spark.createDataFrame([], "source string, record_key string, id_type string, id_value string, reason string, conflict array<string>")
+    )
+    judged = (
+        carried.join(refused_values, ["id_type", "id_value"], "left")
+        .join(refused_edges.withColumnRenamed("reason", "edge_reason"), ["source", "record_key", "id_type", "id_value"], "left")
+        .select("source", "record_key", "id_type", "id_value", F.coalesce("reason", "edge_reason").alias("reason"), "conflict")
+    )
+    grouped = judged.groupBy("id_type", "id_value", "reason").agg(
+        F.sort_array(F.collect_list(F.concat_ws(":", "source", "record_key"))).alias("records"),
+        F.first("conflict", ignorenulls=True).alias("conflict"),
+    ).collect()
+    # Where a value refused here did link: the one_ids holding the other records that carry it.
+    refused_here = [(r["id_type"], r["id_value"]) for r in grouped if r["reason"] is not None][:MAX_LISTED]
+    kept_by: dict[tuple[str, str], list[str]] = {}
+    if refused_here:
+        wanted = spark.createDataFrame(refused_here, "id_type string, id_value string")
+        holders = (
+            spark.table(IDENTIFIERS).join(F.broadcast(wanted), ["id_type", "id_value"])
+            .join(spark.table(ONEID_MAP), ["source", "record_key"])
+            .where(F.col("one_id") != current)
+            .groupBy("id_type", "id_value").agg(F.slice(F.sort_array(F.collect_set("one_id")), 1, 5).alias("one_ids"))
+        )
+        kept_by = {(r["id_type"], r["id_value"]): list(r["one_ids"]) for r in holders.collect()}
+    links = sorted(
+        ({"id_type": r["id_type"], "id_value": r["id_value"], "records": r["records"]} for r in grouped
+         if r["reason"] is None and len(r["records"]) > 1),
+        key=lambda d: (-len(d["records"]), d["id_type"], d["id_value"]),
+    )
+    own = sum(1 for r in grouped if r["reason"] is None and len(r["records"]) == 1)
+    refused = sorted(
+        ({"id_type": r["id_type"], "id_value": r["id_value"], "reason": r["reason"], "records": r["records"][:MAX_LISTED],
+          "conflict": list(r["conflict"] or []), "also_on": kept_by.get((r["id_type"], r["id_value"]), [])}
+         for r in grouped if r["reason"] is not None),
+        key=lambda d: (d["id_type"], d["id_value"]),
+    )
+    changes = []
+    if table_exists(spark, CHANGES):
+        rows = (
+            spark.table(CHANGES)
+            .where((F.col("one_id").isin(one_id, current)) | F.array_contains("old_ids", one_id) | F.array_contains("old_ids", current))
+            .orderBy("changed_at", "kind")
+            .collect()
+        )
+        changes = [{"run_id": r["run_id"], "kind": r["kind"], "one_id": r["one_id"], "old_ids": list(r["old_ids"]),
+                    "causes": list(r["causes"])} for r in rows]
+    records.unpersist()
+    return Explanation(
+        one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
+        links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,
+    )

@@ -1,0 +1,115 @@
+"""Over-merge guards and data-driven suspicion, with explicit expected groups and refusals."""
+
+from __future__ import annotations
+
+from cdp.config import IdentityConfig
+from cdp.identity.guards import DroppedEdge, Limits, split_components, split_greedy
+from cdp.identity.hygiene import apply_hygiene, shared_values
+
+LIMITS = Limits(
+    priority={"id_card": 1, "member_id": 2, "buyer_account": 4, "phone": 6, "android_id": 9},
+    max_per_person={"id_card": 1, "member_id": 3, "buyer_account": 4, "phone": 2, "android_id": 5},
+    max_records=100,
+)
+
+
+def test_a_family_phone_does_not_join_two_id_cards():
+    """A (records 1, 3, 4, 5) and B (record 2) share phone P; B's 身份证 differs, so the phone link to B is refused."""
+    edges = [
+        (1, "id_card", "110101199001010011"), (1, "phone", "P"), (1, "member_id", "MA"),
+        (2, "id_card", "110101195001010022"), (2, "phone", "P"), (2, "member_id", "MB"),
+        (3, "phone", "P"), (4, "phone", "P"), (5, "member_id", "MA"),
+    ]
+    groups, dropped = split_greedy(edges, LIMITS)
+    assert groups == {1: 1, 2: 2, 3: 1, 4: 1, 5: 1}
+    assert dropped == [DroppedEdge(2, "phone", "P", "id_card: the person would hold 2 distinct values, at most 1",
+                                   ("110101195001010022", "110101199001010011"))]
+
+
+def test_weakest_links_go_first_when_a_person_would_hold_three_phones():
+    """Account T links records 1-2 (phones P1, P2); device D then reaches record 3 with a third phone: refused."""
+    edges = [
+        (1, "buyer_account", "T"), (1, "phone", "P1"), (2, "buyer_account", "T"), (2, "phone", "P2"),
+        (3, "phone", "P3"), (3, "android_id", "D"), (1, "android_id", "D"),
+    ]
+    groups, dropped = split_greedy(edges, LIMITS)
+    assert groups == {1: 1, 2: 1, 3: 3}
+    assert dropped == [DroppedEdge(3, "android_id", "D", "phone: the person would hold 3 distinct values, at most 2",
+                                   ("P1", "P2", "P3"))]
+
+
+def test_the_group_with_more_records_keeps_a_contested_value_and_ties_go_to_the_lower_record():
+    edges = [
+        (7, "id_card", "X"), (8, "id_card", "X"),            # 7+8 are one person (two records)
+        (9, "id_card", "Y"),
+        (7, "phone", "P"), (9, "phone", "P"),
+        (20, "id_card", "U"), (21, "id_card", "V"), (21, "phone", "Q"), (20, "phone", "Q"),
+    ]
+    groups, dropped = split_greedy(edges, LIMITS)
+    assert groups == {7: 7, 8: 7, 9: 9, 20: 20, 21: 21}
+    assert sorted(dropped) == [
+        DroppedEdge(9, "phone", "P", "id_card: the person would hold 2 distinct values, at most 1", ("X", "Y")),
+        DroppedEdge(21, "phone", "Q", "id_card: the person would hold 2 distinct values, at most 1", ("U", "V")),
+    ]
+
+
+def test_the_hard_cap_on_records():
+    limits = Limits(priority={"phone": 1}, max_per_person={"phone": 5}, max_records=3)
+    groups, dropped = split_greedy([(r, "phone", "P") for r in (1, 2, 3, 4, 5)], limits)
+    assert groups == {1: 1, 2: 1, 3: 1, 4: 4, 5: 5}
+    assert [(d.rid, d.reason) for d in dropped] == [
+        (4, "records: the person would hold 4 records, at most 3"),
+        (5, "records: the person would hold 4 records, at most 3"),
+    ]
+
+
+def test_only_components_over_a_limit_are_split(spark, settings):
+    labelled = spark.createDataFrame(
+        [
+            (100, 1, "id_card", "110101199001010011"), (100, 1, "phone", "+8613900000001"),
+            (100, 2, "id_card", "110101195001010022"), (100, 2, "phone", "+8613900000001"),
+            (200, 3, "phone", "+8613900000003"), (200, 4, "phone", "+8613900000003"),
+        ],
+        "component long, rid long, id_type string, id_value string",
+    )
+    rows = sorted((tuple(r) for r in split_components(labelled, settings.identity).collect()), key=repr)
+    assert rows == [
+        (100, 1, 1, None, None, None, None),
+        (100, 2, 2, "phone", "+8613900000001", "id_card: the person would hold 2 distinct values, at most 1",
+         ["110101195001010022", "110101199001010011"]),
+        (100, 2, 2, None, None, None, None),
+    ]
+
+
+def identifiers(spark, rows):
+    return spark.createDataFrame(rows, "source string, record_key string, id_type string, id_value string")
+
+
+def test_a_phone_seen_with_more_member_ids_than_allowed_is_suspended(spark):
+    config = IdentityConfig.model_validate({
+        "identifiers": {
+            "member_id": {"priority": 2, "max_per_person": 3},
+            "phone": {"priority": 6, "max_per_person": 2, "max_shared_by": 3},
+        },
+        "suspicious": {"anchors": ["member_id"], "max_records": 100},
+    })
+    store_phone = "+8613911112222"
+    rows = [("pos", f"S{i}", "phone", store_phone) for i in range(4)]
+    rows += [("pos", f"S{i}", "member_id", f"M{i}") for i in range(4)]          # four different members
+    rows += [("pos", "F1", "phone", "+8613933334444"), ("pos", "F1", "member_id", "M7"),
+             ("pos", "F2", "phone", "+8613933334444"), ("pos", "F2", "member_id", "M8")]  # a couple: two members
+    shared = {(r["id_type"], r["id_value"]): (r["reason"], r["anchor_type"], r["degree"]) for r in shared_values(identifiers(spark, rows), config).collect()}
+    assert shared == {("phone", store_phone): ("shared_by_strangers", "member_id", 4)}
+    usable, refused = apply_hygiene(identifiers(spark, rows), config)
+    assert sorted({r["id_value"] for r in usable.where("id_type = 'phone'").collect()}) == ["+8613933334444"]
+    assert refused.count() == 4
+
+
+def test_a_value_on_too_many_records_is_suspended_whatever_its_anchors(spark):
+    config = IdentityConfig.model_validate({
+        "identifiers": {"phone": {"priority": 6, "max_per_person": 2}},
+        "suspicious": {"anchors": [], "max_records": 3},
+    })
+    rows = [("pos", f"O{i}", "phone", "+8613955556666") for i in range(4)] + [("pos", "X", "phone", "+8613977778888")]
+    shared = [tuple(r) for r in shared_values(identifiers(spark, rows), config).collect()]
+    assert shared == [("phone", "+8613955556666", "too_many_records", None, 4)]
