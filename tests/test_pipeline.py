@@ -19,7 +19,7 @@ AS_OF = date(2026, 11, 1)
 
 @pytest.fixture(scope="module")
 def run(spark, settings, data_dir):
-    summary = generate(150, 7, data_dir, as_of=AS_OF)
+    summary = generate(400, 7, data_dir, as_of=AS_OF)  # 200+ persons: every identity trap is planted
     manifest = json.loads((data_dir / "truth" / "manifest.json").read_text(encoding="utf-8"))
     outcomes = {o.stage: o for o in run_stages(spark, settings, "all", AS_OF)}
     return summary, manifest, outcomes
@@ -72,10 +72,12 @@ def test_second_bronze_run_adds_nothing(spark, settings, run):
 
 def test_oneid_precision_and_recall(spark, run, data_dir):
     scores = pairwise_scores(spark.table("identity.oneid_map"), read_truth(spark, str(data_dir / "truth")))
-    # Deterministic links only: walk-in placeholder phones and zero device ids cannot be linked,
-    # so recall is bounded by the data; a false merge would show as precision below 1.
-    assert scores.precision >= 0.99
-    assert scores.recall >= 0.70
+    # Deterministic links only. Records with no usable identifier of their own person (a walk-in
+    # order on the placeholder phone, a WeChat user who never shared a phone) bound recall; a
+    # family's shared phone on records without a 身份证 costs a little precision.
+    assert scores.precision >= 0.995
+    assert scores.recall >= 0.98
+    assert scores.largest_one_id <= scores.largest_person
     assert scores.truth_records_unmatched == sum(
         run[1]["traps"][k] for k in ("missing_member_id_rows", "bad_amount_orders", "malformed_json_lines")
     )
@@ -94,6 +96,49 @@ def test_planted_junk_identifiers_are_refused(spark, run):
     if traps["test_email_members"]:
         expected.add(("email", "test@test.com"))
     assert expected and expected <= refused
+
+
+def test_every_planted_identity_trap_is_caught(spark, run):
+    from cdp.bench.oneid import caught_traps
+
+    caught = caught_traps(spark, run[1]["trap_values"])
+    assert {k: v["caught"] for k, v in caught.items()} == {k: v["planted"] for k, v in caught.items()}
+    assert all(v["planted"] >= 1 for v in caught.values())
+
+
+def test_explain_shows_links_and_refusals(spark, run):
+    from cdp.identity.explain import explain
+
+    refused = spark.table("identity.violations").orderBy("source", "record_key", "id_type").first()
+    found = explain(spark, record=f"{refused['source']}:{refused['record_key']}")
+    assert found.one_id == refused["one_id"] and found.status == "active"
+    entry = next(r for r in found.refused if (r["id_type"], r["id_value"]) == (refused["id_type"], refused["id_value"]))
+    assert entry["reason"] == refused["reason"]
+    assert f"{refused['source']}:{refused['record_key']}" in entry["records"]
+    assert entry["also_on"] and refused["one_id"] not in entry["also_on"]  # the value links another person
+    assert [c["kind"] for c in found.changes] == ["new"]
+    assert found.record_count == spark.table("identity.oneid_map").where(F.col("one_id") == found.one_id).count()
+
+
+def test_gold_identity_map_hashes_sensitive_values(spark, run):
+    rows = spark.sql("""
+        SELECT id_type, count(*) AS n, count(id_value) AS clear, count(id_hash) AS hashed
+        FROM gold.identity_map GROUP BY id_type
+    """).collect()
+    by_type = {r["id_type"]: (r["n"], r["clear"], r["hashed"]) for r in rows}
+    for id_type in ("phone", "email", "id_card"):
+        n, clear, hashed = by_type[id_type]
+        assert (clear, hashed) == (0, n), id_type
+    n, clear, _ = by_type["member_id"]
+    assert clear == n
+    one_ids = spark.sql("SELECT count(DISTINCT one_id) FROM gold.identity_map").first()[0]
+    with_identifier = spark.sql(
+        "SELECT count(DISTINCT m.one_id) FROM identity.oneid_map m JOIN silver.identifiers i USING (source, record_key)"
+        " LEFT ANTI JOIN identity.suspicious_identifiers s ON s.id_type = i.id_type AND s.id_value = i.id_value"
+        " LEFT ANTI JOIN identity.violations v"
+        "   ON v.source = i.source AND v.record_key = i.record_key AND v.id_type = i.id_type AND v.id_value = i.id_value"
+    ).first()[0]
+    assert one_ids == with_identifier
 
 
 def test_gold_is_queryable_with_sql_and_consistent(spark, run):
@@ -161,21 +206,21 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     conf = tmp_path / "conf"
     shutil.copytree(settings.conf_dir, conf)
     quality = yaml.safe_load((conf / "quality.yaml").read_text(encoding="utf-8"))
-    assert run_metrics(spark, run[2]["silver"].run_id)["crm_phone_completeness"][1] > 0  # some CRM rows lack a phone
+    assert run_metrics(spark, run[2]["silver"].run_id)["ecom_phone_completeness"][1] > 0  # some orders lack a phone
     for rule in quality["rules"]:
-        if rule["name"] == "crm_phone_completeness":
-            rule.update(warn_above=0.0, fail_above=0.0)  # any CRM row without a phone now fails the run
+        if rule["name"] == "ecom_phone_completeness":
+            rule.update(warn_above=0.0, fail_above=0.0)  # any order without a receiver phone now fails the run
     (conf / "quality.yaml").write_text(yaml.safe_dump(quality, allow_unicode=True), encoding="utf-8")
     strict = load_settings("test", conf)
 
     strict_run = new_run_id("silver")
     version_before = spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"]
-    with pytest.raises(QualityGateFailed, match=r"crm_phone_completeness \d+/\d+"):
+    with pytest.raises(QualityGateFailed, match=r"ecom_phone_completeness \d+/\d+"):
         build_silver(spark, strict, strict_run, AS_OF)
     assert spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"] == version_before
     recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == strict_run)
     assert {r["rule"]: r["status"] for r in recorded.where(F.col("status") == "fail").collect()} == {
-        "crm_phone_completeness": "fail"
+        "ecom_phone_completeness": "fail"
     }
 
 

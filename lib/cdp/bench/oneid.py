@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 # Trap families in truth/manifest.json trap_values, in the form the identity tables hold them.
@@ -34,9 +34,13 @@ TRAP_KEYS = (
 
 
 def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
-    """Persons of `before` whose records meet no new record in `after`: how many kept their one_id.
+    """Persons of `before` whose records meet no new record in `after`: how many kept their one_id;
+    and the merges and moves seen, to compare with identity.changes.
 
-    before/after: (source, record_key, one_id). New records are those only in `after`.
+    before/after: (source, record_key, one_id). New records are those only in `after`. A previous
+    person's *main holder* is the one_id now holding most of its records (the id it keeps or
+    merges into); a one_id holding only some of a person's records received a split-off part.
+    Persons whose records are split evenly (no single main holder) are reported apart.
     """
     b = before.select("source", "record_key", F.col("one_id").alias("before_id"))
     joined = after.join(b, ["source", "record_key"], "left").persist()
@@ -47,7 +51,6 @@ def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
     ).groupBy("before_id").agg(
         F.max(F.coalesce("touched", F.lit(False))).alias("touched"),
         F.count_distinct("one_id").alias("after_ids"),
-        F.max((F.col("one_id") == F.col("before_id")).cast("int")).alias("kept_somewhere"),
         F.min((F.col("one_id") == F.col("before_id")).cast("int")).alias("kept_everywhere"),
     )
     stats = person.agg(
@@ -55,18 +58,35 @@ def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
         F.sum((~F.col("touched")).cast("int")).alias("untouched"),
         F.sum(((~F.col("touched")) & (F.col("kept_everywhere") == 1) & (F.col("after_ids") == 1)).cast("int")).alias("untouched_kept"),
     ).first()
-    merged = joined.where(F.col("before_id").isNotNull()).groupBy("one_id").agg(
-        F.sort_array(F.collect_set("before_id")).alias("before_ids")
-    ).where(F.size("before_ids") > 1)
-    observed = {(r["one_id"], tuple(r["before_ids"])) for r in merged.collect()}
+    shares = joined.where(F.col("before_id").isNotNull()).groupBy("before_id", "one_id").agg(F.count("*").alias("n"))
+    ranked = shares.withColumn("top", F.max("n").over(Window.partitionBy("before_id"))).withColumn(
+        "tops", F.sum((F.col("n") == F.col("top")).cast("int")).over(Window.partitionBy("before_id"))
+    ).collect()
     joined.unpersist()
+    main: dict[str, str] = {}
+    tied = set()
+    moves = set()
+    for r in ranked:
+        if r["tops"] > 1:
+            tied.add(r["before_id"])
+        elif r["n"] == r["top"]:
+            main[r["before_id"]] = r["one_id"]
+    for r in ranked:
+        if r["before_id"] not in tied and main.get(r["before_id"]) != r["one_id"]:
+            moves.add((r["one_id"], r["before_id"]))
+    absorbed: dict[str, list[str]] = {}
+    for before_id, one_id in main.items():
+        absorbed.setdefault(one_id, []).append(before_id)
+    merges = {(one_id, tuple(sorted(ids))) for one_id, ids in absorbed.items() if len(ids) > 1}
     untouched = int(stats["untouched"] or 0)
     return {
         "persons_before": int(stats["persons"] or 0),
         "untouched": untouched,
         "untouched_kept_one_id": int(stats["untouched_kept"] or 0),
         "untouched_kept_share": (int(stats["untouched_kept"] or 0) / untouched) if untouched else 1.0,
-        "merges_observed": sorted(observed),
+        "evenly_split_persons": len(tied),
+        "merges_observed": sorted(merges),
+        "moves_observed": sorted(moves),
     }
 
 
@@ -95,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/bench-oneid"))
     parser.add_argument("--profile", default="local")
     parser.add_argument("--as-of", default="2026-11-01")
+    parser.add_argument("--no-increment", action="store_true", help="one run on all the data: accuracy, traps, times")
     args = parser.parse_args(argv)
     as_of = date.fromisoformat(args.as_of)
 
@@ -103,46 +124,34 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work)
     data = work / "data"
     os.environ["CDP_LAKEHOUSE"] = str(work / "lakehouse")
-    os.environ["CDP_LANDING"] = str(data / "initial")
+    os.environ["CDP_LANDING"] = str(data / ("landing" if args.no_increment else "initial"))
 
     from cdp.config import load_settings
     from cdp.datagen import generate
     from cdp.datagen.increment import split_increment
     from cdp.evaluate import pairwise_scores, read_truth
-    from cdp.identity.stage import CHANGES, ONEID_MAP, table_version
+    from cdp.identity.stage import ONEID_MAP
+    from cdp.logs import configure_logging
     from cdp.spark import spark_session
 
+    configure_logging()
     started = time.perf_counter()
     summary = generate(args.persons, args.seed, data, as_of=as_of)
     generated = time.perf_counter() - started
-    increment = split_increment(data)
+    increment = None if args.no_increment else split_increment(data)
     manifest = json.loads((data / "truth" / "manifest.json").read_text(encoding="utf-8"))
     settings = load_settings(args.profile)
     report: dict[str, Any] = {
         "persons": args.persons, "seed": args.seed, "rows": summary.total_rows(), "generate_seconds": round(generated, 1),
-        "increment": {"new_persons": len(increment.new_persons), "returning_persons": len(increment.returning_persons),
-                      "records": increment.increment_records},
     }
+    if increment:
+        report["increment"] = {"new_persons": len(increment.new_persons), "returning_persons": len(increment.returning_persons),
+                               "records": increment.increment_records}
     with spark_session(settings, app_name="cdp-bench-oneid") as spark:
         report["first_run_seconds"] = run_all(spark, settings, as_of)
-        basis = table_version(spark, ONEID_MAP)
-        for source_dir in increment.increment.iterdir():
-            for path in source_dir.iterdir():
-                shutil.copy(path, data / "initial" / source_dir.name / path.name)
-        report["second_run_seconds"] = run_all(spark, settings, as_of)
-        after = spark.table(ONEID_MAP)
-        before = spark.sql(f"SELECT * FROM {ONEID_MAP} VERSION AS OF {basis}")
-        stable = stability(before, after)
-        listed = {
-            (r["one_id"], tuple(sorted(r["old_ids"])))
-            for r in spark.table(CHANGES).where((F.col("basis_version") == basis) & (F.col("kind") == "merge")).collect()
-        }
-        observed = set(stable.pop("merges_observed"))
-        stable["merges_observed"] = len(observed)
-        stable["merges_listed"] = len(listed)
-        stable["changes_list_exactly_the_merges"] = listed == observed
-        report["stability"] = stable
-        scores = pairwise_scores(after, read_truth(spark, str(data / "truth")))
+        if increment:
+            add_increment(spark, settings, as_of, increment, data, report)
+        scores = pairwise_scores(spark.table(ONEID_MAP), read_truth(spark, str(data / "truth")))
         report["accuracy"] = scores.as_dict()
         report["traps"] = caught_traps(spark, manifest.get("trap_values", {}))
     target = work / "oneid.json"
@@ -150,6 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(report, sys.stdout, indent=2, default=str)
     sys.stdout.write(f"\nwritten to {target}\n")
     return 0
+
+
+def add_increment(spark: SparkSession, settings, as_of: date, increment, data: Path, report: dict[str, Any]) -> None:
+    """Land the increment, run again, and measure what changed."""
+    from cdp.identity.stage import CHANGES, ONEID_MAP, table_version
+
+    basis = table_version(spark, ONEID_MAP)
+    for source_dir in increment.increment.iterdir():
+        for path in source_dir.iterdir():
+            shutil.copy(path, data / "initial" / source_dir.name / path.name)
+    report["second_run_seconds"] = run_all(spark, settings, as_of)
+    after = spark.table(ONEID_MAP)
+    before = spark.sql(f"SELECT * FROM {ONEID_MAP} VERSION AS OF {basis}")
+    stable = stability(before, after)
+    changes = spark.table(CHANGES).where(F.col("basis_version") == basis).collect()
+    listed_merges = {(r["one_id"], tuple(sorted(r["old_ids"]))) for r in changes if r["kind"] == "merge"}
+    listed_moves = {(r["one_id"], old) for r in changes if r["kind"] == "split" for old in r["old_ids"]}
+    merges, moves = set(stable.pop("merges_observed")), set(stable.pop("moves_observed"))
+    stable.update({
+        "merges_observed": len(merges), "merges_listed": len(listed_merges),
+        "changes_list_exactly_the_merges": merges == listed_merges,
+        "split_parts_observed": len(moves), "split_parts_listed": len(listed_moves),
+        "changes_list_exactly_the_split_parts": moves == listed_moves,
+    })
+    stable["changes_by_kind"] = {k: sum(1 for r in changes if r["kind"] == k) for k in ("new", "merge", "split", "removed")}
+    report["stability"] = stable
 
 
 if __name__ == "__main__":

@@ -117,10 +117,11 @@ def assign_stable_ids(
         .groupBy("cluster")
         .agg(F.slice(F.sort_array(F.collect_list(F.concat_ws(":", "id_type", "id_value"))), 1, MAX_CAUSES).alias("causes"))
     )
+    # the links the guards refused on records of each previous person: why it split
     refusals = (
         refused_edges.join(origins, ["source", "record_key"])
-        .groupBy("cluster")
-        .agg(F.slice(F.sort_array(F.collect_set(F.concat_ws(":", "id_type", "id_value"))), 1, MAX_CAUSES).alias("causes"))
+        .groupBy(F.col("origin").alias("prev_id"))
+        .agg(F.collect_set(F.concat_ws(":", "id_type", "id_value")).alias("refused"))
     )
     had_previous = overlap.select("cluster").distinct().withColumn("had_previous", F.lit(True))
     new_rows = (
@@ -136,10 +137,13 @@ def assign_stable_ids(
     split_rows = (
         overlap.join(keepers.withColumnRenamed("cluster", "keeper"), "prev_id")
         .where(F.col("cluster") != F.col("keeper"))
-        .groupBy("cluster").agg(F.sort_array(F.collect_list("prev_id")).alias("old_ids"))
-        .join(named, "cluster").join(refusals, "cluster", "left")
-        .select(F.lit("split").alias("kind"), "one_id", "old_ids", "records",
-                F.coalesce("causes", F.array().cast("array<string>")).alias("causes"))
+        .join(refusals, "prev_id", "left")
+        .groupBy("cluster").agg(
+            F.sort_array(F.collect_list("prev_id")).alias("old_ids"),
+            F.slice(F.sort_array(F.array_distinct(F.flatten(F.collect_list(F.coalesce("refused", F.array().cast("array<string>")))))), 1, MAX_CAUSES).alias("causes"),
+        )
+        .join(named, "cluster")
+        .select(F.lit("split").alias("kind"), "one_id", "old_ids", "records", "causes")
     )
     gone = previous.select(F.col("one_id").alias("prev_id")).distinct().join(keepers, "prev_id", "left_anti")
     removed_rows = gone.select(
