@@ -103,7 +103,8 @@ def test_every_planted_identity_trap_is_caught(spark, run):
 
     caught = caught_traps(spark, run[1]["trap_values"])
     assert {k: v["caught"] for k, v in caught.items()} == {k: v["planted"] for k, v in caught.items()}
-    assert all(v["planted"] >= 1 for v in caught.values())
+    guarded = ("store_walkin_phones_e164", "shared_tablet_android_ids", "family_shared_phones_e164", "mistyped_id_cards")
+    assert all(caught[k]["planted"] >= 1 for k in guarded)
 
 
 def test_explain_shows_links_and_refusals(spark, run):

@@ -24,12 +24,12 @@ def bronze_rows(spark, source, rows):
 def test_pos_orders_are_normalised_and_refused_rows_get_reasons(spark, settings):
     source = settings.sources.sources["pos_orders"]
     rows = [
-        ("POS1", "S0101", "上海南京西路店", "+86 139 1234 5678", "128.50", "2026/10/01 10:15", "微信支付", None),
-        ("POS2", "S0101", "上海南京西路店", "", "12O.50", "2026/10/01 10:16", "现金", None),
-        ("POS3", "S0102", "广州天河店", "13912345678", "", "2026/10/02 11:00", "支付宝", None),
-        ("POS4", "S0102", "广州天河店", "13912345678", "99", "not a time", "支付宝", None),
-        ("", "S0102", "广州天河店", "13912345678", "99", "2026/10/02 11:00", "支付宝", None),
-        (None, None, None, None, None, None, None, "POS6,S01,\"unclosed"),
+        ("POS1", "S0101", "上海南京西路店", "+86 139 1234 5678", "128.50", "2026/10/01 10:15", "微信支付", "M10000001", None),
+        ("POS2", "S0101", "上海南京西路店", "", "12O.50", "2026/10/01 10:16", "现金", "", None),
+        ("POS3", "S0102", "广州天河店", "13912345678", "", "2026/10/02 11:00", "支付宝", None, None),
+        ("POS4", "S0102", "广州天河店", "13912345678", "99", "not a time", "支付宝", None, None),
+        ("", "S0102", "广州天河店", "13912345678", "99", "2026/10/02 11:00", "支付宝", None, None),
+        (None, None, None, None, None, None, None, None, "POS6,S01,\"unclosed"),
     ]
     entity = ENTITIES["orders"]
     result = bronze_rows(spark, source, rows).transform(map_to_entity("pos_orders", source)).transform(
@@ -63,9 +63,10 @@ def test_resent_records_collapse_to_the_latest(spark):
 
 def test_identifiers_from_entity_fields_and_consent_subjects(spark):
     events = spark.createDataFrame(
-        [("wechat_events", "E1", "oX1", "oU1", None, None, None, None, None)],
+        [("wechat_events", "E1", "oX1", "oU1", None, None, None, None, None, None),
+         ("app_events", "A1", None, None, None, None, "8a7f0c1d2e3b4a59", "3f1e0c9a-5b7d-4e21-9c8a-0d6f2b4e7a13", "M10000001", None)],
         "source string, record_key string, openid string, unionid string, idfa string, oaid string, "
-        "android_id string, member_id string, phone string",
+        "android_id string, anonymous_id string, member_id string, phone string",
     )
     consent = spark.createDataFrame(
         [("consent_events", "C1", "phone", "+86 139-1234-5678"), ("consent_events", "C2", "email", " A@QQ.COM "),
@@ -77,6 +78,9 @@ def test_identifiers_from_entity_fields_and_consent_subjects(spark):
     )
     expected = spark.createDataFrame(
         [("wechat_events", "E1", "openid", "oX1"), ("wechat_events", "E1", "unionid", "oU1"),
+         ("app_events", "A1", "android_id", "8a7f0c1d2e3b4a59"),
+         ("app_events", "A1", "anonymous_id", "3f1e0c9a-5b7d-4e21-9c8a-0d6f2b4e7a13"),
+         ("app_events", "A1", "member_id", "M10000001"),
          ("consent_events", "C1", "phone", "+8613912345678"), ("consent_events", "C2", "email", "a@qq.com")],
         "source string, record_key string, id_type string, id_value string",
     )
@@ -88,9 +92,9 @@ def test_quality_flags_say_why_a_delivered_value_is_null(spark, settings):
 
     source = settings.sources.sources["pos_orders"]
     rows = [
-        ("POS1", "S1", "店", "+86 139 1234 5678", "10", "2026/10/01 10:15", "现金", None),
-        ("POS2", "S1", "店", "12345", "10", "2026/10/01 10:15", "现金", None),   # not a mobile
-        ("POS3", "S1", "店", "", "10", "2026/10/01 10:15", "现金", None),        # nothing delivered: no flag
+        ("POS1", "S1", "店", "+86 139 1234 5678", "10", "2026/10/01 10:15", "现金", None, None),
+        ("POS2", "S1", "店", "12345", "10", "2026/10/01 10:15", "现金", None, None),   # not a mobile
+        ("POS3", "S1", "店", "", "10", "2026/10/01 10:15", "现金", None, None),        # nothing delivered: no flag
     ]
     flagged = bronze_rows(spark, source, rows).transform(map_to_entity("pos_orders", source)).transform(
         with_quality_flags(ENTITIES["orders"])

@@ -439,16 +439,18 @@ def _e164(phones: Iterable[str]) -> list[str]:
     return [f"+86{phone}" for phone in phones]
 
 
-def _trap_values(plan: _Plan) -> dict[str, list[str]]:
-    """Every planted trap value; same-prefixed lists (tablets, mistyped 身份证) are index-aligned."""
+def _trap_values(plan: _Plan, traps: dict[str, int]) -> dict[str, list[str]]:
+    """Every planted trap value; same-prefixed lists (tablets, mistyped 身份证) are index-aligned.
+    A junk value is listed only when some record carries it."""
     walkin = sorted(phone for phones in plan.walkin.values() for phone in phones)
     family = sorted(plan.family_phones)
+    placeholder = [PLACEHOLDER_PHONE] if traps["placeholder_phone_orders"] else []
     return {
-        "placeholder_phones": [PLACEHOLDER_PHONE],
-        "placeholder_phones_e164": _e164([PLACEHOLDER_PHONE]),
-        "test_emails": [TEST_EMAIL],
-        "zero_idfas": [ZERO_IDFA],
-        "junk_android_ids": [JUNK_ANDROID_ID],
+        "placeholder_phones": placeholder,
+        "placeholder_phones_e164": _e164(placeholder),
+        "test_emails": [TEST_EMAIL] if traps["test_email_members"] else [],
+        "zero_idfas": [ZERO_IDFA] if traps["zero_idfa_persons"] else [],
+        "junk_android_ids": [JUNK_ANDROID_ID] if traps["junk_android_id_persons"] else [],
         "store_walkin_phones": walkin,
         "store_walkin_phones_e164": _e164(walkin),
         "shared_tablet_android_ids": [android_id for android_id, _ in plan.tablets],
@@ -552,7 +554,8 @@ def _crm_records(
             continue
         person.member_id = member_id
         key = member_id
-        if rng.random() < 0.005:
+        # A guard's trap must stay visible: its rows never lose their member id to this defect.
+        if rng.random() < 0.005 and not shown:
             key = ""
             traps["missing_member_id_rows"] += 1
         row = _crm_row(rng, person, key, person.id_card, registered, shown, traps)
@@ -1021,7 +1024,7 @@ def generate(persons: int, seed: int, out: Path | str, as_of: date = date(2026, 
     rows = {source: len(records[source]) for source in SOURCES}
     manifest = {
         "persons": persons, "seed": seed, "as_of": as_of.isoformat(), "rows": rows, "traps": traps,
-        "trap_values": _trap_values(plan),
+        "trap_values": _trap_values(plan, traps),
     }
     _write_truth(out / "truth", people, records, manifest)
     return GenerationSummary(persons=persons, seed=seed, out=out, rows=rows)
