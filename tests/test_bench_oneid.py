@@ -1,0 +1,35 @@
+"""The stability measure of the OneID benchmark, on hand-made before/after maps."""
+
+from __future__ import annotations
+
+from cdp.bench.oneid import stability
+
+
+def frame(spark, rows):
+    return spark.createDataFrame(rows, "source string, record_key string, one_id string")
+
+
+def test_stability_counts_untouched_persons_merges_and_split_parts(spark):
+    before = frame(spark, [
+        ("s", "x1", "X"), ("s", "x2", "X"),                     # untouched, keeps X
+        ("s", "u1", "U"),                                       # untouched, but renamed: a failure
+        ("s", "a1", "A"), ("s", "b1", "B"), ("s", "b2", "B"),   # A and B merge into B through new n1
+        ("s", "c1", "C"), ("s", "c2", "C"), ("s", "c3", "C"),   # C loses c3 to D
+        ("s", "d1", "D"),
+    ])
+    after = frame(spark, [
+        ("s", "x1", "X"), ("s", "x2", "X"),
+        ("s", "u1", "U2"),
+        ("s", "a1", "B"), ("s", "b1", "B"), ("s", "b2", "B"), ("s", "n1", "B"),
+        ("s", "c1", "C"), ("s", "c2", "C"), ("s", "c3", "D"), ("s", "d1", "D"),
+    ])
+    result = stability(before, after)
+    assert result == {
+        "persons_before": 6,
+        "untouched": 4,            # X, U, C, D: no new record in the one_ids their records sit in
+        "untouched_kept_one_id": 2,   # X and D; U was renamed, and C's c3 left it
+        "untouched_kept_share": 0.5,
+        "evenly_split_persons": [],
+        "merges_observed": [("B", ("A", "B"))],
+        "moves_observed": [("D", "C")],
+    }
