@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.normalisers import NORMALISERS
@@ -102,11 +102,13 @@ def known_normaliser(value: str) -> str:
     return value
 
 
+NormaliserName = Annotated[str, AfterValidator(known_normaliser)]
+
+
 class FieldMapping(_Strict):
     column: str
-    normaliser: str = "trim"
+    normaliser: NormaliserName = "trim"
 
-    _known_normaliser = field_validator("normaliser")(classmethod(lambda cls, value: known_normaliser(value)))
 
 
 class Source(_Strict):
@@ -185,11 +187,10 @@ class IdentifierType(_Strict):
 
     priority: int = Field(ge=1)  # 1 is the strongest; stronger links are kept first when a component must split
     max_per_person: int = Field(ge=1)  # more distinct values in one person is an over-merge: the weakest links go
-    normaliser: str = "trim"  # the silver normaliser that produced the value (see docs/configuration.md)
+    normaliser: NormaliserName = "trim"  # the silver normaliser that produced the value (see docs/configuration.md)
     max_shared_by: int | None = Field(default=None, ge=1)  # distinct anchor identities one value may link; more = suspended
     gold: Literal["clear", "hash"] = "clear"  # how gold.identity_map shows the value
 
-    _known_normaliser = field_validator("normaliser")(classmethod(lambda cls, value: known_normaliser(value)))
 
 
 class Guards(_Strict):

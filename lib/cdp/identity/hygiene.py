@@ -43,8 +43,9 @@ def apply_hygiene(identifiers: DataFrame, config: IdentityConfig) -> tuple[DataF
         ),
     )
     listed_ok = checked.where(F.col("refusal").isNull()).drop("refusal")
-    shared = shared_values(listed_ok, config).withColumnRenamed("reason", "shared_reason")
-    judged = listed_ok.join(shared, ["id_type", "id_value"], "left")
+    # Materialised once (a few rows): both the usable and the refused side are built from it.
+    shared = shared_values(listed_ok, config).withColumnRenamed("reason", "shared_reason").localCheckpoint()
+    judged = listed_ok.join(F.broadcast(shared), ["id_type", "id_value"], "left")
     usable = judged.where(F.col("shared_reason").isNull()).select(*identifiers.columns)
     suspended = judged.where(F.col("shared_reason").isNotNull()).withColumnRenamed("shared_reason", "refusal")
     listed = checked.where(F.col("refusal").isNotNull()).select(

@@ -9,15 +9,15 @@ from cdp.cleanse.silver import IDENTIFIERS
 from cdp.config import Settings
 from cdp.identity.stage import ONEID_MAP, REFUSED, VIOLATIONS, all_records
 from cdp.lakehouse import table_exists
+from cdp.profile.golden import mask_cn_mobile
 
 IDENTITY_MAP = "gold.identity_map"
 
 
 def mask_value(id_type: Column, value: Column) -> Column:
     """A display form a person recognises but cannot use: 138****8000, 110***********002X, z***@qq.com."""
-    national = F.regexp_replace(value, r"^\+86", "")
     return (
-        F.when(id_type == "phone", F.concat(F.substring(national, 1, 3), F.lit("****"), F.substring(national, -4, 4)))
+        F.when(id_type == "phone", mask_cn_mobile(value))
         .when(id_type == "id_card", F.concat(F.substring(value, 1, 3), F.lit("*" * 11), F.substring(value, -4, 4)))
         .when(id_type == "email", F.concat(F.substring(value, 1, 1), F.lit("***@"), F.substring_index(value, "@", -1)))
         .otherwise(F.concat(F.substring(value, 1, 4), F.lit("****")))

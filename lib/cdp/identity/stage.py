@@ -116,9 +116,10 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     refused_edges = refused_edges.checkpoint()
     previous = spark.table(ONEID_MAP) if table_exists(spark, ONEID_MAP) else None
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else None
+    basis = table_version(spark, ONEID_MAP)
     stable = assign_stable_ids(
         clusters, previous, registry, usable, refused_edges.select("source", "record_key", "id_type", "id_value"), run_id,
-        datetime.now(timezone.utc).replace(tzinfo=None), table_version(spark, ONEID_MAP),
+        datetime.now(timezone.utc).replace(tzinfo=None), basis,
     )
     new_map, new_registry, changes = (stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
 
@@ -131,7 +132,6 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     # Registry, then changes, then the map: a crash between them is repaired by the next run, which
     # recomputes the same decisions against the same previous map (changes are keyed by its version).
     overwrite_table(new_registry, REGISTRY, "Every one_id ever issued: active, or retired and merged into which")
-    basis = table_version(spark, ONEID_MAP)
     replace_where(changes, CHANGES, f"basis_version = {basis}")
     overwrite_table(new_map, ONEID_MAP, "Every silver record's OneID: (source, record_key) -> one_id")
 
@@ -149,5 +149,6 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
         largest_one_id=int(stats["largest"] or 0),
         engine=engine,
     )
-    usable.unpersist()
+    # What resolve_persons and assign_stable_ids cached is spent: everything published is in Delta.
+    spark.catalog.clearCache()
     return result
