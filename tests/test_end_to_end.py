@@ -115,10 +115,11 @@ def test_bad_config_fails_fast_with_exit_2(env, tmp_path):
     for name in ("pipeline.yaml", "sources.yaml", "gold.yaml", "log4j2.properties"):
         (conf / name).write_text((ROOT / "conf" / name).read_text(encoding="utf-8"), encoding="utf-8")
     (conf / "identity.yaml").write_text("components:\n  engine: quantum\nidentifiers:\n  phone: {priority: 1, max_per_person: 2}\n", encoding="utf-8")
-    result = subprocess.run([str(BIN / "cdp"), "run", "--conf-dir", str(conf)], cwd=ROOT, env=env,
+    narrow = {**env, "COLUMNS": "40"}  # a narrow terminal must not break the file name or key across lines
+    result = subprocess.run([str(BIN / "cdp"), "run", "--conf-dir", str(conf)], cwd=ROOT, env=narrow,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "identity.yaml" in result.stderr and "components.engine" in result.stderr
+    assert str(conf / "identity.yaml") in result.stderr and "components.engine" in result.stderr
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from cdp.logs import configure_logging, spark_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Customer data platform on a Spark lakehouse.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error text is copied and grepped: never hard-wrap it
 
 ProfileOption = typer.Option(None, "--profile", "-p", help="Profile in conf/pipeline.yaml (default: CDP_PROFILE or default_profile).")
 ConfDirOption = typer.Option(None, "--conf-dir", help="Folder holding pipeline.yaml (default: CDP_CONF_DIR or ./conf).")
