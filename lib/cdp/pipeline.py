@@ -77,7 +77,8 @@ def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date)
     result = build_identity(spark, settings, run_id)
     return {"records": result.records, "one_ids": result.one_ids, "edges": result.edges,
             "refused_values": result.refused_values, "violations": result.violations, "changes": result.changes,
-            "largest_one_id": result.largest_one_id, "engine": result.engine}
+            "largest_one_id": result.largest_one_id, "engine": result.engine,
+            "probabilistic_links": result.probabilistic_links, "candidate_pairs": result.candidate_pairs}
 
 
 def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from cdp.cleanse.silver import IDENTIFIERS
+from cdp.identity.probabilistic import LINKS, PROBABILISTIC
 from cdp.identity.stage import CHANGES, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
 from cdp.lakehouse import table_exists
 
@@ -26,7 +27,9 @@ class Explanation:
     merged_into: str | None = None
     record_count: int = 0
     records: list[str] = field(default_factory=list)  # source:record_key (the first MAX_LISTED)
-    links: list[dict] = field(default_factory=list)  # id_type, id_value, records: the evidence that joins records
+    # id_type, id_value, records: the evidence that joins records; a probabilistic link also carries
+    # match_probability, match_weight, blocking_rule and comparisons (field, level, weight)
+    links: list[dict] = field(default_factory=list)
     own_identifiers: int = 0  # identifier values carried by one record only (no link)
     # id_type, id_value, reason, records, conflict (values over the limit), also_on (one_ids where the value links)
     refused: list[dict] = field(default_factory=list)
@@ -72,6 +75,19 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
         raise NotFound(f"one_id {one_id} holds no records in {ONEID_MAP} (unknown, or all its records are gone)")
 
     carried = spark.table(IDENTIFIERS).join(records, ["source", "record_key"])
+    scores: dict[str, dict] = {}
+    if table_exists(spark, LINKS):
+        # Probabilistic links are identifiers of this run's making: explained with their score and fields.
+        touching = spark.table(LINKS).join(records, ["source", "record_key"]).select("link_id").distinct()
+        linked = spark.table(LINKS).join(touching, "link_id").persist()
+        carried = carried.unionByName(linked.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
+                                                    F.col("link_id").alias("id_value")))
+        for row in linked.dropDuplicates(["link_id"]).collect():
+            scores[row["link_id"]] = {
+                "match_probability": row["match_probability"], "match_weight": row["match_weight"],
+                "blocking_rule": row["blocking_rule"],
+                "comparisons": [{"field": c["field"], "level": c["level"], "weight": c["weight"]} for c in row["comparisons"]],
+            }
     refused_values = (
         spark.table(REFUSED).select("id_type", "id_value", "reason") if table_exists(spark, REFUSED)
         else spark.createDataFrame([], "id_type string, id_value string, reason string")
@@ -103,14 +119,15 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
         )
         kept_by = {(r["id_type"], r["id_value"]): list(r["one_ids"]) for r in holders.collect()}
     links = sorted(
-        ({"id_type": r["id_type"], "id_value": r["id_value"], "records": r["records"]} for r in grouped
-         if r["reason"] is None and len(r["records"]) > 1),
+        ({"id_type": r["id_type"], "id_value": r["id_value"], "records": r["records"], **scores.get(r["id_value"], {})}
+         for r in grouped if r["reason"] is None and len(r["records"]) > 1),
         key=lambda d: (-len(d["records"]), d["id_type"], d["id_value"]),
     )
     own = sum(1 for r in grouped if r["reason"] is None and len(r["records"]) == 1)
     refused = sorted(
         ({"id_type": r["id_type"], "id_value": r["id_value"], "reason": r["reason"], "records": r["records"][:MAX_LISTED],
-          "conflict": list(r["conflict"] or []), "also_on": kept_by.get((r["id_type"], r["id_value"]), [])}
+          "conflict": list(r["conflict"] or []), "also_on": kept_by.get((r["id_type"], r["id_value"]), []),
+          **scores.get(r["id_value"], {})}
          for r in grouped if r["reason"] is not None),
         key=lambda d: (d["id_type"], d["id_value"]),
     )

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import reduce
+from typing import Callable
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,6 +25,7 @@ from cdp.config import IdentityConfig, Settings
 from cdp.identity.components import connected_components
 from cdp.identity.guards import split_components
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
+from cdp.identity.probabilistic import LINKS, PROBABILISTIC, WEIGHTS, ProbabilisticLinks, probabilistic_links
 from cdp.identity.registry import assign_stable_ids
 from cdp.lakehouse import overwrite_table, replace_where, table_exists
 
@@ -46,6 +48,8 @@ class IdentityResult:
     changes: dict[str, int]
     largest_one_id: int
     engine: str
+    probabilistic_links: int = 0
+    candidate_pairs: int = 0
 
 
 def record_vertex(source: Column, record_key: Column) -> Column:
@@ -80,12 +84,19 @@ def table_version(spark: SparkSession, name: str) -> int:
 
 
 def resolve_persons(
-    records: DataFrame, identifiers: DataFrame, config: IdentityConfig
+    records: DataFrame, identifiers: DataFrame, config: IdentityConfig,
+    linked: Callable[[DataFrame], DataFrame] | None = None,
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame, str]:
     """Records (source, record_key) grouped into persons by their identifiers (source, record_key,
-    id_type, id_value): (clusters, usable identifiers, refused values, refused edges, engine)."""
+    id_type, id_value): (clusters, usable identifiers, refused values, refused edges, engine).
+
+    `linked`, given the values hygiene refused, returns more identifier rows (the probabilistic
+    engine's links); they enter the graph and the guards like any other identifier."""
     records = records.select("source", "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("rid"))
     usable, refused = apply_hygiene(identifiers, config)
+    if linked is not None:
+        refused = refused.persist()
+        usable = usable.unionByName(linked(refused).select(*usable.columns))
     usable = usable.withColumn("rid", record_vertex(F.col("source"), F.col("record_key"))).persist()
 
     edges = usable.select(F.col("rid").alias("src"), identifier_vertex(F.col("id_type"), F.col("id_value")).alias("dst"))
@@ -108,8 +119,17 @@ def resolve_persons(
 
 
 def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc") -> IdentityResult:
+    config = settings.identity
+    found: list[ProbabilisticLinks] = []
+
+    def linked(refused: DataFrame) -> DataFrame:
+        found.append(probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id))
+        found[0].links = found[0].links.checkpoint()
+        return found[0].links.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
+                                     F.col("link_id").alias("id_value"))
+
     clusters, usable, refused, refused_edges, engine = resolve_persons(
-        all_records(spark, settings), spark.table(IDENTIFIERS), settings.identity
+        all_records(spark, settings), spark.table(IDENTIFIERS), config, linked if config.probabilistic.enabled else None
     )
     # Materialised before any identity table is replaced: the plan reads the previous map and registry.
     clusters = clusters.checkpoint()
@@ -123,6 +143,13 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     )
     new_map, new_registry, changes = (stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
 
+    if found:
+        overwrite_table(found[0].links, LINKS, "Probabilistic links: each record on each side, the score and the field comparisons")
+        overwrite_table(found[0].weights, WEIGHTS, "The probabilistic model: m, u and the match weight of each comparison level")
+    else:
+        for table in (LINKS, WEIGHTS):
+            if table_exists(spark, table):  # the engine was switched off: its old links no longer hold
+                spark.sql(f"DELETE FROM {table}")
     overwrite_table(summarise_refusals(refused).withColumn("run_id", F.lit(run_id)), REFUSED,
                     "Identifier values refused as links before the graph: blocklisted or shared by strangers")
     violations = refused_edges.join(new_map, ["source", "record_key"]).select(
@@ -148,6 +175,8 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
         changes=kinds,
         largest_one_id=int(stats["largest"] or 0),
         engine=engine,
+        probabilistic_links=spark.table(LINKS).select("link_id").distinct().count() if found else 0,
+        candidate_pairs=found[0].result.candidates if found else 0,
     )
     # What resolve_persons and assign_stable_ids cached is spent: everything published is in Delta.
     spark.catalog.clearCache()

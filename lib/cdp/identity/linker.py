@@ -1,0 +1,408 @@
+"""Probabilistic record linkage in Spark: Fellegi–Sunter match weights estimated without labels.
+
+The flow, for records with a unique `uid` (and a `dataset` column when linking two files):
+
+1. **Blocking.** Each rule (SQL over `l.<column>` and `r.<column>`) is an equi-join; the candidate
+   pairs are their union, each tagged with the first rule that found it.
+2. **Comparison levels.** Every field comparison turns a pair into an integer level: -1 when either
+   side is null (no evidence), 0 when the values differ, higher for closer agreement, the top level
+   for an exact match. Jaro-Winkler comes from rapidfuzz in a vectorised UDF; Levenshtein, dates and
+   term frequencies are Spark built-ins; Chinese names are also compared by their pinyin.
+3. **u** — how often non-matches agree at each level — is counted on random record pairs.
+4. **m** and the share of matches among candidates (λ) come from expectation–maximisation over the
+   candidates' level patterns. The patterns are aggregated in Spark (a few hundred rows however many
+   pairs), so EM runs on the driver in milliseconds and is exact.
+5. **Scores.** match_weight = log2(λ/(1−λ)) + Σ log2(m/u) per field (an exact match on a rare value
+   weighs log2(m/tf) instead), match_probability = 2^w / (1 + 2^w). Each field's level and weight stay
+   on the pair, so a link can be explained field by field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import reduce
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, StringType
+
+from cdp.config import FieldComparison, Linkage, rule_columns
+
+
+# ---------------------------------------------------------------- field comparisons
+
+
+@F.pandas_udf(DoubleType())
+def jaro_winkler(left: pd.Series, right: pd.Series) -> pd.Series:
+    """Jaro-Winkler similarity in [0, 1]; null when either side is null."""
+    from rapidfuzz.distance import JaroWinkler
+
+    return pd.Series(
+        [JaroWinkler.similarity(a, b) if isinstance(a, str) and isinstance(b, str) else None for a, b in zip(left, right)],
+        dtype="float64",
+    )
+
+
+@F.pandas_udf(StringType())
+def pinyin(names: pd.Series) -> pd.Series:
+    """Toneless pinyin of a Chinese name (张伟 -> zhangwei), so homophone typos still compare close."""
+    from pypinyin import lazy_pinyin
+
+    return pd.Series(["".join(lazy_pinyin(n)) if isinstance(n, str) else None for n in names], dtype="object")
+
+
+def level_labels(comparison: FieldComparison) -> list[str]:
+    """What each level means, index = level (0 = different; the last = exact)."""
+    if comparison.kind == "exact":
+        return ["different", "exact"]
+    if comparison.kind == "jaro_winkler":
+        return ["different", *[f"jaro_winkler >= {t:g}" for t in reversed(comparison.thresholds)], "exact"]
+    if comparison.kind == "levenshtein":
+        return ["different", *[f"levenshtein <= {t:g}" for t in reversed(comparison.thresholds)], "exact"]
+    if comparison.kind == "date":
+        return ["different", "within a year", "one character apart", "exact"]
+    return ["different", "pinyin jaro_winkler >= 0.9", "same pinyin", "exact"]  # name_zh
+
+
+def _pinyin_column(column: str) -> str:
+    return f"{column}__pinyin"
+
+
+def _level(comparison: FieldComparison) -> Column:
+    """The level expression over l_<column> and r_<column> (and helper columns made by `_helpers`)."""
+    c = comparison.column
+    left, right = F.col(f"l_{c}"), F.col(f"r_{c}")
+    top = len(level_labels(comparison)) - 1
+    level = F.when(left.isNull() | right.isNull(), F.lit(-1)).when(left == right, F.lit(top))
+    if comparison.kind == "jaro_winkler":
+        for i, floor in enumerate(comparison.thresholds):
+            level = level.when(F.col(f"s_{c}") >= floor, F.lit(top - 1 - i))
+    elif comparison.kind == "levenshtein":
+        for i, ceiling in enumerate(comparison.thresholds):
+            level = level.when(F.levenshtein(left, right) <= int(ceiling), F.lit(top - 1 - i))
+    elif comparison.kind == "date":
+        l_text, r_text = _date_text(left), _date_text(right)
+        l_day, r_day = F.expr(f"try_to_date(l_{c}__text, 'yyyyMMdd')"), F.expr(f"try_to_date(r_{c}__text, 'yyyyMMdd')")
+        level = level.when(F.levenshtein(l_text, r_text) <= 1, F.lit(2)).when(
+            F.abs(F.datediff(l_day, r_day)) <= 365, F.lit(1)
+        )
+    elif comparison.kind == "name_zh":
+        l_py, r_py = F.col(f"l_{_pinyin_column(c)}"), F.col(f"r_{_pinyin_column(c)}")
+        level = level.when(l_py == r_py, F.lit(2)).when(F.col(f"s_{c}") >= 0.9, F.lit(1))
+    return level.otherwise(F.lit(0))
+
+
+def _date_text(column: Column) -> Column:
+    return F.regexp_replace(column.cast("string"), "-", "")
+
+
+def _helpers(comparison: FieldComparison) -> dict[str, Column]:
+    """Columns a level needs computed first (a UDF is evaluated once, not once per CASE branch)."""
+    c = comparison.column
+    if comparison.kind == "jaro_winkler":
+        return {f"s_{c}": jaro_winkler(F.col(f"l_{c}"), F.col(f"r_{c}"))}
+    if comparison.kind == "name_zh":
+        return {f"s_{c}": jaro_winkler(F.col(f"l_{_pinyin_column(c)}"), F.col(f"r_{_pinyin_column(c)}"))}
+    if comparison.kind == "date":
+        return {f"l_{c}__text": _date_text(F.col(f"l_{c}")), f"r_{c}__text": _date_text(F.col(f"r_{c}"))}
+    return {}
+
+
+# ---------------------------------------------------------------- the model
+
+
+@dataclass
+class Model:
+    """Fellegi–Sunter parameters: m and u per comparison level, and the chance two random records match."""
+
+    m: dict[str, list[float]]
+    u: dict[str, list[float]]
+    labels: dict[str, list[str]]
+    random_match: float = 0.0  # the prior that goes with u (which was counted on random pairs)
+    training: list[dict] = field(default_factory=list)  # per training rule: pairs, match share, EM iterations
+
+    def weights(self, name: str) -> list[float]:
+        return [math.log2(m / u) for m, u in zip(self.m[name], self.u[name])]
+
+    def as_dict(self) -> dict:
+        return {
+            "random_match": self.random_match,
+            "training": self.training,
+            "comparisons": {
+                name: [
+                    {"level": label, "m": m, "u": u, "weight": w}
+                    for label, m, u, w in zip(self.labels[name], self.m[name], self.u[name], self.weights(name))
+                ]
+                for name in self.m
+            },
+        }
+
+
+@dataclass
+class Estimate:
+    """What EM found over one training rule's pairs."""
+
+    match_share: float
+    m: dict[str, np.ndarray]
+    iterations: int
+    converged: bool
+
+
+def expectation_maximisation(
+    patterns: pd.DataFrame, u: dict[str, list[float]], labels: dict[str, list[str]], iterations: int, tolerance: float,
+    smoothing: float = 1.0,
+) -> Estimate:
+    """EM for the match share and m with u fixed, over aggregated level patterns (one column per
+    comparison in `u`, plus the pair count `n`). `smoothing` pseudo-pairs spread like the initial m
+    keep a level the data never shows among matches from a weight of minus infinity."""
+    names = list(u)
+    counts = patterns["n"].to_numpy(dtype=float)
+    levels = {name: patterns[name].to_numpy(dtype=int) for name in names}
+    start = {name: _initial_m(len(labels[name])) for name in names}
+    m = dict(start)
+    log_u = {name: np.log(np.asarray(u[name])) for name in names}
+    share, done, converged = 0.5, 0, False
+    for done in range(1, iterations + 1):
+        log_match = np.full(len(counts), math.log(share))
+        log_other = np.full(len(counts), math.log(1 - share))
+        for name in names:
+            seen = levels[name] >= 0
+            at = np.where(seen, levels[name], 0)
+            log_match += np.where(seen, np.log(m[name])[at], 0.0)
+            log_other += np.where(seen, log_u[name][at], 0.0)
+        match = counts / (1.0 + np.exp(np.clip(log_other - log_match, -700, 700)))
+        new_share = min(max(float(match.sum() / counts.sum()), 1e-9), 1 - 1e-9)
+        change = abs(new_share - share)
+        for name in names:
+            seen = levels[name] >= 0
+            totals = np.bincount(levels[name][seen], weights=match[seen], minlength=len(labels[name]))
+            new_m = (totals + smoothing * start[name]) / (totals.sum() + smoothing)
+            change = max(change, float(np.abs(new_m - m[name]).max()))
+            m[name] = new_m
+        share = new_share
+        if change < tolerance:
+            converged = True
+            break
+    return Estimate(share, m, done, converged)
+
+
+def _initial_m(levels: int) -> np.ndarray:
+    """Matches mostly agree exactly: 0.9 on the top level, the rest spread below it."""
+    rest = 0.1 / (levels - 1)
+    return np.array([rest] * (levels - 1) + [0.9])
+
+
+# ---------------------------------------------------------------- Spark side
+
+
+@dataclass
+class LinkResult:
+    """Every candidate pair scored, with how it was found and what each field said."""
+
+    spec: Linkage
+    model: Model
+    candidates: int
+    scored: DataFrame  # uid_l, uid_r, rule, <comparison> level, w_<comparison>, match_weight, match_probability
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def links(self) -> DataFrame:
+        return self.scored.where(F.col("match_probability") >= self.spec.threshold)
+
+
+def _columns(spec: Linkage) -> list[str]:
+    return sorted({c.column for c in spec.comparisons.values()})
+
+
+def prepare(records: DataFrame, spec: Linkage) -> DataFrame:
+    """Blank strings become null (a blank is no evidence); pinyin is added for Chinese-name comparisons."""
+    out = records
+    for name, dtype in records.dtypes:
+        if dtype == "string" and name not in ("uid", "dataset"):
+            out = out.withColumn(name, F.when(F.trim(F.col(name)) != "", F.trim(F.col(name))))
+    for comparison in spec.comparisons.values():
+        if comparison.kind == "name_zh":
+            out = out.withColumn(_pinyin_column(comparison.column), pinyin(F.col(comparison.column)))
+    return out
+
+
+def _order(link_only: bool) -> Column:
+    """Each unordered pair once; when linking two files, only pairs across them."""
+    if link_only:
+        return F.col("l.dataset") < F.col("r.dataset")
+    return F.col("l.uid") < F.col("r.uid")
+
+
+def rule_pairs(prepared: DataFrame, rule: str, link_only: bool) -> DataFrame:
+    """(uid_l, uid_r): the pairs one rule finds (an equi-join on the columns it compares)."""
+    return prepared.alias("l").join(prepared.alias("r"), F.expr(rule) & _order(link_only)).select(
+        F.col("l.uid").alias("uid_l"), F.col("r.uid").alias("uid_r")
+    )
+
+
+def candidate_pairs(prepared: DataFrame, spec: Linkage, link_only: bool) -> DataFrame:
+    """(uid_l, uid_r, rule, rules): the union of the blocking rules' pairs, with the first rule that
+    found each and all the rules that did."""
+    found = [rule_pairs(prepared, rule, link_only).withColumn("rule", F.lit(i)) for i, rule in enumerate(spec.blocking)]
+    return reduce(DataFrame.unionByName, found).groupBy("uid_l", "uid_r").agg(
+        F.min("rule").alias("rule"), F.collect_set("rule").alias("rules")
+    )
+
+
+def _side(prepared: DataFrame, side: str) -> DataFrame:
+    """The records with every column prefixed l_ or r_ (uid becomes uid_l / uid_r)."""
+    return prepared.select(
+        F.col("uid").alias(f"uid_{side}"), *[F.col(c).alias(f"{side}_{c}") for c in prepared.columns if c != "uid"]
+    )
+
+
+def _levels(pairs: DataFrame, spec: Linkage) -> DataFrame:
+    helpers: dict[str, Column] = {}
+    for comparison in spec.comparisons.values():
+        helpers.update(_helpers(comparison))
+    if helpers:
+        pairs = pairs.withColumns(helpers)
+    return pairs.withColumns({name: _level(c) for name, c in spec.comparisons.items()})
+
+
+def compare(pairs: DataFrame, prepared: DataFrame, spec: Linkage) -> DataFrame:
+    """Pairs with l_/r_ attributes and one level column per comparison."""
+    return _levels(pairs.join(_side(prepared, "l"), "uid_l").join(_side(prepared, "r"), "uid_r"), spec)
+
+
+def estimate_u(prepared: DataFrame, spec: Linkage, link_only: bool, seed: int) -> dict[str, list[float]]:
+    """Level frequencies among random pairs (nearly all non-matches), floored so no weight is infinite."""
+    if link_only:
+        sides = prepared.groupBy("dataset").count().collect()
+        per_side = math.sqrt(spec.u_sample_pairs)
+        fractions = {r["dataset"]: min(1.0, per_side / r["count"]) for r in sides}
+        sample = prepared.sampleBy("dataset", fractions, seed)
+    else:
+        n = prepared.count()
+        sample = prepared.sample(fraction=min(1.0, math.sqrt(2 * spec.u_sample_pairs) / max(n, 1)), seed=seed)
+    sample = sample.localCheckpoint()
+    order = F.col("l_dataset") < F.col("r_dataset") if link_only else F.col("uid_l") < F.col("uid_r")
+    compared = _levels(_side(sample, "l").crossJoin(_side(sample, "r")).where(order), spec)
+    row = compared.agg(
+        *[F.count_if(F.col(name) == level).alias(f"{name}__{level}")
+          for name, c in spec.comparisons.items() for level in range(len(level_labels(c)))]
+    ).first()
+    u = {}
+    for name, c in spec.comparisons.items():
+        counts = np.array([row[f"{name}__{level}"] for level in range(len(level_labels(c)))], dtype=float)
+        counts = np.maximum(counts, 0.5)  # a level never seen among non-matches still has a finite weight
+        u[name] = (counts / counts.sum()).tolist()
+    return u
+
+
+def _all_pairs(prepared: DataFrame, link_only: bool) -> int:
+    if link_only:
+        sizes = [r["count"] for r in prepared.groupBy("dataset").count().collect()]
+        return sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1:])
+    n = prepared.count()
+    return n * (n - 1) // 2
+
+
+def term_frequencies(prepared: DataFrame, column: str) -> DataFrame:
+    """(value, tf): the share of records holding each value of `column`."""
+    present = prepared.where(F.col(column).isNotNull())
+    total = present.count()
+    return present.groupBy(F.col(column).alias("value")).agg((F.count("*") / F.lit(max(total, 1))).alias("tf"))
+
+
+def score(
+    compared: DataFrame, model: Model, spec: Linkage, prepared: DataFrame
+) -> DataFrame:
+    """Per-field weights, the match weight and the match probability of every compared pair.
+
+    u was counted on random pairs, so the prior that goes with it is the chance that two random
+    records match (`model.random_match`), not the share of matches among the candidates."""
+    out = compared
+    for name, comparison in spec.comparisons.items():
+        weights = model.weights(name)
+        level = F.col(name)
+        weight = F.when(level < 0, F.lit(0.0)).otherwise(
+            F.element_at(F.array(*[F.lit(w) for w in weights]), level + 1)
+        )
+        if comparison.term_frequency:
+            tf = term_frequencies(prepared, comparison.column).withColumnRenamed("value", f"l_{comparison.column}")
+            out = out.join(F.broadcast(tf.withColumnRenamed("tf", f"tf_{name}")), f"l_{comparison.column}", "left")
+            top = len(weights) - 1
+            exact_on_value = F.log2(F.lit(model.m[name][top]) / F.greatest(F.col(f"tf_{name}"), F.lit(1e-12)))
+            weight = F.when((level == top) & F.col(f"tf_{name}").isNotNull(), exact_on_value).otherwise(weight)
+        out = out.withColumn(f"w_{name}", weight)
+    prior = math.log2(model.random_match / (1 - model.random_match))
+    total = reduce(lambda a, b: a + b, [F.col(f"w_{name}") for name in spec.comparisons], F.lit(prior))
+    return out.withColumn("match_weight", total).withColumn(
+        "match_probability", F.lit(1.0) / (F.lit(1.0) + F.pow(F.lit(2.0), -F.col("match_weight")))
+    )
+
+
+def train(
+    prepared: DataFrame, spec: Linkage, u: dict[str, list[float]], link_only: bool, blocked: dict[str, DataFrame]
+) -> Model:
+    # `blocked`: the compared pairs of each blocking rule, so a training rule that blocks is not joined twice.
+    """m by EM over each training rule's pairs, for the comparisons that rule does not read; each
+    comparison's m is the mean over the rules that trained it. The matches a rule holds
+    (its match share × its pairs) bound how many there are: the largest gives the prior."""
+    labels = {name: level_labels(c) for name, c in spec.comparisons.items()}
+    trained: dict[str, list[np.ndarray]] = {name: [] for name in spec.comparisons}
+    report, matches = [], 0.0
+    for rule in spec.training or spec.blocking:
+        read = rule_columns(rule)
+        free = [name for name, c in spec.comparisons.items() if c.column not in read]
+        compared = blocked.get(rule)
+        if compared is None:
+            compared = compare(rule_pairs(prepared, rule, link_only), prepared, spec)
+        patterns = compared.groupBy(*free).agg(F.count("*").alias("n")).toPandas()
+        total = int(patterns["n"].sum()) if len(patterns) else 0
+        if total == 0:
+            report.append({"rule": rule, "pairs": 0, "match_share": None, "iterations": 0, "converged": False})
+            continue
+        estimate = expectation_maximisation(
+            patterns, {n: u[n] for n in free}, labels, spec.em_iterations, spec.em_tolerance
+        )
+        for name in free:
+            trained[name].append(estimate.m[name])
+        matches = max(matches, estimate.match_share * total)
+        report.append({"rule": rule, "pairs": total, "match_share": estimate.match_share,
+                       "iterations": estimate.iterations, "converged": estimate.converged})
+    untrained = sorted(name for name, found in trained.items() if not found)
+    if untrained:
+        raise RuntimeError(f"probabilistic engine: no training pairs for comparisons {untrained}. Fix: add a "
+                           "training rule that finds pairs and does not read these columns")
+    m = {name: np.mean(found, axis=0).tolist() for name, found in trained.items()}
+    all_pairs = max(_all_pairs(prepared, link_only), 1)
+    return Model(m, u, labels, min(max(matches, 1.0) / all_pairs, 0.5), report)
+
+
+def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42) -> LinkResult:
+    """Block, compare, estimate u (random pairs) and m (EM per training rule), and score every candidate pair."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    prepared = prepare(records, spec).localCheckpoint()
+    names = list(spec.comparisons)
+
+    pairs = candidate_pairs(prepared, spec, link_only)
+    compared = compare(pairs, prepared, spec).localCheckpoint()
+    candidates = compared.count()
+    timings["blocking_and_comparison"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    u = estimate_u(prepared, spec, link_only, seed)
+    timings["u_random_sampling"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    # A training rule that is also a blocking rule reuses the compared candidates it found.
+    blocked = {rule: compared.where(F.array_contains("rules", i)) for i, rule in enumerate(spec.blocking)}
+    model = train(prepared, spec, u, link_only, blocked)
+    timings["em"] = time.perf_counter() - mark
+
+    scored = score(compared, model, spec, prepared)
+    keep = ["uid_l", "uid_r", "rule", *names, *[f"w_{n}" for n in names], "match_weight", "match_probability"]
+    timings["total"] = time.perf_counter() - started
+    return LinkResult(spec, model, candidates, scored.select(*keep), timings)
