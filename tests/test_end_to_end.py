@@ -109,6 +109,14 @@ def test_evaluate_prints_and_writes_json(env, pipeline):
     assert written == scores
 
 
+def test_evaluate_febrl_prints_the_scores_as_json(env):
+    result = cdp(env, "evaluate", "--febrl", "3", "--format", "json")
+    report = json.loads(result.stdout)
+    assert (report["dataset"], report["records"], report["true_pairs"]) == ("FEBRL3", 5000, 6538)
+    assert report["f1"] >= 0.996 and report["precision"] >= 0.999
+    assert report["model"]["comparisons"]["soc_sec_id"][-1]["level"] == "exact"
+
+
 def test_bad_config_fails_fast_with_exit_2(env, tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 
 import pytest
@@ -119,6 +120,48 @@ def test_explain_shows_links_and_refusals(spark, run):
     assert entry["also_on"] and refused["one_id"] not in entry["also_on"]  # the value links another person
     assert [c["kind"] for c in found.changes] == ["new"]
     assert found.record_count == spark.table("identity.oneid_map").where(F.col("one_id") == found.one_id).count()
+
+
+def test_probabilistic_engine_raises_recall_and_keeps_precision(spark, settings, run, data_dir):
+    from cdp.cleanse.silver import IDENTIFIERS
+    from cdp.identity.stage import all_records, resolve_persons
+
+    truth = read_truth(spark, str(data_dir / "truth"))
+    engine_on = pairwise_scores(spark.table("identity.oneid_map"), truth)
+    config = settings.identity
+    off = config.model_copy(update={"probabilistic": config.probabilistic.model_copy(update={"enabled": False})})
+    clusters = resolve_persons(all_records(spark, settings), spark.table(IDENTIFIERS), off)[0]
+    engine_off = pairwise_scores(clusters.select("source", "record_key", F.col("cluster").cast("string").alias("one_id")), truth)
+    assert engine_on.recall > engine_off.recall, (engine_on, engine_off)
+    assert engine_on.precision >= 0.995
+    assert engine_on.split_persons < engine_off.split_persons
+    spark.catalog.clearCache()
+
+
+def test_explain_shows_a_probabilistic_link_field_by_field(spark, settings, run):
+    from cdp.identity.explain import explain
+
+    # A link between two records that share no identifier: only the probabilistic engine joins them.
+    row = spark.sql("""
+        SELECT l.link_id, l.source, l.record_key FROM identity.probabilistic_links l
+        JOIN identity.probabilistic_links r ON r.link_id = l.link_id AND l.side = 'l' AND r.side = 'r'
+        LEFT ANTI JOIN (
+            SELECT a.source AS ls, a.record_key AS lk, b.source AS rs, b.record_key AS rk
+            FROM silver.identifiers a JOIN silver.identifiers b USING (id_type, id_value)
+        ) shared ON shared.ls = l.source AND shared.lk = l.record_key AND shared.rs = r.source AND shared.rk = r.record_key
+        LEFT ANTI JOIN identity.violations v ON v.id_type = 'probabilistic' AND v.id_value = l.link_id
+        ORDER BY l.link_id LIMIT 1
+    """).first()
+    found = explain(spark, record=f"{row['source']}:{row['record_key']}")
+    link = next(x for x in found.links if x["id_value"] == row["link_id"])
+    assert link["id_type"] == "probabilistic"
+    assert link["match_probability"] >= settings.identity.probabilistic.threshold
+    fields = {c["field"]: c["level"] for c in link["comparisons"]}
+    assert fields["name"] in ("exact", "same pinyin") and fields["city"] == "exact"
+    assert link["match_weight"] == pytest.approx(
+        sum(c["weight"] for c in link["comparisons"]) + math.log2(
+            spark.table("identity.match_weights").first()["random_match"]
+            / (1 - spark.table("identity.match_weights").first()["random_match"])), abs=0.01)
 
 
 def test_gold_identity_map_hashes_sensitive_values(spark, run):

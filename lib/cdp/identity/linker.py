@@ -77,7 +77,8 @@ def _level(comparison: FieldComparison) -> Column:
     c = comparison.column
     left, right = F.col(f"l_{c}"), F.col(f"r_{c}")
     top = len(level_labels(comparison)) - 1
-    level = F.when(left.isNull() | right.isNull(), F.lit(-1)).when(left == right, F.lit(top))
+    same = F.col(f"l_{c}__text") == F.col(f"r_{c}__text") if comparison.kind == "date" else left == right
+    level = F.when(left.isNull() | right.isNull(), F.lit(-1)).when(same, F.lit(top))
     if comparison.kind == "jaro_winkler":
         for i, floor in enumerate(comparison.thresholds):
             level = level.when(F.col(f"s_{c}") >= floor, F.lit(top - 1 - i))
@@ -85,7 +86,7 @@ def _level(comparison: FieldComparison) -> Column:
         for i, ceiling in enumerate(comparison.thresholds):
             level = level.when(F.levenshtein(left, right) <= int(ceiling), F.lit(top - 1 - i))
     elif comparison.kind == "date":
-        l_text, r_text = _date_text(left), _date_text(right)
+        l_text, r_text = F.col(f"l_{c}__text"), F.col(f"r_{c}__text")
         l_day, r_day = F.expr(f"try_to_date(l_{c}__text, 'yyyyMMdd')"), F.expr(f"try_to_date(r_{c}__text, 'yyyyMMdd')")
         level = level.when(F.levenshtein(l_text, r_text) <= 1, F.lit(2)).when(
             F.abs(F.datediff(l_day, r_day)) <= 365, F.lit(1)
@@ -197,6 +198,10 @@ def _initial_m(levels: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Spark side
+
+
+class NotTrainable(RuntimeError):
+    """The training rules found no pairs for some comparison: its m cannot be estimated from this data."""
 
 
 @dataclass
@@ -373,7 +378,7 @@ def train(
                        "iterations": estimate.iterations, "converged": estimate.converged})
     untrained = sorted(name for name, found in trained.items() if not found)
     if untrained:
-        raise RuntimeError(f"probabilistic engine: no training pairs for comparisons {untrained}. Fix: add a "
+        raise NotTrainable(f"probabilistic engine: no training pairs for comparisons {untrained}. Fix: add a "
                            "training rule that finds pairs and does not read these columns")
     m = {name: np.mean(found, axis=0).tolist() for name, found in trained.items()}
     all_pairs = max(_all_pairs(prepared, link_only), 1)

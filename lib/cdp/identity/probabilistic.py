@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import silver_table
 from cdp.config import Linkage
-from cdp.identity.linker import LinkResult, level_labels, link
+from cdp.identity.linker import LinkResult, NotTrainable, level_labels, link
 from cdp.lakehouse import table_exists
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,16 @@ WEIGHTS = "identity.match_weights"
 
 @dataclass
 class ProbabilisticLinks:
-    edges: DataFrame  # source, record_key, id_type, id_value: what enters the graph
     links: DataFrame  # the LINKS table: one row per link and record, with the score and the field comparisons
     weights: DataFrame  # the WEIGHTS table: the model, one row per comparison level
-    result: LinkResult
+    result: LinkResult | None  # None when the model could not be trained on this data
     attribute_rows: int
+
+    @property
+    def edges(self) -> DataFrame:
+        """(source, record_key, id_type, id_value): what enters the graph, one identifier value per link."""
+        return self.links.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
+                                 F.col("link_id").alias("id_value"))
 
 
 def attribute_records(spark: SparkSession, spec: Linkage) -> DataFrame:
@@ -80,7 +85,12 @@ def probabilistic_links(
     # One attribute row per distinct tuple: records with identical attributes are compared once.
     keyed = records.withColumn("uid", F.xxhash64(*[F.coalesce(F.col(f), F.lit("\u0000")) for f in fields])).persist()
     rows = keyed.select("uid", *fields).dropDuplicates(["uid"])
-    result = link(rows, spec)
+    try:
+        result = link(rows, spec)
+    except NotTrainable as exc:
+        # Too little data to estimate the model (a first small load): no probabilistic links this run.
+        log.warning("identity: probabilistic engine skipped: %s", exc)
+        return _no_links(spark, keyed)
     links = result.links.localCheckpoint()
     link_id = F.concat(F.lit("pl_"), F.lower(F.hex(F.xxhash64("uid_l", "uid_r"))))
     names = list(spec.comparisons)
@@ -107,7 +117,6 @@ def probabilistic_links(
         .select("link_id", F.col("s.side").alias("side"), "source", "record_key", "match_probability", "match_weight",
                 "blocking_rule", "comparisons", F.lit(run_id).alias("run_id"))
     )
-    edges = table.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"), F.col("link_id").alias("id_value"))
     model = result.model.as_dict()
     weights = spark.createDataFrame(
         [(name, i, lvl["level"], lvl["m"], lvl["u"], lvl["weight"], spec.comparisons[name].term_frequency)
@@ -116,4 +125,16 @@ def probabilistic_links(
     ).withColumns({"random_match": F.lit(model["random_match"]), "run_id": F.lit(run_id)})
     log.info("identity: probabilistic engine: %d candidate pairs, training %s, random match %.3g", result.candidates,
              json.dumps(model["training"], ensure_ascii=False), model["random_match"])
-    return ProbabilisticLinks(edges, table, weights, result, rows.count())
+    return ProbabilisticLinks(table, weights, result, rows.count())
+
+
+LINKS_SCHEMA = (
+    "link_id string, side string, source string, record_key string, match_probability double, match_weight double, "
+    "blocking_rule string, comparisons array<struct<field:string, level:string, weight:double>>, run_id string"
+)
+WEIGHTS_SCHEMA = ("comparison string, level int, label string, m double, u double, weight double, term_frequency boolean, "
+                  "random_match double, run_id string")
+
+
+def _no_links(spark: SparkSession, keyed: DataFrame) -> ProbabilisticLinks:
+    return ProbabilisticLinks(spark.createDataFrame([], LINKS_SCHEMA), spark.createDataFrame([], WEIGHTS_SCHEMA), None, keyed.select("uid").distinct().count())

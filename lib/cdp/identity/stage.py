@@ -25,7 +25,7 @@ from cdp.config import IdentityConfig, Settings
 from cdp.identity.components import connected_components
 from cdp.identity.guards import split_components
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
-from cdp.identity.probabilistic import LINKS, PROBABILISTIC, WEIGHTS, ProbabilisticLinks, probabilistic_links
+from cdp.identity.probabilistic import LINKS, WEIGHTS, ProbabilisticLinks, probabilistic_links
 from cdp.identity.registry import assign_stable_ids
 from cdp.lakehouse import overwrite_table, replace_where, table_exists
 
@@ -125,8 +125,7 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     def linked(refused: DataFrame) -> DataFrame:
         found.append(probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id))
         found[0].links = found[0].links.checkpoint()
-        return found[0].links.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
-                                     F.col("link_id").alias("id_value"))
+        return found[0].edges
 
     clusters, usable, refused, refused_edges, engine = resolve_persons(
         all_records(spark, settings), spark.table(IDENTIFIERS), config, linked if config.probabilistic.enabled else None
@@ -176,7 +175,7 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
         largest_one_id=int(stats["largest"] or 0),
         engine=engine,
         probabilistic_links=spark.table(LINKS).select("link_id").distinct().count() if found else 0,
-        candidate_pairs=found[0].result.candidates if found else 0,
+        candidate_pairs=found[0].result.candidates if found and found[0].result else 0,
     )
     # What resolve_persons and assign_stable_ids cached is spent: everything published is in Delta.
     spark.catalog.clearCache()
