@@ -115,6 +115,7 @@ def test_evaluate_febrl_prints_the_scores_as_json(env):
     assert (report["dataset"], report["records"], report["true_pairs"]) == ("FEBRL3", 5000, 6538)
     assert report["f1"] >= 0.996 and report["precision"] >= 0.999
     assert report["model"]["comparisons"]["soc_sec_id"][-1]["level"] == "exact"
+    assert sum(report["pairs_per_rule"].values()) == report["candidate_pairs"] == 7150
 
 
 def test_bad_config_fails_fast_with_exit_2(env, tmp_path):

@@ -251,7 +251,8 @@ def _evaluate_febrl(settings: Settings, which: int, output: Optional[Path], fmt:
 
     with spark_session(settings, app_name="cdp-evaluate-febrl") as spark:
         scores, result = evaluate_febrl(spark, which)
-    report = {**scores.as_dict(), "stage_seconds": result.seconds, "model": result.model.as_dict()}
+    report = {**scores.as_dict(), "pairs_per_rule": result.pairs_per_rule, "stage_seconds": result.seconds,
+              "model": result.model.as_dict()}
     target = output or Path(settings.reports_dir) / f"febrl{which}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -261,7 +262,9 @@ def _evaluate_febrl(settings: Settings, which: int, output: Optional[Path], fmt:
     table = Table(title=f"{scores.dataset}: probabilistic engine, pairwise", show_header=False)
     for label, value in (
         ("records", f"{scores.records:,}"), ("true pairs", f"{scores.true_pairs:,}"),
-        ("candidate pairs", f"{scores.candidate_pairs:,}"), ("predicted pairs", f"{scores.predicted_pairs:,}"),
+        ("candidate pairs", f"{scores.candidate_pairs:,}"),
+        *[(f"  first found by {rule}", f"{n:,}") for rule, n in result.pairs_per_rule.items()],
+        ("predicted pairs", f"{scores.predicted_pairs:,}"),
         ("precision", f"{scores.precision:.4f}"), ("recall", f"{scores.recall:.4f}"), ("F1", f"{scores.f1:.4f}"),
         ("runtime", f"{scores.seconds:.1f} s (Spark running, data loaded)"),
     ):

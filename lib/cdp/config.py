@@ -243,7 +243,8 @@ class Linkage(_Strict):
     blocking: list[str] = Field(default_factory=list)
     comparisons: dict[str, FieldComparison] = Field(default_factory=dict)
     # Rules whose pairs train m by EM (default: the blocking rules). Within a rule's pairs the fields
-    # it reads agree by construction, so each rule trains only the other comparisons.
+    # it reads agree by construction, so a rule trains only the other comparisons; each comparison
+    # is trained by the first rule that does not read it.
     training: list[str] = Field(default_factory=list)
     threshold: float = Field(default=0.5, gt=0, lt=1)  # match probability at or above which a pair links
     u_sample_pairs: int = Field(default=1_000_000, ge=1000)  # random pairs that estimate non-match agreement

@@ -213,6 +213,7 @@ class LinkResult:
     candidates: int
     scored: DataFrame  # uid_l, uid_r, rule, <comparison> level, w_<comparison>, match_weight, match_probability
     seconds: dict[str, float] = field(default_factory=dict)
+    pairs_per_rule: dict[str, int] = field(default_factory=dict)  # pairs first proposed by each blocking rule
 
     @property
     def links(self) -> DataFrame:
@@ -334,11 +335,17 @@ def score(
             F.element_at(F.array(*[F.lit(w) for w in weights]), level + 1)
         )
         if comparison.term_frequency:
-            tf = term_frequencies(prepared, comparison.column).withColumnRenamed("value", f"l_{comparison.column}")
-            out = out.join(F.broadcast(tf.withColumnRenamed("tf", f"tf_{name}")), f"l_{comparison.column}", "left")
+            # An exact match on value v weighs log2(m / tf(v)); for a Chinese name, a same-pinyin
+            # match weighs against the pinyin's frequency (zhangwei is common whatever the characters).
             top = len(weights) - 1
-            exact_on_value = F.log2(F.lit(model.m[name][top]) / F.greatest(F.col(f"tf_{name}"), F.lit(1e-12)))
-            weight = F.when((level == top) & F.col(f"tf_{name}").isNotNull(), exact_on_value).otherwise(weight)
+            adjusted = [(comparison.column, top, f"tf_{name}")]
+            if comparison.kind == "name_zh":
+                adjusted.append((_pinyin_column(comparison.column), top - 1, f"tf_{name}__pinyin"))
+            for column, at, tf_column in adjusted:
+                tf = term_frequencies(prepared, column).select(F.col("value").alias(f"l_{column}"), F.col("tf").alias(tf_column))
+                out = out.join(tf, f"l_{column}", "left")
+                on_value = F.log2(F.lit(model.m[name][at]) / F.greatest(F.col(tf_column), F.lit(1e-12)))
+                weight = F.when((level == at) & F.col(tf_column).isNotNull(), on_value).otherwise(weight)
         out = out.withColumn(f"w_{name}", weight)
     prior = math.log2(model.random_match / (1 - model.random_match))
     total = reduce(lambda a, b: a + b, [F.col(f"w_{name}") for name in spec.comparisons], F.lit(prior))
@@ -352,10 +359,10 @@ def train(
 ) -> Model:
     # `blocked`: the compared pairs of each blocking rule, so a training rule that blocks is not joined twice.
     """m by EM over each training rule's pairs, for the comparisons that rule does not read; each
-    comparison's m is the mean over the rules that trained it. The matches a rule holds
+    comparison's m comes from the first rule that trains it. The matches a rule holds
     (its match share × its pairs) bound how many there are: the largest gives the prior."""
     labels = {name: level_labels(c) for name, c in spec.comparisons.items()}
-    trained: dict[str, list[np.ndarray]] = {name: [] for name in spec.comparisons}
+    trained: dict[str, np.ndarray] = {}
     report, matches = [], 0.0
     for rule in spec.training or spec.blocking:
         read = rule_columns(rule)
@@ -366,21 +373,22 @@ def train(
         patterns = compared.groupBy(*free).agg(F.count("*").alias("n")).toPandas()
         total = int(patterns["n"].sum()) if len(patterns) else 0
         if total == 0:
-            report.append({"rule": rule, "pairs": 0, "match_share": None, "iterations": 0, "converged": False})
+            report.append({"rule": rule, "pairs": 0, "match_share": None, "iterations": 0, "converged": False, "trains": []})
             continue
         estimate = expectation_maximisation(
             patterns, {n: u[n] for n in free}, labels, spec.em_iterations, spec.em_tolerance
         )
-        for name in free:
-            trained[name].append(estimate.m[name])
+        # A field is trained by the first rule that does not read it: put the cleanest rules first.
+        trains = [name for name in free if name not in trained]
+        trained.update({name: estimate.m[name] for name in trains})
         matches = max(matches, estimate.match_share * total)
         report.append({"rule": rule, "pairs": total, "match_share": estimate.match_share,
-                       "iterations": estimate.iterations, "converged": estimate.converged})
-    untrained = sorted(name for name, found in trained.items() if not found)
+                       "iterations": estimate.iterations, "converged": estimate.converged, "trains": trains})
+    untrained = sorted(set(spec.comparisons) - set(trained))
     if untrained:
         raise NotTrainable(f"probabilistic engine: no training pairs for comparisons {untrained}. Fix: add a "
                            "training rule that finds pairs and does not read these columns")
-    m = {name: np.mean(found, axis=0).tolist() for name, found in trained.items()}
+    m = {name: trained[name].tolist() for name in spec.comparisons}
     all_pairs = max(_all_pairs(prepared, link_only), 1)
     return Model(m, u, labels, min(max(matches, 1.0) / all_pairs, 0.5), report)
 
@@ -394,7 +402,9 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
 
     pairs = candidate_pairs(prepared, spec, link_only)
     compared = compare(pairs, prepared, spec).localCheckpoint()
-    candidates = compared.count()
+    found_by = {spec.blocking[r["rule"]]: r["count"] for r in compared.groupBy("rule").count().collect()}
+    per_rule = {rule: found_by.get(rule, 0) for rule in spec.blocking}  # new pairs each rule adds, in order
+    candidates = sum(per_rule.values())
     timings["blocking_and_comparison"] = time.perf_counter() - started
 
     mark = time.perf_counter()
@@ -410,4 +420,4 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
     scored = score(compared, model, spec, prepared)
     keep = ["uid_l", "uid_r", "rule", *names, *[f"w_{n}" for n in names], "match_weight", "match_probability"]
     timings["total"] = time.perf_counter() - started
-    return LinkResult(spec, model, candidates, scored.select(*keep), timings)
+    return LinkResult(spec, model, candidates, scored.select(*keep), timings, per_rule)

@@ -77,9 +77,11 @@ def without_refused(records: DataFrame, refused: DataFrame, fields: list[str]) -
 
 
 def probabilistic_links(
-    spark: SparkSession, spec: Linkage, refused: DataFrame, identifier_types: list[str], run_id: str
+    spark: SparkSession, spec: Linkage, refused: DataFrame, identifier_types: list[str], run_id: str,
+    records: DataFrame | None = None,
 ) -> ProbabilisticLinks:
-    records = attribute_records(spark, spec)
+    """Link records (default: every silver record with a compared attribute, `attribute_records`)."""
+    records = attribute_records(spark, spec) if records is None else records
     fields = [c for c in records.columns if c not in ("source", "record_key")]
     records = without_refused(records, refused, [f for f in fields if f in identifier_types])
     # One attribute row per distinct tuple: records with identical attributes are compared once.
@@ -123,8 +125,9 @@ def probabilistic_links(
          for name, levels in model["comparisons"].items() for i, lvl in enumerate(levels)],
         "comparison string, level int, label string, m double, u double, weight double, term_frequency boolean",
     ).withColumns({"random_match": F.lit(model["random_match"]), "run_id": F.lit(run_id)})
-    log.info("identity: probabilistic engine: %d candidate pairs, training %s, random match %.3g", result.candidates,
-             json.dumps(model["training"], ensure_ascii=False), model["random_match"])
+    log.info("identity: probabilistic engine: %d candidate pairs %s, training %s, random match %.3g", result.candidates,
+             json.dumps(result.pairs_per_rule, ensure_ascii=False), json.dumps(model["training"], ensure_ascii=False),
+             model["random_match"])
     return ProbabilisticLinks(table, weights, result, rows.count())
 
 
