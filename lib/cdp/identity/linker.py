@@ -386,7 +386,7 @@ def train(
                        "iterations": estimate.iterations, "converged": estimate.converged, "trains": trains})
     untrained = sorted(set(spec.comparisons) - set(trained))
     if untrained:
-        raise NotTrainable(f"probabilistic engine: no training pairs for comparisons {untrained}. Fix: add a "
+        raise NotTrainable(f"no training pairs for comparisons {untrained}. Fix: add a "
                            "training rule that finds pairs and does not read these columns")
     m = {name: trained[name].tolist() for name in spec.comparisons}
     all_pairs = max(_all_pairs(prepared, link_only), 1)
