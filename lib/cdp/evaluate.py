@@ -10,21 +10,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 
-@dataclass(frozen=True)
-class PairwiseScores:
-    """Counts of record pairs: predicted together, truly together, and both."""
+class PairMetrics:
+    """Precision, recall and F1 from pair counts (`predicted_pairs`, `true_pairs`, `true_positive_pairs`)."""
 
-    records: int
-    truth_records_unmatched: int
     predicted_pairs: int
     true_pairs: int
     true_positive_pairs: int
-    persons: int
-    one_ids: int
-    over_merged_one_ids: int = 0  # one_ids holding records of more than one true person
-    split_persons: int = 0  # true persons whose records are spread over more than one one_id
-    largest_one_id: int = 0  # records in the biggest one_id
-    largest_person: int = 0  # records of the biggest true person
 
     @property
     def precision(self) -> float:
@@ -41,6 +32,23 @@ class PairwiseScores:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+@dataclass(frozen=True)
+class PairwiseScores(PairMetrics):
+    """Counts of record pairs: predicted together, truly together, and both."""
+
+    records: int
+    truth_records_unmatched: int
+    predicted_pairs: int
+    true_pairs: int
+    true_positive_pairs: int
+    persons: int
+    one_ids: int
+    over_merged_one_ids: int = 0  # one_ids holding records of more than one true person
+    split_persons: int = 0  # true persons whose records are spread over more than one one_id
+    largest_one_id: int = 0  # records in the biggest one_id
+    largest_person: int = 0  # records of the biggest true person
 
 
 def _pairs(df: DataFrame, *keys: str) -> DataFrame:

@@ -76,6 +76,7 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
 
     carried = spark.table(IDENTIFIERS).join(records, ["source", "record_key"])
     scores: dict[str, dict] = {}
+    linked = None
     if table_exists(spark, LINKS):
         # Probabilistic links are identifiers of this run's making: explained with their score and fields.
         touching = spark.table(LINKS).join(records, ["source", "record_key"]).select("link_id").distinct()
@@ -142,6 +143,8 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
         changes = [{"run_id": r["run_id"], "kind": r["kind"], "one_id": r["one_id"], "old_ids": list(r["old_ids"]),
                     "causes": list(r["causes"])} for r in rows]
     records.unpersist()
+    if linked is not None:
+        linked.unpersist()
     return Explanation(
         one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
         links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,

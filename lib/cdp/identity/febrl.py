@@ -9,11 +9,12 @@ probability reaches the threshold.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
 from cdp.config import Linkage
+from cdp.evaluate import PairMetrics
 from cdp.identity.linker import LinkResult, link
 
 FIELDS = ["given_name", "surname", "street_number", "address_1", "address_2", "suburb", "postcode", "state",
@@ -50,7 +51,7 @@ SPEC = Linkage.model_validate({
 
 
 @dataclass(frozen=True)
-class FebrlScores:
+class FebrlScores(PairMetrics):
     dataset: str
     records: int
     true_pairs: int
@@ -59,22 +60,6 @@ class FebrlScores:
     true_positive_pairs: int
     seconds: float  # blocking, comparison, estimation and scoring; Spark already running, data loaded
     random_match: float  # the estimated chance that two random records match
-
-    @property
-    def precision(self) -> float:
-        return self.true_positive_pairs / self.predicted_pairs if self.predicted_pairs else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.true_positive_pairs / self.true_pairs if self.true_pairs else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
 
 
 def load(spark: SparkSession, which: int) -> tuple[DataFrame, set[tuple[str, str]], bool]:

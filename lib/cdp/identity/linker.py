@@ -280,15 +280,22 @@ def compare(pairs: DataFrame, prepared: DataFrame, spec: Linkage) -> DataFrame:
     return _levels(pairs.join(_side(prepared, "l"), "uid_l").join(_side(prepared, "r"), "uid_r"), spec)
 
 
-def estimate_u(prepared: DataFrame, spec: Linkage, link_only: bool, seed: int) -> dict[str, list[float]]:
+def sizes(prepared: DataFrame, link_only: bool) -> dict[str, int]:
+    """Records per dataset (one count for a deduplication): read once per linkage."""
+    if link_only:
+        return {r["dataset"]: r["count"] for r in prepared.groupBy("dataset").count().collect()}
+    return {"": prepared.count()}
+
+
+def estimate_u(
+    prepared: DataFrame, spec: Linkage, link_only: bool, seed: int, counts: dict[str, int]
+) -> dict[str, list[float]]:
     """Level frequencies among random pairs (nearly all non-matches), floored so no weight is infinite."""
     if link_only:
-        sides = prepared.groupBy("dataset").count().collect()
         per_side = math.sqrt(spec.u_sample_pairs)
-        fractions = {r["dataset"]: min(1.0, per_side / r["count"]) for r in sides}
-        sample = prepared.sampleBy("dataset", fractions, seed)
+        sample = prepared.sampleBy("dataset", {d: min(1.0, per_side / n) for d, n in counts.items()}, seed)
     else:
-        n = prepared.count()
+        n = counts[""]
         sample = prepared.sample(fraction=min(1.0, math.sqrt(2 * spec.u_sample_pairs) / max(n, 1)), seed=seed)
     sample = sample.localCheckpoint()
     order = F.col("l_dataset") < F.col("r_dataset") if link_only else F.col("uid_l") < F.col("uid_r")
@@ -305,19 +312,21 @@ def estimate_u(prepared: DataFrame, spec: Linkage, link_only: bool, seed: int) -
     return u
 
 
-def _all_pairs(prepared: DataFrame, link_only: bool) -> int:
+def _all_pairs(counts: dict[str, int], link_only: bool) -> int:
     if link_only:
-        sizes = [r["count"] for r in prepared.groupBy("dataset").count().collect()]
-        return sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1:])
-    n = prepared.count()
+        sizes_ = list(counts.values())
+        return sum(a * b for i, a in enumerate(sizes_) for b in sizes_[i + 1:])
+    n = counts[""]
     return n * (n - 1) // 2
 
 
 def term_frequencies(prepared: DataFrame, column: str) -> DataFrame:
-    """(value, tf): the share of records holding each value of `column`."""
+    """(value, tf): the share of records holding each value of `column` (lazy: no action here)."""
     present = prepared.where(F.col(column).isNotNull())
-    total = present.count()
-    return present.groupBy(F.col(column).alias("value")).agg((F.count("*") / F.lit(max(total, 1))).alias("tf"))
+    total = present.agg(F.count("*").alias("total"))
+    return present.groupBy(F.col(column).alias("value")).count().crossJoin(total).select(
+        "value", (F.col("count") / F.col("total")).alias("tf")
+    )
 
 
 def score(
@@ -355,7 +364,8 @@ def score(
 
 
 def train(
-    prepared: DataFrame, spec: Linkage, u: dict[str, list[float]], link_only: bool, blocked: dict[str, DataFrame]
+    prepared: DataFrame, spec: Linkage, u: dict[str, list[float]], link_only: bool, blocked: dict[str, DataFrame],
+    counts: dict[str, int],
 ) -> Model:
     # `blocked`: the compared pairs of each blocking rule, so a training rule that blocks is not joined twice.
     """m by EM over each training rule's pairs, for the comparisons that rule does not read; each
@@ -389,7 +399,7 @@ def train(
         raise NotTrainable(f"no training pairs for comparisons {untrained}. Fix: add a "
                            "training rule that finds pairs and does not read these columns")
     m = {name: trained[name].tolist() for name in spec.comparisons}
-    all_pairs = max(_all_pairs(prepared, link_only), 1)
+    all_pairs = max(_all_pairs(counts, link_only), 1)
     return Model(m, u, labels, min(max(matches, 1.0) / all_pairs, 0.5), report)
 
 
@@ -408,13 +418,14 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
     timings["blocking_and_comparison"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    u = estimate_u(prepared, spec, link_only, seed)
+    counts = sizes(prepared, link_only)
+    u = estimate_u(prepared, spec, link_only, seed, counts)
     timings["u_random_sampling"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     # A training rule that is also a blocking rule reuses the compared candidates it found.
     blocked = {rule: compared.where(F.array_contains("rules", i)) for i, rule in enumerate(spec.blocking)}
-    model = train(prepared, spec, u, link_only, blocked)
+    model = train(prepared, spec, u, link_only, blocked, counts)
     timings["em"] = time.perf_counter() - mark
 
     scored = score(compared, model, spec, prepared)

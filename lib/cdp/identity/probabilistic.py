@@ -38,7 +38,6 @@ class ProbabilisticLinks:
     links: DataFrame  # the LINKS table: one row per link and record, with the score and the field comparisons
     weights: DataFrame  # the WEIGHTS table: the model, one row per comparison level
     result: LinkResult | None  # None when the model could not be trained on this data
-    attribute_rows: int
 
     @property
     def edges(self) -> DataFrame:
@@ -92,7 +91,7 @@ def probabilistic_links(
     except NotTrainable as exc:
         # Too little data to estimate the model (a first small load): no probabilistic links this run.
         log.warning("identity: probabilistic engine skipped: %s", exc)
-        return _no_links(spark, keyed)
+        return _no_links(spark)
     links = result.links.localCheckpoint()
     link_id = F.concat(F.lit("pl_"), F.lower(F.hex(F.xxhash64("uid_l", "uid_r"))))
     names = list(spec.comparisons)
@@ -128,7 +127,7 @@ def probabilistic_links(
     log.info("identity: probabilistic engine: %d candidate pairs %s, training %s, random match %.3g", result.candidates,
              json.dumps(result.pairs_per_rule, ensure_ascii=False), json.dumps(model["training"], ensure_ascii=False),
              model["random_match"])
-    return ProbabilisticLinks(table, weights, result, rows.count())
+    return ProbabilisticLinks(table, weights, result)
 
 
 LINKS_SCHEMA = (
@@ -139,5 +138,5 @@ WEIGHTS_SCHEMA = ("comparison string, level int, label string, m double, u doubl
                   "random_match double, run_id string")
 
 
-def _no_links(spark: SparkSession, keyed: DataFrame) -> ProbabilisticLinks:
-    return ProbabilisticLinks(spark.createDataFrame([], LINKS_SCHEMA), spark.createDataFrame([], WEIGHTS_SCHEMA), None, keyed.select("uid").distinct().count())
+def _no_links(spark: SparkSession) -> ProbabilisticLinks:
+    return ProbabilisticLinks(spark.createDataFrame([], LINKS_SCHEMA), spark.createDataFrame([], WEIGHTS_SCHEMA), None)
