@@ -68,8 +68,30 @@ def test_cluster_profile_needs_its_environment(conf, monkeypatch):
 
 
 def test_audience_with_undeclared_purpose(conf):
-    edit(conf / "gold.yaml", lambda d: d["audiences"]["high_value_sms"].update(purpose="telepathy"))
-    with pytest.raises(ConfigError, match=r"(?s)gold.yaml.*purpose 'telepathy' is not a declared purpose"):
+    edit(conf / "audiences.yaml", lambda d: d["audiences"]["high_value_sms"].update(purpose="telepathy"))
+    with pytest.raises(ConfigError, match=r"audiences.yaml: key 'audiences.high_value_sms.purpose': 'telepathy' "
+                                          r"is not a declared purpose"):
+        load_settings("local", conf).validate_all()
+
+
+def test_audience_rule_naming_an_unknown_tag(conf):
+    edit(conf / "audiences.yaml", lambda d: d["audiences"]["winback_sms"]["rule"]["all"][0]["any"].append({"tag": "vip"}))
+    with pytest.raises(ConfigError, match=r"audiences.yaml: key 'audiences.winback_sms.rule': "
+                                          r"rule.all\[0\].any\[2\]: unknown tag 'vip' \(not in tags.yaml\)"):
+        load_settings("local", conf).validate_all()
+
+
+def test_tag_cycle_names_the_file_and_the_tag(conf):
+    edit(conf / "tags.yaml", lambda d: d["tags"]["buyer"].update(value="repeat_buyer OR purchase_count >= 1"))
+    edit(conf / "tags.yaml", lambda d: d["tags"]["repeat_buyer"].update(value="buyer AND purchase_count >= 2"))
+    with pytest.raises(ConfigError, match=r"(?s)tags.yaml: invalid configuration.*tag 'buyer': dependency cycle "
+                                          r"buyer → repeat_buyer → buyer"):
+        load_settings("local", conf).validate_all()
+
+
+def test_survivorship_from_an_unknown_entity(conf):
+    edit(conf / "gold.yaml", lambda d: d["survivorship"]["city"]["candidates"].append({"entity": "crm", "value": "city"}))
+    with pytest.raises(ConfigError, match=r"(?s)gold.yaml.*survivorship.city.candidates.2.entity.*'crm' is not a silver entity"):
         load_settings("local", conf).validate_all()
 
 

@@ -379,6 +379,66 @@ def quality_report(
               f"{statuses.count('warn')} warn, {statuses.count('fail')} fail)")
 
 
+tags_app = typer.Typer(no_args_is_help=True, help="The tag library (标签库) in conf/tags.yaml.")
+app.add_typer(tags_app, name="tags")
+
+
+@tags_app.command("doc")
+def tags_doc(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of standard output."),
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Render the tag library as Markdown (docs/tags.md is this output)."""
+    from cdp.tags.docs import render
+
+    text = render(_settings(None, conf_dir).tags)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+audience_app = typer.Typer(no_args_is_help=True, help="Audiences (人群圈选) in conf/audiences.yaml.")
+app.add_typer(audience_app, name="audience")
+
+
+@audience_app.command("preview")
+def audience_preview(
+    name: str = typer.Argument(..., help="An audience in audiences.yaml."),
+    by: Optional[list[str]] = typer.Option(None, "--by", help="Break down by this tag or profile column (repeatable; "
+                                           "default: lifecycle_stage and value_tier)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Run date for time comparisons (default: the tags' run date)."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Size and breakdown of an audience over the current gold tables, before consent and after; writes nothing."""
+    from cdp.audience.preview import PreviewError, preview
+    from cdp.spark import spark_session
+
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-audience-preview") as spark:
+        try:
+            result = preview(spark, settings, name, by, _parse_date(as_of) if as_of else None)
+        except PreviewError as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    out.print(f"[bold]{result.audience}[/] {result.name_zh} — purpose {result.purpose}, as of {result.run_date}",
+              highlight=False)
+    out.print(f"rule: {result.condition}", highlight=False, soft_wrap=True)
+    out.print(f"{result.matched:,} of {result.persons:,} persons match; "
+              f"[bold]{result.members:,}[/] consent to {result.purpose} (would be materialised)", highlight=False)
+    for dimension, rows in result.breakdown.items():
+        table = Table(dimension, "matched", "members", title=f"by {dimension}")
+        for value, matched, members in rows:
+            table.add_row("(none)" if value is None else value, f"{matched:,}", f"{members:,}")
+        out.print(table)
+
+
 @app.command("submit-args")
 def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """Print the spark-submit options (jars and confs) a job needs for this profile, shell-quoted."""

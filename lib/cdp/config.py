@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.normalisers import NORMALISERS
+from cdp.tags.library import TagLibrary
 
 
 class ConfigError(Exception):
@@ -311,27 +312,80 @@ class IdentityConfig(_Strict):
 # ---------------------------------------------------------------- gold.yaml
 
 
-class Audience(_Strict):
-    description: str
-    purpose: str
-    condition: str
+Criterion = Literal["verified", "priority", "recency", "frequency", "completeness"]
+
+
+class Candidate(_Strict):
+    """Where an attribute's value can come from: a silver entity and a Spark SQL expression over its row."""
+
+    entity: str
+    value: str
+    time: str | None = None  # when the value was observed; default: the entity's own time field
+    verified: str = "false"  # a condition marking the value as verified (e.g. read off a valid 身份证)
+
+    @field_validator("entity")
+    @classmethod
+    def _known_entity(cls, value: str) -> str:
+        if value not in ENTITIES or value == "consent_events":
+            raise ValueError(f"'{value}' is not a silver entity with person attributes; one of "
+                             f"{sorted(e for e in ENTITIES if e != 'consent_events')}")
+        return value
+
+
+class Survivorship(_Strict):
+    """One golden attribute: its candidates, listed in priority order, and how to choose among them."""
+
+    type: Literal["string", "date"] = "string"
+    candidates: list[Candidate] = Field(min_length=1)
+    prefer: list[Criterion] = Field(default_factory=lambda: ["priority", "recency"], min_length=1)
+
+    @field_validator("prefer")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each criterion once: {value}")
+        return value
+
+
+PROFILE_COLUMNS = (
+    "one_id", "provenance", "has_phone", "has_email", "phone_masked", "channels", "first_seen", "last_seen",
+    "last_active_at", "record_count", "order_count", "total_spend", "first_order_at", "last_order_at",
+    "consented_purposes", "withdrawn_purposes",
+)
 
 
 class GoldConfig(_Strict):
     purposes: dict[str, Literal["opt_in", "opt_out"]]
-    high_value_share: float = Field(0.1, gt=0, lt=1)
-    active_days: int = Field(30, gt=0)
-    audiences: dict[str, Audience]
+    survivorship: dict[str, Survivorship]
 
-    @model_validator(mode="after")
-    def _purposes_declared(self) -> GoldConfig:
-        for name, audience in self.audiences.items():
-            if audience.purpose not in self.purposes:
-                raise ValueError(
-                    f"audiences.{name}.purpose '{audience.purpose}' is not a declared purpose "
-                    f"{sorted(self.purposes)}"
-                )
-        return self
+    @field_validator("survivorship")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, Survivorship]) -> dict[str, Survivorship]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in PROFILE_COLUMNS:
+                raise ValueError(f"attribute '{name}' must be snake_case and not one of the profile's own columns "
+                                 f"{list(PROFILE_COLUMNS)}")
+        return value
+
+
+# ---------------------------------------------------------------- audiences.yaml
+
+
+Comparison = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "is_null",
+                     "within_days", "before", "after"]
+
+
+class Audience(_Strict):
+    name_zh: str
+    description: str
+    owner: str
+    purpose: str
+    status: Literal["active", "paused"] = "active"
+    rule: dict[str, Any]  # all / any / not / a condition: see cdp.audience.rules
+
+
+class AudiencesConfig(_Strict):
+    audiences: dict[str, Audience]
 
 
 # ---------------------------------------------------------------- quality.yaml
@@ -481,13 +535,38 @@ class Settings:
         return load_model(self.conf_dir / "gold.yaml", GoldConfig)
 
     @cached_property
+    def tags(self) -> TagLibrary:
+        # ${name} in tags.yaml are the library's own params, not environment variables
+        return load_model(self.conf_dir / "tags.yaml", TagLibrary, expand=False)
+
+    @cached_property
+    def audiences(self) -> AudiencesConfig:
+        config = load_model(self.conf_dir / "audiences.yaml", AudiencesConfig)
+        check_audiences(config, self.gold, self.tags, self.conf_dir / "audiences.yaml")
+        return config
+
+    @cached_property
     def quality(self) -> QualityConfig:
         return load_model(self.conf_dir / "quality.yaml", QualityConfig)
 
     def validate_all(self) -> None:
         """Load every conf file now, so a bad one fails before any Spark work starts."""
-        _ = self.sources, self.identity, self.gold
+        _ = self.sources, self.identity, self.gold, self.tags, self.audiences
         check_quality_rules(self.quality, self.sources, self.conf_dir / "quality.yaml")
+
+
+def check_audiences(config: AudiencesConfig, gold: GoldConfig, tags: TagLibrary, file: Path) -> None:
+    """Each audience's purpose is declared and its rule is well formed over known tags."""
+    from cdp.audience.rules import RuleError, compile_rule
+
+    for name, audience in config.audiences.items():
+        if audience.purpose not in gold.purposes:
+            raise ConfigError(f"{file}: key 'audiences.{name}.purpose': '{audience.purpose}' is not a declared "
+                              f"purpose. Fix: one of {sorted(gold.purposes)} (gold.yaml purposes).")
+        try:
+            compile_rule(audience.rule, tags, set(PROFILE_COLUMNS) | set(gold.survivorship))
+        except RuleError as exc:
+            raise ConfigError(f"{file}: key 'audiences.{name}.rule': {exc}") from exc
 
 
 def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, file: Path) -> None:

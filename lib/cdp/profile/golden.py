@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import IDENTIFIERS, silver_table
-from cdp.config import Settings
+from cdp.config import Settings, Survivorship
 from cdp.identity.stage import ONEID_MAP, REFUSED
 from cdp.lakehouse import table_exists
 
-# Survivorship: a CRM profile outranks what an order's receiver fields say; within a rank, the newest wins.
-ATTRIBUTE_SOURCES = {
-    "customers": {"rank": 1, "time": "registered_at", "name": "name", "gender": "gender",
-                  "birth_date": "birth_date", "province": "province", "city": "city"},
-    "orders": {"rank": 2, "time": "order_time", "name": "receiver_name", "gender": None,
-               "birth_date": None, "province": "province", "city": "city"},
-}
-ATTRIBUTES = ("name", "gender", "birth_date", "province", "city")
+PROVENANCE = "struct<source:string, record_key:string, observed_at:timestamp, verified:boolean>"
 
 
 def mask_cn_mobile(e164: Column) -> Column:
@@ -33,29 +26,69 @@ def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
     return df.join(spark.table(ONEID_MAP), ["source", "record_key"])
 
 
-def attribute_candidates(spark: SparkSession) -> DataFrame:
-    """(one_id, rank, ts, name, gender, birth_date, province, city) from every entity that carries them."""
+def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) -> DataFrame:
+    """(one_id, attribute, value, priority, observed_at, verified, source, record_key): every non-null
+    candidate value of every golden attribute, from each silver entity that has been built."""
     frames = []
-    for entity_name, spec in ATTRIBUTE_SOURCES.items():
-        table = silver_table(ENTITIES[entity_name])
-        if not table_exists(spark, table):
-            continue
-        columns = [F.lit(spec["rank"]).alias("rank"), F.col(spec["time"]).alias("ts")]
-        for attribute in ATTRIBUTES:
-            column = spec[attribute]
-            spark_type = ENTITIES["customers"].fields[attribute]
-            columns.append((F.col(column) if column else F.lit(None)).cast(spark_type).alias(attribute))
-        frames.append(_with_one_id(spark, spark.table(table)).select("one_id", *columns))
+    for attribute, rule in rules.items():
+        for priority, candidate in enumerate(rule.candidates, start=1):
+            entity = ENTITIES[candidate.entity]
+            table = silver_table(entity)
+            if not table_exists(spark, table):
+                continue
+            rows = _with_one_id(spark, spark.table(table)).select(
+                "one_id", F.lit(attribute).alias("attribute"),
+                F.expr(candidate.value).cast(rule.type).cast("string").alias("value"),
+                F.lit(priority).alias("priority"),
+                F.col(candidate.time or entity.time_field).cast("timestamp").alias("observed_at"),
+                F.coalesce(F.expr(candidate.verified).cast("boolean"), F.lit(False)).alias("verified"),
+                "source", "record_key",
+            )
+            frames.append(rows.where(F.col("value").isNotNull() & (F.trim("value") != "")))
+    if not frames:
+        return spark.createDataFrame([], "one_id string, attribute string, value string, priority int, "
+                                         "observed_at timestamp, verified boolean, source string, record_key string")
     return reduce(DataFrame.unionByName, frames)
 
 
-def golden_attributes(candidates: DataFrame) -> DataFrame:
-    """Per attribute, the best non-null value: lowest rank first, then the most recent."""
+def _preference(criterion: str) -> Column:
+    return {
+        "verified": F.col("verified").cast("int"),
+        "priority": -F.col("priority"),
+        "recency": F.col("observed_at"),
+        "frequency": F.col("frequency"),
+        "completeness": F.length("value"),
+    }[criterion]
+
+
+def golden_attributes(candidates: DataFrame, rules: dict[str, Survivorship]) -> DataFrame:
+    """Per one_id and attribute, the surviving value by the attribute's criteria, and where it came from.
+
+    Returns one_id, one typed column per attribute, and provenance: map attribute → (source,
+    record_key, observed_at, verified) of the chosen value.
+    """
+    if any("frequency" in rule.prefer for rule in rules.values()):
+        same_value = Window.partitionBy("one_id", "attribute", "value")
+        candidates = candidates.withColumn("frequency", F.count("*").over(same_value))
     aggregations = []
-    for attribute in ATTRIBUTES:
-        preference = F.when(F.col(attribute).isNotNull(), F.struct(-F.col("rank"), F.col("ts")))
-        aggregations.append(F.max_by(attribute, preference).alias(attribute))
-    return candidates.groupBy("one_id").agg(*aggregations)
+    for attribute, rule in rules.items():
+        is_it = F.col("attribute") == attribute
+        # ties: the most recent, then the smallest value and record, so a rerun chooses the same
+        order = F.struct(*[_preference(c).alias(f"k{i}") for i, c in enumerate(rule.prefer)],
+                         F.col("observed_at").alias("latest"), F.col("value").alias("v"), F.col("record_key").alias("r"))
+        payload = F.struct("value", "source", "record_key", "observed_at", "verified")
+        aggregations.append(F.max_by(F.when(is_it, payload), F.when(is_it, order)).alias(f"_{attribute}"))
+    chosen = candidates.groupBy("one_id").agg(*aggregations)
+    provenance = F.map_filter(
+        F.create_map(*[part for attribute in rules for part in (
+            F.lit(attribute), F.col(f"_{attribute}").dropFields("value").cast(PROVENANCE))]),
+        lambda _, v: v.isNotNull(),
+    )
+    return chosen.select(
+        "one_id",
+        *[F.col(f"_{attribute}.value").cast(rule.type).alias(attribute) for attribute, rule in rules.items()],
+        provenance.alias("provenance"),
+    )
 
 
 def activity(spark: SparkSession) -> DataFrame:
@@ -80,6 +113,7 @@ def order_summary(spark: SparkSession) -> DataFrame:
     return kept.groupBy("one_id").agg(
         F.count("*").alias("order_count"),
         F.sum("amount").cast("decimal(14,2)").alias("total_spend"),
+        F.min("order_time").alias("first_order_at"),
         F.max("order_time").alias("last_order_at"),
     )
 
@@ -96,8 +130,31 @@ def contact_points(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def build_customer_profile(spark: SparkSession, settings: Settings) -> DataFrame:
-    """One row per one_id: golden attributes, reachability, activity and purchases."""
+def consent_summary(state: DataFrame, purposes: dict[str, str]) -> DataFrame:
+    """Per one_id: the purposes their consent allows now (a grant, or an opt-out purpose not withdrawn)
+    and those they withdrew. Persons without any consent event get the defaults (see the profile)."""
+    statuses = state.groupBy("one_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("purpose", "status"))).alias("statuses")
+    )
+    return statuses.select("one_id", *[c.alias(n) for n, c in _consent_columns(F.col("statuses"), purposes).items()])
+
+
+def _consent_columns(statuses: Column, purposes: dict[str, str]) -> dict[str, Column]:
+    def status(purpose: str) -> Column:
+        return F.try_element_at(statuses, F.lit(purpose))
+
+    allowed = [
+        F.when((status(p) == "granted") | (F.lit(default == "opt_out") & status(p).isNull()), F.lit(p))
+        for p, default in purposes.items()
+    ]
+    withdrawn = [F.when(status(p) == "withdrawn", F.lit(p)) for p in purposes]
+    return {"consented_purposes": F.array_compact(F.array(*allowed)),
+            "withdrawn_purposes": F.array_compact(F.array(*withdrawn))}
+
+
+def build_customer_profile(spark: SparkSession, settings: Settings, consent: DataFrame) -> DataFrame:
+    """One row per one_id: golden attributes with provenance, reachability, activity, purchases, consent."""
+    rules = settings.gold.survivorship
     people = spark.table(ONEID_MAP).groupBy("one_id").agg(F.count("*").alias("record_count"))
     seen = activity(spark).groupBy("one_id").agg(
         F.min("ts").alias("first_seen"),
@@ -105,18 +162,22 @@ def build_customer_profile(spark: SparkSession, settings: Settings) -> DataFrame
         F.max(F.when(F.col("is_interaction"), F.col("ts"))).alias("last_active_at"),
         F.sort_array(F.collect_set("channel")).alias("channels"),
     )
+    no_events = _consent_columns(F.create_map().cast("map<string,string>"), settings.gold.purposes)
     return (
-        people.join(golden_attributes(attribute_candidates(spark)), "one_id", "left")
+        people.join(golden_attributes(attribute_candidates(spark, rules), rules), "one_id", "left")
         .join(contact_points(spark, settings), "one_id", "left")
         .join(seen, "one_id", "left")
         .join(order_summary(spark), "one_id", "left")
+        .join(consent_summary(consent, settings.gold.purposes), "one_id", "left")
         .select(
-            "one_id", *ATTRIBUTES,
+            "one_id", *rules,
+            F.coalesce("provenance", F.create_map().cast(f"map<string,{PROVENANCE}>")).alias("provenance"),
             F.coalesce("has_phone", F.lit(False)).alias("has_phone"),
             F.coalesce("has_email", F.lit(False)).alias("has_email"),
             "phone_masked", "channels", "first_seen", "last_seen", "last_active_at", "record_count",
             F.coalesce("order_count", F.lit(0)).cast("long").alias("order_count"),
             F.coalesce("total_spend", F.lit(0)).cast("decimal(14,2)").alias("total_spend"),
-            "last_order_at",
+            "first_order_at", "last_order_at",
+            *[F.coalesce(F.col(name), default).alias(name) for name, default in no_events.items()],
         )
     )

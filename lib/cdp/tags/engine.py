@@ -1,0 +1,174 @@
+"""Compute the tag library: atomic tags from profile, orders and events, scores, then derived and scenario tags.
+
+The inputs are plain DataFrames keyed by one_id, so the engine runs on a hand-built dataset as well
+as on gold: `profile` (one row per one_id), `orders` and `events` (one row per record, with one_id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from pyspark.errors import PySparkException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, StructType
+
+from cdp.tags.library import TagLibrary
+
+AGGREGATE_SOURCES = ("orders", "events")
+
+
+class TagDefinitionError(ValueError):
+    """A tag whose expression Spark cannot use: names the tag, what is wrong and the fix."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    profile: DataFrame
+    orders: DataFrame
+    events: DataFrame
+    # which column of each source says when the row happened (windows count days back from the run date)
+    time_columns: tuple[tuple[str, str], ...] = (("orders", "order_time"), ("events", "event_time"))
+
+    def source(self, name: str, run_date: date) -> DataFrame:
+        """The source's rows as the tags see them: with run_date, and days_ago for the aggregates."""
+        run = F.lit(run_date).cast("date")
+        if name == "profile":
+            return self.profile.withColumn("run_date", run)
+        time = dict(self.time_columns)[name]
+        rows = getattr(self, name).withColumn("run_date", run)
+        rows = rows.withColumn("days_ago", F.datediff(run, F.to_date(time)))
+        return rows.where(F.col("days_ago") >= 0)  # a run as of a past date does not see the future
+
+
+def _empty(spark: SparkSession, schema: StructType) -> DataFrame:
+    return spark.createDataFrame([], schema)
+
+
+def _failure(code: str, layer: str, exc: Exception, hint: str) -> TagDefinitionError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TagDefinitionError(f"tags.yaml: tag '{code}' ({layer}): {first_line}. Fix: {hint}")
+
+
+def empty_tags(spark: SparkSession, library: TagLibrary) -> DataFrame:
+    """No rows, one typed column per tag: what derived tags and audience rules are checked against."""
+    columns = ", ".join(f"`{code}` {tag.spark_type}" for code, tag in library.tags.items())
+    return spark.createDataFrame([], f"one_id string, {columns}")
+
+
+def compile_library(spark: SparkSession, library: TagLibrary, inputs: Inputs, run_date: date) -> None:
+    """Check every expression against the real schemas (no data is read): syntax, references, types.
+
+    Raises TagDefinitionError naming the tag. Derived and scenario tags see only tag columns.
+    """
+    tags_frame = empty_tags(spark, library)
+    for code in library.order():
+        tag = library.tags[code]
+        expression = library.expression(code)
+        if tag.layer != "atomic":
+            hint = f"derived and scenario tags read tags only, one of {sorted(library.tags)}"
+        elif tag.source == "profile":
+            hint = "an atomic profile tag is a row expression over gold.customer_profile's columns and run_date"
+        else:
+            hint = (f"an atomic {tag.source} tag is an aggregate (count_if, sum … FILTER (WHERE …), max) over "
+                    f"the person's {tag.source} rows, which have run_date and days_ago")
+        try:
+            if tag.layer != "atomic":
+                frame = tags_frame.select(F.expr(expression).alias(code))
+            elif tag.source == "profile":
+                frame = _empty(spark, inputs.source("profile", run_date).schema).select(F.expr(expression).alias(code))
+            else:
+                rows = _empty(spark, inputs.source(tag.source, run_date).schema)
+                frame = rows.groupBy("one_id").agg(F.expr(expression).alias(code))
+            result_type = frame.schema[code].dataType
+        except PySparkException as exc:
+            raise _failure(code, tag.layer, exc, hint) from exc
+        if tag.type == "boolean" and not isinstance(result_type, BooleanType):
+            raise TagDefinitionError(
+                f"tags.yaml: tag '{code}' ({tag.layer}): declared boolean but its value is {result_type.simpleString()}. "
+                "Fix: make the value a condition, or declare the type it has."
+            )
+
+
+def _scored(frame: DataFrame, library: TagLibrary, codes: list[str]) -> DataFrame:
+    """Replace each scored tag's raw value by its quantile bin (exact percentiles, ties never split)."""
+    if not codes:
+        return frame
+    edges_of = {
+        code: [k / library.tags[code].score.bins for k in range(1, library.tags[code].score.bins)] for code in codes
+    }
+    row = frame.agg(*[
+        F.percentile(F.col(code).cast("double"), edges_of[code]).alias(code) for code in codes
+    ]).collect()[0]
+    columns = {}
+    for code in codes:
+        score = library.tags[code].score
+        edges = row[code]
+        value = F.col(code).cast("double")
+        if edges is None:  # nobody has a value
+            columns[code] = F.lit(None).cast("int")
+            continue
+        above = sum((F.when(value > F.lit(edge), 1).otherwise(0) for edge in edges), F.lit(0))
+        binned = (F.lit(1) + above) if score.higher_is_better else (F.lit(score.bins) - above)
+        columns[code] = F.when(value.isNotNull(), binned.cast("int"))
+    return frame.withColumns(columns)
+
+
+def compute_tags(spark: SparkSession, library: TagLibrary, inputs: Inputs, run_date: date) -> DataFrame:
+    """One row per profile one_id, one typed column per tag (booleans are never null: absent is false)."""
+    compile_library(spark, library, inputs, run_date)
+    atomic = [c for c in library.order() if library.tags[c].layer == "atomic"]
+
+    def typed(code: str, column: Column) -> Column:
+        return column.cast(library.tags[code].spark_type).alias(code)
+
+    frame = inputs.source("profile", run_date).select(
+        "one_id", *[typed(c, F.expr(library.expression(c))) for c in atomic if library.tags[c].source == "profile"]
+    )
+    for source in AGGREGATE_SOURCES:
+        codes = [c for c in atomic if library.tags[c].source == source]
+        if codes:
+            aggregated = inputs.source(source, run_date).groupBy("one_id").agg(
+                *[typed(c, F.expr(library.expression(c))) for c in codes]
+            )
+            frame = frame.join(aggregated, "one_id", "left").withColumns({
+                c: F.coalesce(F.col(c), F.lit(library.tags[c].default).cast(library.tags[c].spark_type))
+                for c in codes if library.tags[c].default is not None
+            })
+    frame = _scored(frame, library, [c for c in atomic if library.tags[c].score is not None])
+    for code in library.order():
+        if library.tags[code].layer != "atomic":
+            frame = frame.withColumn(code, typed(code, F.expr(library.expression(code))))
+    booleans = {c: F.coalesce(F.col(c), F.lit(False)) for c, t in library.tags.items() if t.type == "boolean"}
+    return frame.withColumns(booleans).select("one_id", *library.tags)
+
+
+def to_long(wide: DataFrame, library: TagLibrary, run_date: date, computed_at: datetime) -> DataFrame:
+    """(one_id, tag_code, value, tag_version, run_date, computed_at): boolean tags only where true,
+    other tags where they have a value."""
+    entries = []
+    for code, tag in library.tags.items():
+        column = F.col(code)
+        value = F.when(column, F.lit("true")) if tag.type == "boolean" else column.cast("string")
+        entries.append(F.struct(F.lit(code).alias("tag_code"), value.alias("value"),
+                                F.lit(tag.version).alias("tag_version")))
+    return (
+        wide.select("one_id", F.explode(F.array(*entries)).alias("t"))
+        .where(F.col("t.value").isNotNull())
+        .select("one_id", "t.tag_code", "t.value", "t.tag_version",
+                F.lit(run_date).cast("date").alias("run_date"), F.lit(computed_at).cast("timestamp").alias("computed_at"))
+    )
+
+
+def to_wide(long: DataFrame, library: TagLibrary) -> DataFrame:
+    """gold.customer_tags back to one typed column per tag (for audience previews over the stored tags)."""
+    codes = list(library.tags)
+    pivoted = long.groupBy("one_id").pivot("tag_code", codes).agg(F.first("value"))
+    columns = []
+    for code, tag in library.tags.items():
+        if tag.type == "boolean":
+            columns.append(F.coalesce(F.col(code) == "true", F.lit(False)).alias(code))
+        else:
+            columns.append(F.col(code).cast(tag.spark_type).alias(code))
+    return pivoted.select("one_id", *columns)
