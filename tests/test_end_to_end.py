@@ -68,6 +68,21 @@ def test_sql_json_format_and_errors(env, pipeline):
     assert "no_such_table" in bad.stderr
 
 
+def test_audience_preview_matches_what_the_run_materialised(env, pipeline):
+    gold_metrics = pipeline.stdout.split("gold succeeded in", 1)[1]
+    gold_metrics = json.loads(gold_metrics[gold_metrics.index("{"):gold_metrics.index("\ndone:")])
+    preview = json.loads(cdp(env, "audience", "preview", "winback_sms", "--by", "rfm_segment", "--format", "json").stdout)
+    assert {"matched": preview["matched"], "members": preview["members"]} == gold_metrics["audiences"]["winback_sms"]
+    assert preview["matched"] > 0
+    assert preview["run_date"] == "2026-11-01" and preview["purpose"] == "marketing_sms"
+    assert sum(row["matched"] for row in preview["breakdown"]["rfm_segment"]) == preview["matched"]
+    assert sum(row["members"] for row in preview["breakdown"]["rfm_segment"]) == preview["members"]
+    unknown = subprocess.run([str(BIN / "cdp"), "audience", "preview", "nobody"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert unknown.returncode == 2
+    assert "no audience 'nobody' in audiences.yaml; defined: high_value_sms, holiday_push_wechat" in unknown.stderr
+
+
 def test_sql_shell_reads_statements_from_standard_input(env, pipeline):
     script = (
         "SELECT count(*) AS profiles\n  FROM gold.customer_profile;\n"

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cdp.datagen import generate
+from cdp.demo import EXAMPLE_QUERY
 from cdp.evaluate import pairwise_scores, read_truth
 from cdp.ingest.bronze import build_bronze
 from cdp.lakehouse import new_run_id
@@ -211,6 +212,76 @@ def test_audience_members_all_consented_to_its_purpose(spark, run):
         JOIN gold.audience_members a ON a.one_id = p.one_id
     """).count()
     assert eligible_but_withdrawn == 0
+
+
+def test_golden_values_come_from_the_records_their_provenance_names(spark, run):
+    """Every surviving name and city is the value of the exact silver record the provenance names."""
+    checked = spark.sql("""
+        WITH chosen AS (
+          SELECT p.one_id, p.name, p.city, p.gender,
+                 p.provenance['name'] AS pn, p.provenance['city'] AS pc, p.provenance['gender'] AS pg
+          FROM gold.customer_profile p)
+        SELECT
+          count_if(x.name IS NOT NULL) AS named,
+          count_if(x.name = coalesce(cn.name, o.receiver_name)) AS name_matches,
+          count_if(x.city IS NOT NULL) AS with_city,
+          count_if(x.city = coalesce(cc.city, oc.city)) AS city_matches,
+          count_if(x.pg.verified) AS verified_gender,
+          count_if(x.pg.verified AND x.gender = cg.id_card_gender) AS verified_from_id_card,
+          count_if(x.name IS NULL AND x.pn IS NOT NULL) AS provenance_without_value
+        FROM chosen x
+        LEFT JOIN silver.customers cn ON cn.source = x.pn.source AND cn.record_key = x.pn.record_key
+        LEFT JOIN silver.orders o ON o.source = x.pn.source AND o.record_key = x.pn.record_key
+        LEFT JOIN silver.customers cc ON cc.source = x.pc.source AND cc.record_key = x.pc.record_key
+        LEFT JOIN silver.orders oc ON oc.source = x.pc.source AND oc.record_key = x.pc.record_key
+        LEFT JOIN silver.customers cg ON cg.source = x.pg.source AND cg.record_key = x.pg.record_key
+    """).first()
+    assert checked["named"] > 0 and checked["name_matches"] == checked["named"]
+    assert checked["with_city"] > 0 and checked["city_matches"] == checked["with_city"]
+    assert checked["verified_gender"] > 0 and checked["verified_from_id_card"] == checked["verified_gender"]
+    assert checked["provenance_without_value"] == 0
+
+
+def test_tags_audiences_and_history_hold_only_current_one_ids(spark, settings, run):
+    for table in ("gold.customer_tags", "gold.tag_history", "gold.audience_members", "gold.audience_history"):
+        stray = spark.sql(f"SELECT one_id FROM {table} LEFT ANTI JOIN identity.oneid_map USING (one_id)").count()
+        assert stray == 0, table
+    catalog = {r["tag_code"]: r for r in spark.table("gold.tag_catalog").collect()}
+    assert set(catalog) == set(settings.tags.tags)
+    profiles = spark.table("gold.customer_profile").count()
+    tagged = {r["tag_code"]: r["n"] for r in spark.sql(
+        "SELECT tag_code, count(*) AS n FROM gold.customer_tags GROUP BY tag_code").collect()}
+    for code, row in catalog.items():
+        assert row["persons"] == tagged.get(code, 0), code
+        assert row["coverage"] == round(tagged.get(code, 0) / profiles, 6), code
+    assert catalog["lifecycle_stage"]["persons"] == profiles  # every person has a stage
+    assert catalog["rfm_segment"]["depends_on"] == ["rfm_f", "rfm_m", "rfm_r"]
+    assert catalog["high_value"]["used_by_audiences"] == ["high_value_sms"]
+    runs = spark.sql("SELECT audience, members, matched FROM gold.audience_runs").collect()
+    sizes = {r["audience"]: r["n"] for r in spark.sql(
+        "SELECT audience, count(*) AS n FROM gold.audience_members GROUP BY audience").collect()}
+    assert {r["audience"] for r in runs} == set(settings.audiences.audiences)
+    for r in runs:
+        assert r["members"] == sizes.get(r["audience"], 0) <= r["matched"], r["audience"]
+
+
+def test_rfm_segment_query_covers_every_buyer_in_the_window(spark, run):
+    import re
+    from pathlib import Path
+
+    cookbook = (Path(__file__).resolve().parents[1] / "docs" / "sql-cookbook.md").read_text(encoding="utf-8")
+    query = re.search(r"## RFM segments.*?```sql\n(.*?)```", cookbook, flags=re.S).group(1)
+    assert query.strip() == EXAMPLE_QUERY  # what `make demo` shows
+    segments = {r["rfm_segment"]: r for r in spark.sql(query).collect()}
+    assert set(segments) <= {"重要价值客户", "重要发展客户", "重要保持客户", "重要挽留客户",
+                             "一般价值客户", "一般发展客户", "一般保持客户", "一般挽留客户"}
+    assert len(segments) >= 6
+    buyers_in_window = spark.sql("""
+        SELECT count(DISTINCT m.one_id) FROM silver.orders o JOIN identity.oneid_map m USING (source, record_key)
+        WHERE coalesce(o.status, '') <> 'refunded' AND datediff(DATE'2026-11-01', to_date(o.order_time)) BETWEEN 0 AND 364
+    """).first()[0]
+    assert sum(r["persons"] for r in segments.values()) == buyers_in_window
+    assert segments["重要价值客户"]["avg_spend"] > segments["一般挽留客户"]["avg_spend"]
 
 
 def test_job_runs_record_each_stage(spark, run):

@@ -418,6 +418,10 @@ def audience_preview(
     from cdp.spark import spark_session
 
     settings = _settings(profile, conf_dir)
+    if name not in settings.audiences.audiences:
+        err.print(f"no audience '{name}' in audiences.yaml; defined: {', '.join(sorted(settings.audiences.audiences))}",
+                  highlight=False)
+        raise typer.Exit(2)
     with spark_session(settings, app_name="cdp-audience-preview") as spark:
         try:
             result = preview(spark, settings, name, by, _parse_date(as_of) if as_of else None)

@@ -15,15 +15,22 @@ from cdp.identity.stage import ONEID_MAP
 from cdp.pipeline import run_stages
 from cdp.spark import DATABASES, spark_session
 
-EXAMPLE_QUERY = """SELECT province,
-       count(*)                          AS customers,
-       sum(CASE WHEN order_count > 0 THEN 1 ELSE 0 END) AS buyers,
-       round(avg(total_spend), 2)        AS avg_spend
-FROM gold.customer_profile
-WHERE province IS NOT NULL
-GROUP BY province
-ORDER BY customers DESC
-LIMIT 5"""
+# The cookbook's RFM query (docs/sql-cookbook.md): each RFM segment's size and average spend.
+EXAMPLE_QUERY = """SELECT t.value                        AS rfm_segment,
+       count(*)                       AS persons,
+       round(avg(p.total_spend), 2)   AS avg_spend,
+       round(avg(p.order_count), 2)   AS avg_orders
+FROM gold.customer_tags t
+JOIN gold.customer_profile p USING (one_id)
+WHERE t.tag_code = 'rfm_segment'
+GROUP BY t.value
+ORDER BY avg_spend DESC"""
+
+
+AUDIENCE_QUERY = """SELECT audience, purpose, matched AS matching_rule, members
+FROM gold.audience_runs
+WHERE run_id = (SELECT max(run_id) FROM gold.audience_runs)
+ORDER BY audience"""
 
 
 def layer_counts(spark) -> list[list]:
@@ -57,4 +64,7 @@ def run_demo(settings: Settings, truth_dir: Path, as_of: date, console: Console,
         console.print(EXAMPLE_QUERY, highlight=False)
         result = spark.sql(EXAMPLE_QUERY)
         print_rows(result.columns, [list(r) for r in result.collect()], "table")
+        console.rule("Audiences (consent-filtered)")
+        sizes = spark.sql(AUDIENCE_QUERY)
+        print_rows(sizes.columns, [list(r) for r in sizes.collect()], "table")
     console.print('Query it yourself: .venv/bin/cdp sql -e "SELECT * FROM gold.customer_profile LIMIT 5"')

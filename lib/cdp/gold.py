@@ -4,6 +4,8 @@ consent-filtered audiences with theirs — all keyed by the current one_id."""
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
@@ -50,8 +52,9 @@ class GoldResult:
     profiles: int
     tag_rows: int
     consent_rows: int
-    audience_sizes: dict[str, int]
+    audience_sizes: dict[str, dict[str, int]]  # audience → matched (the rule holds), members (and consent allows)
     warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for sizing
 
 
 def _entity_rows(spark: SparkSession, entity: str) -> DataFrame:
@@ -143,7 +146,8 @@ def check_definitions(spark: SparkSession, settings: Settings, inputs: Inputs, r
 
 
 def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profile: DataFrame, wide: DataFrame,
-                    state: DataFrame, run_date: date, computed_at: datetime, registry: DataFrame) -> dict[str, int]:
+                    state: DataFrame, run_date: date, computed_at: datetime,
+                    registry: DataFrame) -> dict[str, dict[str, int]]:
     """Materialise every active audience, consent-filtered; keep entered/exited history and sizes per run."""
     frame = audience_frame(profile, wide, run_date).persist()
     members, counts = [], {}
@@ -181,12 +185,21 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
              moves.get((name, "exited"), 0), computed_at) for name, (purpose, matched) in counts.items()]
     append(spark.createDataFrame(runs, AUDIENCE_RUNS_SCHEMA), AUDIENCE_RUNS)
     frame.unpersist()
-    return {name: sizes.get(name, 0) for name in counts}
+    return {name: {"matched": matched, "members": sizes.get(name, 0)} for name, (_, matched) in counts.items()}
+
+
+@contextmanager
+def _step(name: str, seconds: dict[str, float]):
+    started = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - started, 1)
+    log.info("gold: %s in %.1fs", name, seconds[name])
 
 
 def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str = "gold") -> GoldResult:
     library, audiences = settings.tags, settings.audiences.audiences
     computed_at = datetime.now()
+    seconds: dict[str, float] = {}
     warnings = deprecated_in_use(library, audiences)
     for warning in warnings:
         log.warning("gold: %s", warning)
@@ -198,22 +211,27 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
         state = spark.createDataFrame([], CONSENT_SCHEMA)
     inputs = Inputs(profile=build_customer_profile(spark, settings, state),
                     orders=_entity_rows(spark, "orders"), events=_entity_rows(spark, "events"))
-    check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
+    with _step("check", seconds):
+        check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
 
-    overwrite_table(state, CONSENT, "Consent per one_id and purpose: the latest event wins, withdrawal on ties")
-    state = spark.table(CONSENT)
-    overwrite_table(build_customer_profile(spark, settings, state), PROFILE,
-                    "One row per one_id: the golden record with provenance, and the 360° view")
-    profile = spark.table(PROFILE)
-    inputs = replace(inputs, profile=profile)
-    overwrite_table(build_identity_map(spark, settings), IDENTITY_MAP,
-                    "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
+    with _step("consent_and_profile", seconds):
+        overwrite_table(state, CONSENT, "Consent per one_id and purpose: the latest event wins, withdrawal on ties")
+        state = spark.table(CONSENT)
+        overwrite_table(build_customer_profile(spark, settings, state), PROFILE,
+                        "One row per one_id: the golden record with provenance, and the 360° view")
+        profile = spark.table(PROFILE)
+        inputs = replace(inputs, profile=profile)
+    with _step("identity_map", seconds):
+        overwrite_table(build_identity_map(spark, settings), IDENTITY_MAP,
+                        "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
 
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else spark.createDataFrame([], REGISTRY_SCHEMA)
-    wide, tag_rows = build_tags(spark, settings, inputs, as_of, computed_at, registry, warnings)
-    sizes = build_audiences(spark, settings, run_id, profile, wide, state, as_of, computed_at, registry)
+    with _step("tags", seconds):
+        wide, tag_rows = build_tags(spark, settings, inputs, as_of, computed_at, registry, warnings)
+    with _step("audiences", seconds):
+        sizes = build_audiences(spark, settings, run_id, profile, wide, state, as_of, computed_at, registry)
     wide.unpersist()
     return GoldResult(
         profiles=profile.count(), tag_rows=tag_rows, consent_rows=state.count(), audience_sizes=sizes,
-        warnings=warnings,
+        warnings=warnings, seconds=seconds,
     )
