@@ -151,3 +151,18 @@ def test_history_follows_merges_and_forgets_removed_persons(spark):
         ("keep", "vip", "true", date(2026, 5, 1), None),  # the earlier stay of the merged id
     ]
     spark.sql(f"DROP TABLE {table}")
+
+
+def test_a_deprecated_tag_still_in_use_is_flagged(settings):
+    from cdp.gold import deprecated_in_use
+
+    library = settings.tags.model_copy(deep=True)
+    assert deprecated_in_use(library, settings.audiences.audiences) == []  # shipped: active_recent is unused
+    library.tags["high_value"].status = "deprecated"
+    assert deprecated_in_use(library, settings.audiences.audiences) == [
+        "tag 'high_value' is deprecated but still used by tags [] and audiences ['high_value_sms']"
+    ]
+    library.tags["repeat_buyer"].status = "deprecated"
+    assert deprecated_in_use(library, {}) == [  # high_value: no audiences given, and no tag reads it
+        "tag 'repeat_buyer' is deprecated but still used by tags ['churn_risk', 'new_customer_nurture'] and audiences []"
+    ]

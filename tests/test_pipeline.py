@@ -370,3 +370,43 @@ def test_every_cookbook_query_runs_and_returns_rows(spark, run):
             assert rows, f"no rows from:\n{query}"
     accounting = spark.sql(queries[9]).collect()
     assert accounting and all(r["balanced"] for r in accounting)
+
+
+def test_tags_and_audiences_follow_a_merge_and_forget_the_retired_id(spark, settings, run):
+    """Record a merge the way the identity stage does (the records move to the survivor; the other id is
+    retired with merged_into), run gold a day later: every tag, stay and membership is the survivor's."""
+    from datetime import date
+
+    from cdp.gold import build_gold
+
+    keep, gone = spark.sql("""
+        SELECT (SELECT min(p.one_id) FROM gold.customer_profile p
+                 WHERE p.order_count > 0 AND NOT array_contains(p.channels, 'wechat')),
+               (SELECT min(a.one_id) FROM gold.audience_members a
+                  JOIN gold.customer_tags t ON t.one_id = a.one_id AND t.tag_code = 'wechat_user')
+    """).first()
+    assert keep and gone
+
+    def open_stays(one_id):
+        return {(r["tag_code"], r["value"]): r["entered_on"] for r in spark.sql(
+            f"SELECT * FROM gold.tag_history WHERE one_id = '{one_id}' AND exited_on IS NULL").collect()}
+
+    only_gone = set(open_stays(gone)) - set(open_stays(keep))
+    was_member = {r["audience"] for r in spark.sql(
+        f"SELECT audience FROM gold.audience_members WHERE one_id = '{gone}'").collect()}
+    spark.sql(f"UPDATE identity.oneid_map SET one_id = '{keep}' WHERE one_id = '{gone}'")
+    spark.sql(f"UPDATE identity.registry SET status = 'retired', merged_into = '{keep}', retired_run = 'test' "
+              f"WHERE one_id = '{gone}'")
+
+    build_gold(spark, settings, date(2026, 11, 2), "gold-after-merge")
+
+    for table in ("gold.customer_profile", "gold.customer_tags", "gold.tag_history", "gold.consent_state",
+                  "gold.audience_members", "gold.audience_history", "gold.identity_map"):
+        assert spark.table(table).where(F.col("one_id") == gone).count() == 0, table
+    merged = open_stays(keep)
+    carried = only_gone & set(merged)
+    assert ("wechat_user", "true") in carried
+    assert {merged[key] for key in carried} == {date(2026, 11, 1)}  # the stay began with the retired id
+    stays = {r["audience"]: r["entered_on"] for r in spark.sql(
+        f"SELECT audience, entered_on FROM gold.audience_members WHERE one_id = '{keep}'").collect()}
+    assert {stays[a] for a in was_member & set(stays)} <= {date(2026, 11, 1)}
