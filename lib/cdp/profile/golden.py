@@ -28,23 +28,33 @@ def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
 
 def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) -> DataFrame:
     """(one_id, attribute, value, priority, observed_at, verified, source, record_key): every non-null
-    candidate value of every golden attribute, from each silver entity that has been built."""
-    frames = []
+    candidate value of every golden attribute, from each silver entity that has been built.
+
+    Each entity is joined to its one_ids once, and all its candidates come out of that one pass."""
+    by_entity: dict[str, list] = {}
     for attribute, rule in rules.items():
         for priority, candidate in enumerate(rule.candidates, start=1):
-            entity = ENTITIES[candidate.entity]
-            table = silver_table(entity)
-            if not table_exists(spark, table):
-                continue
-            rows = _with_one_id(spark, spark.table(table)).select(
-                "one_id", F.lit(attribute).alias("attribute"),
+            by_entity.setdefault(candidate.entity, []).append((attribute, rule, priority, candidate))
+    frames = []
+    for entity_name, candidates in by_entity.items():
+        entity = ENTITIES[entity_name]
+        table = silver_table(entity)
+        if not table_exists(spark, table):
+            continue
+        values = F.array(*[
+            F.struct(
+                F.lit(attribute).alias("attribute"),
                 F.expr(candidate.value).cast(rule.type).cast("string").alias("value"),
                 F.lit(priority).alias("priority"),
                 F.col(candidate.time or entity.time_field).cast("timestamp").alias("observed_at"),
                 F.coalesce(F.expr(candidate.verified).cast("boolean"), F.lit(False)).alias("verified"),
-                "source", "record_key",
             )
-            frames.append(rows.where(F.col("value").isNotNull() & (F.trim("value") != "")))
+            for attribute, rule, priority, candidate in candidates
+        ])
+        rows = _with_one_id(spark, spark.table(table)).select(
+            "one_id", "source", "record_key", F.explode(values).alias("c"))
+        frames.append(rows.select("one_id", "c.*", "source", "record_key")
+                      .where(F.col("value").isNotNull() & (F.trim("value") != "")))
     if not frames:
         return spark.createDataFrame([], "one_id string, attribute string, value string, priority int, "
                                          "observed_at timestamp, verified boolean, source string, record_key string")
