@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from functools import reduce
 
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
@@ -79,10 +80,10 @@ def deprecated_in_use(library: TagLibrary, audiences: dict) -> list[str]:
     return warnings
 
 
-def tag_catalog(library: TagLibrary, audiences: dict, long: DataFrame, profiles: int, warnings: list[str],
-                run_date: date, computed_at: datetime) -> DataFrame:
-    """gold.tag_catalog: the YAML's governance fields, the logic, dependencies, usage and coverage."""
-    persons = {r["tag_code"]: r["n"] for r in long.groupBy("tag_code").agg(F.count("*").alias("n")).collect()}
+def tag_catalog(library: TagLibrary, audiences: dict, persons: dict[str, int], profiles: int, warnings: list[str],
+                run_date: date, computed_at: datetime, spark: SparkSession) -> DataFrame:
+    """gold.tag_catalog: the YAML's governance fields, the logic, dependencies, usage and coverage
+    (`persons`: tag_code → persons tagged)."""
     rows = []
     for code in library.order():
         tag = library.tags[code]
@@ -100,7 +101,7 @@ def tag_catalog(library: TagLibrary, audiences: dict, long: DataFrame, profiles:
         "depends_on array<string>, used_by_tags array<string>, used_by_audiences array<string>, "
         "history_tracked boolean, persons long, coverage double, warning string, run_date date, computed_at timestamp"
     )
-    return long.sparkSession.createDataFrame(rows, schema)
+    return spark.createDataFrame(rows, schema)
 
 
 def _history(spark: SparkSession, table: str, keys: list[str], current: DataFrame, run_date: date,
@@ -114,8 +115,8 @@ def _history(spark: SparkSession, table: str, keys: list[str], current: DataFram
     return next_history(previous, current, keys, run_date).checkpoint()
 
 
-def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date,
-               computed_at: datetime, registry: DataFrame, warnings: list[str]) -> tuple[DataFrame, int]:
+def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date, computed_at: datetime,
+               registry: DataFrame, warnings: list[str], profiles: int) -> tuple[DataFrame, int]:
     """Compute the tag library; write customer_tags, tag_history and tag_catalog. Returns the wide tags."""
     library = settings.tags
     wide = compute_tags(spark, library, inputs, run_date).persist()
@@ -126,10 +127,10 @@ def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date
     history = _history(spark, TAG_HISTORY, ["one_id", "tag_code", "value"],
                        long.where(F.col("tag_code").isin(tracked)), run_date, registry)
     overwrite_table(history, TAG_HISTORY, "When each person entered and left each tag value (SCD2: exited_on null = current)")
-    profiles = spark.table(PROFILE).count()
-    catalog = tag_catalog(library, settings.audiences.audiences, long, profiles, warnings, run_date, computed_at)
+    persons = {r["tag_code"]: r["n"] for r in long.groupBy("tag_code").agg(F.count("*").alias("n")).collect()}
+    catalog = tag_catalog(library, settings.audiences.audiences, persons, profiles, warnings, run_date, computed_at, spark)
     overwrite_table(catalog, TAG_CATALOG, "The tag library (标签库): definitions, owners, versions, usage and coverage")
-    return wide, long.count()
+    return wide, sum(persons.values())
 
 
 def check_definitions(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date) -> None:
@@ -150,15 +151,19 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
                     registry: DataFrame) -> dict[str, dict[str, int]]:
     """Materialise every active audience, consent-filtered; keep entered/exited history and sizes per run."""
     frame = audience_frame(profile, wide, run_date).persist()
-    members, counts = [], {}
+    members, matched, purposes = [], [], {}
     for name, audience in settings.audiences.audiences.items():
         if audience.status != "active":
             continue
         selection = select_audience(frame, audience, settings.tags, state, settings.gold.purposes[audience.purpose])
-        chosen = selection.members.select(F.lit(name).alias("audience"), "one_id",
-                                          F.lit(audience.purpose).alias("purpose"))
-        members.append(chosen)
-        counts[name] = (audience.purpose, selection.matched.count())
+        members.append(selection.members.select(F.lit(name).alias("audience"), "one_id",
+                                                F.lit(audience.purpose).alias("purpose")))
+        matched.append(selection.matched.select(F.lit(name).alias("audience")))
+        purposes[name] = audience.purpose
+    counts = {name: (purpose, 0) for name, purpose in purposes.items()}
+    if matched:
+        for r in reduce(DataFrame.unionByName, matched).groupBy("audience").count().collect():
+            counts[r["audience"]] = (purposes[r["audience"]], r["count"])
     current = spark.createDataFrame([], "audience string, one_id string, purpose string")
     for part in members:
         current = current.unionByName(part)
@@ -226,12 +231,13 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
                         "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
 
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else spark.createDataFrame([], REGISTRY_SCHEMA)
+    profiles = profile.count()
     with _step("tags", seconds):
-        wide, tag_rows = build_tags(spark, settings, inputs, as_of, computed_at, registry, warnings)
+        wide, tag_rows = build_tags(spark, settings, inputs, as_of, computed_at, registry, warnings, profiles)
     with _step("audiences", seconds):
         sizes = build_audiences(spark, settings, run_id, profile, wide, state, as_of, computed_at, registry)
     wide.unpersist()
     return GoldResult(
-        profiles=profile.count(), tag_rows=tag_rows, consent_rows=state.count(), audience_sizes=sizes,
+        profiles=profiles, tag_rows=tag_rows, consent_rows=state.count(), audience_sizes=sizes,
         warnings=warnings, seconds=seconds,
     )
