@@ -23,7 +23,7 @@ from cdp.identity.mapping import IDENTITY_MAP, build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
 from cdp.identity.stage import ONEID_MAP, REGISTRY
 from cdp.lakehouse import append, overwrite_table, table_exists
-from cdp.privacy.consent import consent_state
+from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
 from cdp.profile.golden import build_customer_profile
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
 from cdp.tags.engine import Inputs, compile_library, compute_tags, empty_tags, to_long
@@ -40,7 +40,6 @@ AUDIENCES = "gold.audience_members"
 AUDIENCE_HISTORY = "gold.audience_history"
 AUDIENCE_RUNS = "gold.audience_runs"
 
-CONSENT_SCHEMA = "one_id string, purpose string, status string, updated_at timestamp, source string, record_key string"
 AUDIENCE_SCHEMA = "audience string, one_id string, purpose string, entered_on date, run_date date, computed_at timestamp"
 AUDIENCE_RUNS_SCHEMA = (
     "run_id string, run_date date, audience string, purpose string, matched long, members long, "
@@ -213,14 +212,15 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
     if table_exists(spark, consent_table):
         state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP))
     else:
-        state = spark.createDataFrame([], CONSENT_SCHEMA)
+        state = spark.createDataFrame([], CONSENT_STATE_SCHEMA)
     inputs = Inputs(profile=build_customer_profile(spark, settings, state),
                     orders=_entity_rows(spark, "orders"), events=_entity_rows(spark, "events"))
     with _step("check", seconds):
         check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
 
     with _step("consent_and_profile", seconds):
-        overwrite_table(state, CONSENT, "Consent per one_id and purpose: the latest event wins, withdrawal on ties")
+        overwrite_table(state, CONSENT, "Consent per one_id and purpose: each identity's latest event; the most "
+                                    "restrictive across a person's identities, conflicts flagged")
         state = spark.table(CONSENT)
         overwrite_table(build_customer_profile(spark, settings, state), PROFILE,
                         "One row per one_id: the golden record with provenance, and the 360° view")
