@@ -414,20 +414,17 @@ def audience_preview(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Size and breakdown of an audience over the current gold tables, before consent and after; writes nothing."""
-    from cdp.audience.preview import PreviewError, preview
+    from cdp.audience.preview import PreviewError, check_audience, preview
     from cdp.spark import spark_session
 
     settings = _settings(profile, conf_dir)
-    if name not in settings.audiences.audiences:
-        err.print(f"no audience '{name}' in audiences.yaml; defined: {', '.join(sorted(settings.audiences.audiences))}",
-                  highlight=False)
-        raise typer.Exit(2)
-    with spark_session(settings, app_name="cdp-audience-preview") as spark:
-        try:
+    try:
+        check_audience(settings, name)
+        with spark_session(settings, app_name="cdp-audience-preview") as spark:
             result = preview(spark, settings, name, by, _parse_date(as_of) if as_of else None)
-        except PreviewError as exc:
-            err.print(str(exc), highlight=False)
-            raise typer.Exit(2) from exc
+    except PreviewError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(2) from exc
     if fmt == "json":
         sys.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) + "\n")
         return

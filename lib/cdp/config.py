@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.normalisers import NORMALISERS
+from cdp.confbase import Strict, require_snake_case
 from cdp.tags.library import TagLibrary
 
 
@@ -41,8 +42,7 @@ def expand_env(value: str, *, file: Path, key: str) -> str:
     return _ENV_REF.sub(substitute, value)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = Strict
 
 
 # ---------------------------------------------------------------- pipeline.yaml
@@ -151,9 +151,7 @@ class SourcesConfig(_Strict):
     @field_validator("sources")
     @classmethod
     def _snake_case_names(cls, value: dict[str, Source]) -> dict[str, Source]:
-        for name in value:
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-                raise ValueError(f"source name '{name}' must be snake_case (it becomes a table name)")
+        require_snake_case(value, "source name", "a table name")
         return value
 
 
@@ -361,10 +359,7 @@ class GoldConfig(_Strict):
     @field_validator("survivorship")
     @classmethod
     def _attribute_names(cls, value: dict[str, Survivorship]) -> dict[str, Survivorship]:
-        for name in value:
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in PROFILE_COLUMNS:
-                raise ValueError(f"attribute '{name}' must be snake_case and not one of the profile's own columns "
-                                 f"{list(PROFILE_COLUMNS)}")
+        require_snake_case(value, "attribute", "a gold.customer_profile column", reserved=PROFILE_COLUMNS)
         return value
 
 

@@ -23,6 +23,7 @@ from cdp.identity.mapping import IDENTITY_MAP, build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
 from cdp.identity.stage import ONEID_MAP, REGISTRY
 from cdp.lakehouse import append, overwrite_table, table_exists
+from cdp.logs import first_line
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
 from cdp.profile.golden import build_customer_profile
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
@@ -142,7 +143,7 @@ def check_definitions(spark: SparkSession, settings: Settings, inputs: Inputs, r
             frame.where(F.expr(condition)).schema
         except PySparkException as exc:
             raise ConfigError(f"audiences.yaml: key 'audiences.{name}.rule': Spark cannot use {condition}: "
-                              f"{str(exc).strip().splitlines()[0]}") from exc
+                              f"{first_line(exc)}") from exc
 
 
 def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profile: DataFrame, wide: DataFrame,
@@ -163,10 +164,8 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
     if matched:
         for r in reduce(DataFrame.unionByName, matched).groupBy("audience").count().collect():
             counts[r["audience"]] = (purposes[r["audience"]], r["count"])
-    current = spark.createDataFrame([], "audience string, one_id string, purpose string")
-    for part in members:
-        current = current.unionByName(part)
-    current = current.checkpoint()
+    current = reduce(DataFrame.unionByName, members,
+                     spark.createDataFrame([], "audience string, one_id string, purpose string")).checkpoint()
     history = _history(spark, AUDIENCE_HISTORY, ["audience", "one_id"], current, run_date, registry)
     overwrite_table(history, AUDIENCE_HISTORY, "When each person entered and left each audience (SCD2)")
     stays = spark.table(AUDIENCE_HISTORY).where(F.col("exited_on").isNull()).select("audience", "one_id", "entered_on")

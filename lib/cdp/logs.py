@@ -13,6 +13,12 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of spark_message: the error class and what it says, without the plan."""
+    lines = spark_message(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def spark_message(exc: BaseException) -> str:
     """Spark's own message for its exceptions (AnalysisException, ParseException…), else str(exc)."""
     get_message = getattr(exc, "getMessage", None)

@@ -44,11 +44,17 @@ class Preview:
         }
 
 
-def preview(spark: SparkSession, settings: Settings, name: str, by: list[str] | None = None,
-            run_date: date | None = None) -> Preview:
+def check_audience(settings: Settings, name: str) -> None:
+    """PreviewError unless audiences.yaml defines `name` (checked before Spark starts)."""
     audiences = settings.audiences.audiences
     if name not in audiences:
         raise PreviewError(f"no audience '{name}' in audiences.yaml; defined: {', '.join(sorted(audiences))}")
+
+
+def preview(spark: SparkSession, settings: Settings, name: str, by: list[str] | None = None,
+            run_date: date | None = None) -> Preview:
+    check_audience(settings, name)
+    audiences = settings.audiences.audiences
     for table in (PROFILE, TAGS, CONSENT):
         if not table_exists(spark, table):
             raise PreviewError(f"{table} does not exist yet: run the gold stage first (cdp run --stage gold)")

@@ -14,6 +14,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StructType
 
+from cdp.cleanse.entities import ENTITIES
+from cdp.logs import first_line
 from cdp.tags.library import TagLibrary
 
 AGGREGATE_SOURCES = ("orders", "events")
@@ -28,15 +30,13 @@ class Inputs:
     profile: DataFrame
     orders: DataFrame
     events: DataFrame
-    # which column of each source says when the row happened (windows count days back from the run date)
-    time_columns: tuple[tuple[str, str], ...] = (("orders", "order_time"), ("events", "event_time"))
 
     def source(self, name: str, run_date: date) -> DataFrame:
         """The source's rows as the tags see them: with run_date, and days_ago for the aggregates."""
         run = F.lit(run_date).cast("date")
         if name == "profile":
             return self.profile.withColumn("run_date", run)
-        time = dict(self.time_columns)[name]
+        time = ENTITIES[name].time_field  # when the row happened: windows count days back from the run date
         rows = getattr(self, name).withColumn("run_date", run)
         rows = rows.withColumn("days_ago", F.datediff(run, F.to_date(time)))
         return rows.where(F.col("days_ago") >= 0)  # a run as of a past date does not see the future
@@ -47,8 +47,7 @@ def _empty(spark: SparkSession, schema: StructType) -> DataFrame:
 
 
 def _failure(code: str, layer: str, exc: Exception, hint: str) -> TagDefinitionError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return TagDefinitionError(f"tags.yaml: tag '{code}' ({layer}): {first_line}. Fix: {hint}")
+    return TagDefinitionError(f"tags.yaml: tag '{code}' ({layer}): {first_line(exc)}. Fix: {hint}")
 
 
 def empty_tags(spark: SparkSession, library: TagLibrary) -> DataFrame:
@@ -116,8 +115,9 @@ def _scored(frame: DataFrame, library: TagLibrary, codes: list[str]) -> DataFram
 
 
 def compute_tags(spark: SparkSession, library: TagLibrary, inputs: Inputs, run_date: date) -> DataFrame:
-    """One row per profile one_id, one typed column per tag (booleans are never null: absent is false)."""
-    compile_library(spark, library, inputs, run_date)
+    """One row per profile one_id, one typed column per tag (booleans are never null: absent is false).
+
+    Check the library first with compile_library (the gold stage does, before it writes anything)."""
     atomic = [c for c in library.order() if library.tags[c].layer == "atomic"]
 
     def typed(code: str, column: Column) -> Column:

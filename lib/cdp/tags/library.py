@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from cdp.confbase import Strict, require_snake_case
 
 Layer = Literal["atomic", "derived", "scenario"]
 TagType = Literal["boolean", "string", "integer", "decimal", "double", "date"]
@@ -35,11 +37,7 @@ _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 _IDENTIFIER = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*)\b")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Score(_Strict):
+class Score(Strict):
     """Bin the tag's value into `bins` quantiles among persons who have a value: 1 (lowest) … bins.
 
     Bin edges are the exact percentiles at 1/bins, 2/bins, …; equal values always get the same
@@ -50,7 +48,7 @@ class Score(_Strict):
     higher_is_better: bool = True
 
 
-class Tag(_Strict):
+class Tag(Strict):
     name_zh: str
     name_en: str
     layer: Layer
@@ -101,18 +99,14 @@ def identifiers(expression: str) -> set[str]:
     return {quoted or bare for quoted, bare in _IDENTIFIER.findall(stripped)}
 
 
-class TagLibrary(_Strict):
+class TagLibrary(Strict):
     params: dict[str, int | float | str] = Field(default_factory=dict)
     tags: dict[str, Tag]
 
     @field_validator("tags")
     @classmethod
     def _codes(cls, tags: dict[str, Tag]) -> dict[str, Tag]:
-        for code in tags:
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", code):
-                raise ValueError(f"tag code '{code}' must be lower snake_case (it is a column name)")
-            if code in RESERVED:
-                raise ValueError(f"tag code '{code}' is reserved; choose another")
+        require_snake_case(tags, "tag code", "a column name", reserved=RESERVED)
         return tags
 
     @model_validator(mode="after")
