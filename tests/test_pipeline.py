@@ -410,3 +410,26 @@ def test_tags_and_audiences_follow_a_merge_and_forget_the_retired_id(spark, sett
     stays = {r["audience"]: r["entered_on"] for r in spark.sql(
         f"SELECT audience, entered_on FROM gold.audience_members WHERE one_id = '{keep}'").collect()}
     assert {stays[a] for a in was_member & set(stays)} <= {date(2026, 11, 1)}
+
+
+def test_a_bad_tag_stops_gold_before_any_table_is_written(spark, run, tmp_path):
+    import shutil
+    from datetime import date
+    from pathlib import Path
+
+    import yaml
+
+    from cdp.config import load_settings
+    from cdp.gold import build_gold
+    from cdp.tags.engine import TagDefinitionError
+
+    conf = tmp_path / "conf"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf", conf)
+    tags = yaml.safe_load((conf / "tags.yaml").read_text(encoding="utf-8"))
+    tags["tags"]["churn_risk"]["value"] = "repeat_buyer AND lifecycle = '沉睡'"  # lifecycle is no tag
+    (conf / "tags.yaml").write_text(yaml.safe_dump(tags, allow_unicode=True), encoding="utf-8")
+    versions = {t: spark.sql(f"DESCRIBE HISTORY {t} LIMIT 1").first()["version"]
+                for t in ("gold.consent_state", "gold.customer_profile", "gold.customer_tags", "gold.audience_runs")}
+    with pytest.raises(TagDefinitionError, match=r"tags.yaml: tag 'churn_risk' \(derived\): .*lifecycle"):
+        build_gold(spark, load_settings("test", conf), date(2026, 11, 3), "gold-bad-tag")
+    assert versions == {t: spark.sql(f"DESCRIBE HISTORY {t} LIMIT 1").first()["version"] for t in versions}
