@@ -39,3 +39,21 @@ def spark(settings):
     session = build_session(settings, app_name="cdp-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, settings, data_dir):
+    """Every stage on 400 generated persons (200+: every identity trap is planted), in the suite's
+    session: (generation summary, trap manifest, outcome per stage). tests/test_pipeline.py reads
+    it; tests/test_privacy.py then exports from it, withdraws consent in it and erases from it."""
+    import json
+    from datetime import date
+
+    from cdp.datagen import generate
+    from cdp.pipeline import run_stages
+
+    as_of = date(2026, 11, 1)
+    summary = generate(400, 7, data_dir, as_of=as_of)
+    manifest = json.loads((data_dir / "truth" / "manifest.json").read_text(encoding="utf-8"))
+    outcomes = {o.stage: o for o in run_stages(spark, settings, "all", as_of)}
+    return summary, manifest, outcomes

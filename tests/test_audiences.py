@@ -36,7 +36,7 @@ def frame(spark, settings):
 def members(frame, settings, rule, state=None, purpose="analytics"):
     state = state if state is not None else frame.sparkSession.createDataFrame([], "one_id string, purpose string, status string")
     audience = Audience(name_zh="测试", description="t", owner="tests", purpose=purpose, rule=rule)
-    selection = select_audience(frame, audience, settings.tags, state, settings.gold.purposes[purpose])
+    selection = select_audience(frame, audience, settings.tags, state, settings.privacy.defaults[purpose])
     return sorted(r["one_id"] for r in selection.members.collect())
 
 

@@ -9,22 +9,17 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cdp.datagen import generate
 from cdp.demo import EXAMPLE_QUERY
 from cdp.evaluate import pairwise_scores, read_truth
 from cdp.ingest.bronze import build_bronze
 from cdp.lakehouse import new_run_id
-from cdp.pipeline import run_stages
 
 AS_OF = date(2026, 11, 1)
 
 
 @pytest.fixture(scope="module")
-def run(spark, settings, data_dir):
-    summary = generate(400, 7, data_dir, as_of=AS_OF)  # 200+ persons: every identity trap is planted
-    manifest = json.loads((data_dir / "truth" / "manifest.json").read_text(encoding="utf-8"))
-    outcomes = {o.stage: o for o in run_stages(spark, settings, "all", AS_OF)}
-    return summary, manifest, outcomes
+def run(pipeline_run):
+    return pipeline_run
 
 
 def test_every_landed_row_reaches_silver_or_quarantine(spark, run):

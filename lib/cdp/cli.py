@@ -124,6 +124,9 @@ def run(
     with spark_session(settings, app_name=f"cdp-{stage}") as spark:
         try:
             outcomes = run_stages(spark, settings, stage, run_date, on_done=_print_outcome)
+        except ConfigError as exc:  # e.g. a cluster profile without its secrets: nothing ran
+            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
         except StageFailed as exc:
             err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
             raise typer.Exit(1) from exc
@@ -438,6 +441,91 @@ def audience_preview(
         for value, matched, members in rows:
             table.add_row("(none)" if value is None else value, f"{matched:,}", f"{members:,}")
         out.print(table)
+
+
+@app.command()
+def export(
+    audience: str = typer.Argument(..., help="An audience in audiences.yaml."),
+    purpose: Optional[str] = typer.Option(None, "--purpose", help="What the data will be used for (privacy.yaml purposes). Required."),
+    to: str = typer.Option(..., "--to", help="Destination folder (local path or s3a://, hdfs://)."),
+    fmt: str = typer.Option("csv", "--format", help="csv | parquet | json"),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who the export is for (default: CDP_ACTOR or the OS user)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Export an audience for a declared purpose: only persons whose consent allows it now; audited."""
+    from cdp.privacy.export import ExportRefused, export_audience, local_destination
+    from cdp.spark import spark_session
+
+    configure_logging()
+    settings = _settings(profile, conf_dir)
+    destination = local_destination(to)
+    with spark_session(settings, app_name="cdp-export") as spark:
+        try:
+            result = export_audience(spark, settings, audience, purpose, destination, fmt, actor)
+        except ExportRefused as exc:
+            err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+    out.print(f"exported [bold]{result.rows:,}[/] persons of {result.audience} for {result.purpose} to "
+              f"{result.destination} ({result.members:,} members; {result.without_consent:,} left out for consent, "
+              f"{result.without_contact:,} without a contact point)", highlight=False)
+
+
+@app.command()
+def erase(
+    phone: Optional[str] = typer.Option(None, "--phone", help="The subject's mobile number."),
+    email: Optional[str] = typer.Option(None, "--email", help="The subject's e-mail address."),
+    one_id: Optional[str] = typer.Option(None, "--one-id", help="The subject's one_id (a retired id is followed)."),
+    reason: str = typer.Option("subject request", "--reason", help="Why (the request's reference), kept in the ledger."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who asked (default: CDP_ACTOR or the OS user)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Erase a subject (PIPL art. 47) from bronze, silver, identity and gold; keep a hashed tombstone."""
+    from cdp.privacy.erasure import ErasureError
+    from cdp.privacy.erasure import erase as erase_subject
+    from cdp.spark import spark_session
+
+    configure_logging()
+    if not (phone or email or one_id):
+        err.print("give the subject: --phone, --email or --one-id")
+        raise typer.Exit(2)
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-erase") as spark:
+        try:
+            result = erase_subject(spark, settings, phone=phone, email=email, one_id=one_id, reason=reason, actor=actor)
+        except (ErasureError, ConfigError) as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    out.print(f"{result.erasure_id}: {result.one_ids} one_id(s), {result.records} record(s), {result.keys} hashed "
+              f"key(s) in ops.erasure_ledger; {result.total_deleted:,} rows deleted in {result.seconds:.1f}s", highlight=False)
+    for table, count in sorted(result.rows_deleted.items()):
+        out.print(f"  {table}: {count:,}", highlight=False)
+    out.print("The deleted rows stay in old Delta files until `cdp vacuum` removes them "
+              f"(after {settings.privacy.vacuum_retention_hours} h by default).", highlight=False)
+
+
+@app.command()
+def vacuum(
+    retain_hours: Optional[float] = typer.Option(None, "--retain-hours", help="Keep files newer than this (default: privacy.yaml vacuum_retention_hours)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Remove Delta files no table version within the retention needs, and old checkpoint files."""
+    from cdp.privacy.erasure import ErasureError
+    from cdp.privacy.erasure import vacuum as vacuum_lakehouse
+    from cdp.spark import spark_session
+
+    configure_logging()
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-vacuum") as spark:
+        try:
+            result = vacuum_lakehouse(spark, settings, retain_hours)
+        except ErasureError as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    out.print(f"vacuumed {result.tables} tables (retention {result.retention_hours:g} h); "
+              f"{result.checkpoint_paths_removed} checkpoint path(s) removed", highlight=False)
 
 
 @app.command("submit-args")

@@ -55,6 +55,9 @@ class Profile(_Strict):
     metastore: Literal["embedded", "external"] = "embedded"
     checkpoint_dir: str | None = None
     timezone: str = "Asia/Shanghai"
+    # A laptop or test profile may fall back to fixed development keys when CDP_HASH_KEY /
+    # CDP_ENCRYPTION_KEY are unset; a cluster profile must not (privacy.yaml `secrets`).
+    dev_secrets: bool = False
     spark_conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("spark_conf", mode="before")
@@ -346,14 +349,14 @@ class Survivorship(_Strict):
 
 
 PROFILE_COLUMNS = (
-    "one_id", "provenance", "has_phone", "has_email", "phone_masked", "channels", "first_seen", "last_seen",
+    "one_id", "provenance", "has_phone", "has_email", "phone_masked", "email_masked", "phone_enc", "email_enc",
+    "channels", "first_seen", "last_seen",
     "last_active_at", "record_count", "order_count", "total_spend", "first_order_at", "last_order_at",
     "consented_purposes", "withdrawn_purposes",
 )
 
 
 class GoldConfig(_Strict):
-    purposes: dict[str, Literal["opt_in", "opt_out"]]
     survivorship: dict[str, Survivorship]
 
     @field_validator("survivorship")
@@ -361,6 +364,81 @@ class GoldConfig(_Strict):
     def _attribute_names(cls, value: dict[str, Survivorship]) -> dict[str, Survivorship]:
         require_snake_case(value, "attribute", "a gold.customer_profile column", reserved=PROFILE_COLUMNS)
         return value
+
+
+# ---------------------------------------------------------------- privacy.yaml
+
+Level = Literal["public", "internal", "sensitive", "highly_sensitive"]
+LEVELS: tuple[str, ...] = ("public", "internal", "sensitive", "highly_sensitive")
+MASKS = ("phone", "id_card", "email", "name", "year", "hide")
+
+
+class Purpose(_Strict):
+    """A purpose personal data may be used for (PIPL: 目的明确), its consent default and what an export carries."""
+
+    default: Literal["opt_in", "opt_out"]  # opt_in: needs a grant; opt_out: allowed until withdrawn
+    description: str
+    contact: Literal["phone", "email", "phone_sha256", "none"] = "none"
+
+
+class ColumnClass(_Strict):
+    level: Level
+    mask: Literal["phone", "id_card", "email", "name", "year", "hide"] | None = None
+
+
+class Secrets(_Strict):
+    """Names of the environment variables holding the keys; the keys themselves never live in conf."""
+
+    hash_key_env: str = "CDP_HASH_KEY"
+    encryption_key_env: str = "CDP_ENCRYPTION_KEY"
+    previous_encryption_key_env: str = "CDP_ENCRYPTION_KEY_PREVIOUS"
+
+
+class Role(_Strict):
+    description: str
+    tables: list[str] = Field(min_length=1)  # gold tables this role gets a view of
+    clear: list[Level]  # levels shown as stored
+    masked: list[Level] = Field(default_factory=list)  # levels shown through the column's mask
+    consented_only: bool = False  # rows with a purpose are kept only while consent allows it
+
+
+class PrivacyConfig(_Strict):
+    purposes: dict[str, Purpose] = Field(min_length=1)
+    secrets: Secrets = Field(default_factory=Secrets)
+    vacuum_retention_hours: int = Field(168, ge=0)
+    layers: dict[Literal["bronze", "silver", "identity", "ops"], Level]
+    classification: dict[str, dict[str, Level | ColumnClass]]
+    roles: dict[str, Role] = Field(min_length=1)
+
+    @property
+    def defaults(self) -> dict[str, str]:
+        """purpose → opt_in | opt_out."""
+        return {name: p.default for name, p in self.purposes.items()}
+
+    def column(self, table: str, column: str) -> ColumnClass | None:
+        entry = self.classification.get(table, {}).get(column)
+        return ColumnClass(level=entry) if isinstance(entry, str) else entry
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacyConfig:
+        require_snake_case(self.purposes, "purpose", "a consent purpose")
+        require_snake_case(self.roles, "role", "a SQL schema of views")
+        for table, columns in self.classification.items():
+            if not table.startswith("gold."):
+                raise ValueError(f"classification.{table}: list gold tables here; other layers take "
+                                 f"their level from `layers`")
+        for name, role in self.roles.items():
+            for table in role.tables:
+                if table not in self.classification:
+                    raise ValueError(f"roles.{name}.tables: '{table}' is not classified; "
+                                     f"add it under classification first")
+                for column in self.classification[table]:
+                    entry = self.column(table, column)
+                    if entry.level in role.masked and entry.mask is None:
+                        raise ValueError(f"classification.{table}.{column}: role '{name}' sees "
+                                         f"{entry.level} columns masked, so this column needs a `mask` "
+                                         f"(one of {', '.join(MASKS)})")
+        return self
 
 
 # ---------------------------------------------------------------- audiences.yaml
@@ -530,6 +608,10 @@ class Settings:
         return load_model(self.conf_dir / "gold.yaml", GoldConfig)
 
     @cached_property
+    def privacy(self) -> PrivacyConfig:
+        return load_model(self.conf_dir / "privacy.yaml", PrivacyConfig)
+
+    @cached_property
     def tags(self) -> TagLibrary:
         # ${name} in tags.yaml are the library's own params, not environment variables
         return load_model(self.conf_dir / "tags.yaml", TagLibrary, expand=False)
@@ -537,7 +619,7 @@ class Settings:
     @cached_property
     def audiences(self) -> AudiencesConfig:
         config = load_model(self.conf_dir / "audiences.yaml", AudiencesConfig)
-        check_audiences(config, self.gold, self.tags, self.conf_dir / "audiences.yaml")
+        check_audiences(config, self.gold, self.privacy, self.tags, self.conf_dir / "audiences.yaml")
         return config
 
     @cached_property
@@ -546,18 +628,19 @@ class Settings:
 
     def validate_all(self) -> None:
         """Load every conf file now, so a bad one fails before any Spark work starts."""
-        _ = self.sources, self.identity, self.gold, self.tags, self.audiences
+        _ = self.sources, self.identity, self.gold, self.privacy, self.tags, self.audiences
         check_quality_rules(self.quality, self.sources, self.conf_dir / "quality.yaml")
 
 
-def check_audiences(config: AudiencesConfig, gold: GoldConfig, tags: TagLibrary, file: Path) -> None:
+def check_audiences(config: AudiencesConfig, gold: GoldConfig, privacy: PrivacyConfig, tags: TagLibrary,
+                    file: Path) -> None:
     """Each audience's purpose is declared and its rule is well formed over known tags."""
     from cdp.audience.rules import RuleError, compile_rule
 
     for name, audience in config.audiences.items():
-        if audience.purpose not in gold.purposes:
+        if audience.purpose not in privacy.purposes:
             raise ConfigError(f"{file}: key 'audiences.{name}.purpose': '{audience.purpose}' is not a declared "
-                              f"purpose. Fix: one of {sorted(gold.purposes)} (gold.yaml purposes).")
+                              f"purpose. Fix: one of {sorted(privacy.purposes)} (privacy.yaml purposes).")
         try:
             compile_rule(audience.rule, tags, set(PROFILE_COLUMNS) | set(gold.survivorship))
         except RuleError as exc:

@@ -25,6 +25,8 @@ from cdp.identity.stage import ONEID_MAP, REGISTRY
 from cdp.lakehouse import append, overwrite_table, table_exists
 from cdp.logs import first_line
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
+from cdp.privacy.protect import load_keys
+from cdp.privacy.views import build_role_views
 from cdp.profile.golden import build_customer_profile
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
 from cdp.tags.engine import Inputs, compile_library, compute_tags, empty_tags, to_long
@@ -56,6 +58,7 @@ class GoldResult:
     audience_sizes: dict[str, dict[str, int]]  # audience → matched (the rule holds), members (and consent allows)
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for sizing
+    views: list[str] = field(default_factory=list)  # the role views (re)built
 
 
 def _entity_rows(spark: SparkSession, entity: str) -> DataFrame:
@@ -155,7 +158,7 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
     for name, audience in settings.audiences.audiences.items():
         if audience.status != "active":
             continue
-        selection = select_audience(frame, audience, settings.tags, state, settings.gold.purposes[audience.purpose])
+        selection = select_audience(frame, audience, settings.tags, state, settings.privacy.defaults[audience.purpose])
         members.append(selection.members.select(F.lit(name).alias("audience"), "one_id",
                                                 F.lit(audience.purpose).alias("purpose")))
         matched.append(selection.matched.select(F.lit(name).alias("audience")))
@@ -203,6 +206,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
     library, audiences = settings.tags, settings.audiences.audiences
     computed_at = datetime.now()
     seconds: dict[str, float] = {}
+    keys = load_keys(settings)  # a missing secret fails here, before anything is read
     warnings = deprecated_in_use(library, audiences)
     for warning in warnings:
         log.warning("gold: %s", warning)
@@ -212,7 +216,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
         state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP))
     else:
         state = spark.createDataFrame([], CONSENT_STATE_SCHEMA)
-    inputs = Inputs(profile=build_customer_profile(spark, settings, state),
+    inputs = Inputs(profile=build_customer_profile(spark, settings, state, keys),
                     orders=_entity_rows(spark, "orders"), events=_entity_rows(spark, "events"))
     with _step("check", seconds):
         check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
@@ -221,12 +225,12 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
         overwrite_table(state, CONSENT, "Consent per one_id and purpose: each identity's latest event; the most "
                                     "restrictive across a person's identities, conflicts flagged")
         state = spark.table(CONSENT)
-        overwrite_table(build_customer_profile(spark, settings, state), PROFILE,
+        overwrite_table(build_customer_profile(spark, settings, state, keys), PROFILE,
                         "One row per one_id: the golden record with provenance, and the 360° view")
         profile = spark.table(PROFILE)
         inputs = replace(inputs, profile=profile)
     with _step("identity_map", seconds):
-        overwrite_table(build_identity_map(spark, settings), IDENTITY_MAP,
+        overwrite_table(build_identity_map(spark, settings, keys), IDENTITY_MAP,
                         "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
 
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else spark.createDataFrame([], REGISTRY_SCHEMA)
@@ -236,7 +240,9 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
     with _step("audiences", seconds):
         sizes = build_audiences(spark, settings, run_id, profile, wide, state, as_of, computed_at, registry)
     wide.unpersist()
+    with _step("role_views", seconds):
+        views = build_role_views(spark, settings)
     return GoldResult(
         profiles=profiles, tag_rows=tag_rows, consent_rows=state.count(), audience_sizes=sizes,
-        warnings=warnings, seconds=seconds,
+        warnings=warnings, seconds=seconds, views=views,
     )

@@ -17,6 +17,9 @@ from cdp.gold import build_gold
 from cdp.identity.stage import build_identity
 from cdp.ingest.bronze import build_bronze
 from cdp.lakehouse import append, new_run_id
+from cdp.privacy.audit import audit
+from cdp.privacy.erasure import enforce_ledger
+from cdp.privacy.protect import load_keys
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,14 @@ def expand_stage(stage: str) -> tuple[str, ...]:
 
 def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
     results = build_bronze(spark, settings, batch_id=run_id)
-    return {
+    erased = enforce_ledger(spark, settings, run_id)  # erased subjects' data that landed again
+    metrics: dict[str, Any] = {
         r.source: {"rows": r.rows, "new_files": len(r.new_files), "changed_files": len(r.changed_files),
                    "unchanged_files": r.skipped_files, "drifted_files": len(r.drift)}
         for r in results
     }
+    metrics["erased_rows"] = erased
+    return metrics
 
 
 def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
@@ -100,6 +106,8 @@ def record_run(spark: SparkSession, outcome: StageOutcome) -> None:
     row = [(outcome.run_id, outcome.stage, outcome.started_at, outcome.ended_at, outcome.status,
             json.dumps(outcome.metrics, ensure_ascii=False, default=str), outcome.error)]
     append(spark.createDataFrame(row, JOB_RUNS_SCHEMA), JOB_RUNS)
+    audit(spark, "job_run", object=outcome.stage, status=outcome.status,
+          details={"run_id": outcome.run_id, "seconds": round(outcome.seconds, 1), "error": outcome.error})
 
 
 def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date) -> StageOutcome:
@@ -121,7 +129,9 @@ def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date) 
 def run_stages(spark: SparkSession, settings: Settings, stage: str, as_of: date,
                on_done: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
     outcomes = []
-    for name in expand_stage(stage):
+    stages = expand_stage(stage)
+    load_keys(settings)  # a cluster profile without its secrets stops here, before any stage
+    for name in stages:
         log.info("stage %s: starting", name)
         outcome = run_stage(spark, settings, name, as_of)
         outcomes.append(outcome)

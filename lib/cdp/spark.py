@@ -27,6 +27,9 @@ DATABASES = {
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # No per-file min/max statistics on new tables: they would copy personal values (a phone as
+    # a file's max) into the Delta log, which VACUUM does not clean (docs/privacy.md).
+    "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "0",
 }
 
 

@@ -68,7 +68,7 @@ def preview(spark: SparkSession, settings: Settings, name: str, by: list[str] | 
             raise PreviewError(f"cannot break down by '{dimension}': neither a tag nor a gold.customer_profile column")
     frame = audience_frame(profile, to_wide(long, library), run_date)
     selection = select_audience(frame, audience, library, spark.table(CONSENT),
-                                settings.gold.purposes[audience.purpose])
+                                settings.privacy.defaults[audience.purpose])
     member_ids = selection.members.select("one_id", F.lit(True).alias("_is_member"))
     marked = selection.matched.join(member_ids, "one_id", "left").withColumn(
         "_member", F.coalesce("_is_member", F.lit(False))).persist()

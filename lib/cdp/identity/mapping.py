@@ -9,27 +9,27 @@ from cdp.cleanse.silver import IDENTIFIERS
 from cdp.config import Settings
 from cdp.identity.stage import ONEID_MAP, REFUSED, VIOLATIONS, all_records
 from cdp.lakehouse import table_exists
-from cdp.profile.golden import mask_cn_mobile
+from cdp.privacy.protect import Keys, identifier_hash, mask_email, mask_id_card, mask_phone
 
 IDENTITY_MAP = "gold.identity_map"
 
 
-def mask_value(id_type: Column, value: Column) -> Column:
+def mask_value(id_type: str, value: str) -> Column:
     """A display form a person recognises but cannot use: 138****8000, 110***********002X, z***@qq.com."""
     return (
-        F.when(id_type == "phone", mask_cn_mobile(value))
-        .when(id_type == "id_card", F.concat(F.substring(value, 1, 3), F.lit("*" * 11), F.substring(value, -4, 4)))
-        .when(id_type == "email", F.concat(F.substring(value, 1, 1), F.lit("***@"), F.substring_index(value, "@", -1)))
+        F.when(F.col(id_type) == "phone", mask_phone(value))
+        .when(F.col(id_type) == "id_card", mask_id_card(value))
+        .when(F.col(id_type) == "email", mask_email(value))
         .otherwise(F.concat(F.substring(value, 1, 4), F.lit("****")))
     )
 
 
-def build_identity_map(spark: SparkSession, settings: Settings) -> DataFrame:
+def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys) -> DataFrame:
     """one_id × identifier: first and last seen, how many sources and records carry it.
 
     Only links that count: values refused before the graph and record links refused by the guards
-    are left out. Types with `gold: hash` show no clear value, only a SHA-256 of `type:value` (the
-    join key) and a masked form.
+    are left out. Types with `gold: hash` show no clear value. Every row carries `id_hash`, the keyed
+    hash (HMAC-SHA-256) of `type:value`: the join key outside silver, and a masked form.
     """
     identifiers = spark.table(IDENTIFIERS)
     if table_exists(spark, REFUSED):
@@ -51,7 +51,7 @@ def build_identity_map(spark: SparkSession, settings: Settings) -> DataFrame:
     return grouped.select(
         "one_id", "id_type",
         F.when(is_hashed, F.lit(None).cast("string")).otherwise(F.col("id_value")).alias("id_value"),
-        F.sha2(F.concat_ws(":", "id_type", "id_value"), 256).alias("id_hash"),
-        mask_value(F.col("id_type"), F.col("id_value")).alias("id_masked"),
+        identifier_hash(F.col("id_type"), F.col("id_value"), keys.hash_key).alias("id_hash"),
+        mask_value("id_type", "id_value").alias("id_masked"),
         "first_seen", "last_seen", "sources", "records",
     )

@@ -12,14 +12,9 @@ from cdp.cleanse.silver import IDENTIFIERS, silver_table
 from cdp.config import Settings, Survivorship
 from cdp.identity.stage import ONEID_MAP, REFUSED
 from cdp.lakehouse import table_exists
+from cdp.privacy.protect import Keys, encrypt, mask_email, mask_phone
 
 PROVENANCE = "struct<source:string, record_key:string, observed_at:timestamp, verified:boolean>"
-
-
-def mask_cn_mobile(e164: Column) -> Column:
-    """+8613800138000 → 138****8000: enough for a person to recognise, not to dial."""
-    national = F.regexp_replace(e164, r"^\+86", "")
-    return F.concat(F.substring(national, 1, 3), F.lit("****"), F.substring(national, -4, 4))
 
 
 def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
@@ -128,15 +123,20 @@ def order_summary(spark: SparkSession) -> DataFrame:
     )
 
 
-def contact_points(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Whether a person can be reached by phone or email, with a masked phone for display."""
+def contact_points(spark: SparkSession, keys: Keys) -> DataFrame:
+    """Whether a person can be reached by phone or email: the contact masked for display and
+    encrypted for the exports that must send to it (never in clear outside silver)."""
     refused = spark.table(REFUSED).select("id_type", "id_value")
     usable = spark.table(IDENTIFIERS).join(refused, ["id_type", "id_value"], "left_anti")
     contacts = _with_one_id(spark, usable.where(F.col("id_type").isin("phone", "email")))
-    return contacts.groupBy("one_id").agg(
-        F.max(F.col("id_type") == "phone").alias("has_phone"),
-        F.max(F.col("id_type") == "email").alias("has_email"),
-        mask_cn_mobile(F.min(F.when(F.col("id_type") == "phone", F.col("id_value")))).alias("phone_masked"),
+    chosen = contacts.groupBy("one_id").agg(
+        F.min(F.when(F.col("id_type") == "phone", F.col("id_value"))).alias("phone"),
+        F.min(F.when(F.col("id_type") == "email", F.col("id_value"))).alias("email"),
+    )
+    return chosen.select(
+        "one_id", F.col("phone").isNotNull().alias("has_phone"), F.col("email").isNotNull().alias("has_email"),
+        mask_phone("phone").alias("phone_masked"), mask_email("email").alias("email_masked"),
+        encrypt(F.col("phone"), keys).alias("phone_enc"), encrypt(F.col("email"), keys).alias("email_enc"),
     )
 
 
@@ -162,7 +162,7 @@ def _consent_columns(statuses: Column, purposes: dict[str, str]) -> dict[str, Co
             "withdrawn_purposes": F.array_compact(F.array(*withdrawn))}
 
 
-def build_customer_profile(spark: SparkSession, settings: Settings, consent: DataFrame) -> DataFrame:
+def build_customer_profile(spark: SparkSession, settings: Settings, consent: DataFrame, keys: Keys) -> DataFrame:
     """One row per one_id: golden attributes with provenance, reachability, activity, purchases, consent."""
     rules = settings.gold.survivorship
     people = spark.table(ONEID_MAP).groupBy("one_id").agg(F.count("*").alias("record_count"))
@@ -172,19 +172,19 @@ def build_customer_profile(spark: SparkSession, settings: Settings, consent: Dat
         F.max(F.when(F.col("is_interaction"), F.col("ts"))).alias("last_active_at"),
         F.sort_array(F.collect_set("channel")).alias("channels"),
     )
-    no_events = _consent_columns(F.create_map().cast("map<string,string>"), settings.gold.purposes)
+    no_events = _consent_columns(F.create_map().cast("map<string,string>"), settings.privacy.defaults)
     return (
         people.join(golden_attributes(attribute_candidates(spark, rules), rules), "one_id", "left")
-        .join(contact_points(spark, settings), "one_id", "left")
+        .join(contact_points(spark, keys), "one_id", "left")
         .join(seen, "one_id", "left")
         .join(order_summary(spark), "one_id", "left")
-        .join(consent_summary(consent, settings.gold.purposes), "one_id", "left")
+        .join(consent_summary(consent, settings.privacy.defaults), "one_id", "left")
         .select(
             "one_id", *rules,
             F.coalesce("provenance", F.create_map().cast(f"map<string,{PROVENANCE}>")).alias("provenance"),
             F.coalesce("has_phone", F.lit(False)).alias("has_phone"),
             F.coalesce("has_email", F.lit(False)).alias("has_email"),
-            "phone_masked", "channels", "first_seen", "last_seen", "last_active_at", "record_count",
+            "phone_masked", "email_masked", "phone_enc", "email_enc", "channels", "first_seen", "last_seen", "last_active_at", "record_count",
             F.coalesce("order_count", F.lit(0)).cast("long").alias("order_count"),
             F.coalesce("total_spend", F.lit(0)).cast("decimal(14,2)").alias("total_spend"),
             "first_order_at", "last_order_at",

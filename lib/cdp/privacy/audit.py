@@ -1,0 +1,59 @@
+"""ops.audit_log: who did what with personal data, append-only (delta.appendOnly) and queryable.
+
+Rows are written for every job run, every export (and every refused one), every erasure, every
+vacuum and every change of the role views. Rows hold names, counts and hashed keys, never a
+clear identifier.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from datetime import datetime, timezone
+from typing import Any
+from uuid import uuid4
+
+from pyspark.sql import SparkSession
+
+from cdp.lakehouse import table_exists
+
+AUDIT_LOG = "ops.audit_log"
+AUDIT_SCHEMA = (
+    "event_id string, at timestamp, actor string, action string, object string, purpose string, "
+    "audience string, rows long, destination string, status string, details string"
+)
+ACTIONS = ("job_run", "export", "export_refused", "erasure", "vacuum", "role_views")
+
+
+def current_actor() -> str:
+    """CDP_ACTOR (set it to the person or service account on whose behalf a job runs), else the OS user."""
+    if os.environ.get("CDP_ACTOR"):
+        return os.environ["CDP_ACTOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def audit(spark: SparkSession, action: str, *, object: str | None = None, purpose: str | None = None,
+          audience: str | None = None, rows: int | None = None, destination: str | None = None,
+          status: str = "ok", details: dict[str, Any] | None = None, actor: str | None = None) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action '{action}'; one of {ACTIONS}")
+    row = [(uuid4().hex, datetime.now(timezone.utc), actor or current_actor(), action, object, purpose, audience,
+            rows, destination, status, json.dumps(details or {}, ensure_ascii=False, default=str, sort_keys=True))]
+    frame = spark.createDataFrame(row, AUDIT_SCHEMA)
+    writer = frame.write.format("delta").mode("append")
+    if not table_exists(spark, AUDIT_LOG):
+        writer = writer.option("delta.appendOnly", "true")
+    writer.saveAsTable(AUDIT_LOG)
+
+
+def last_details(spark: SparkSession, action: str) -> dict[str, Any] | None:
+    """The details of the latest successful event of this kind, if any."""
+    if not table_exists(spark, AUDIT_LOG):
+        return None
+    rows = (spark.table(AUDIT_LOG).where(f"action = '{action}' AND status = 'ok'")
+            .orderBy("at", ascending=False).select("details").limit(1).collect())
+    return json.loads(rows[0]["details"]) if rows else None

@@ -1,0 +1,346 @@
+"""Erasure (PIPL art. 47, 删除权): find a subject through the identity graph, delete their rows from
+every layer with Delta DELETE, keep a tombstone of hashed keys, and keep their data out afterwards.
+
+1. Resolve: the given phone / email (normalised as silver does) or one_id (a retired id is followed
+   to its survivor) → the records carrying it → their one_ids → every record of those one_ids →
+   every identifier on those records (a shared, suspicious identifier such as a store's walk-in
+   phone is not followed unless it is the one asked for) → every record carrying one of them.
+2. Delete, one Delta MERGE … WHEN MATCHED THEN DELETE per table, in bronze, silver, identity and
+   gold: rows of those records (bronze by its delivered key), rows of those one_ids, and rows whose
+   text holds one of the subject's phone, e-mail or 身份证 numbers or another identifier's exact value
+   (quarantined rows, refused links, merge causes). The keys travel in a DataFrame, never in the
+   statement, so the Delta log records no value.
+3. Tombstone: `ops.erasure_ledger` gets the keyed hash (HMAC-SHA-256) of each identifier, no clear
+   value. Every later bronze run deletes newly landed rows whose identifiers hash to a tombstone.
+4. `vacuum` then removes the files the DELETEs left behind (and old checkpoint files), after the
+   configured retention; until then Delta time travel can still read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import reduce
+from uuid import uuid4
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp.cleanse.entities import ENTITIES
+from cdp.cleanse.normalisers import NORMALISERS, normalise_text, to_half_width
+from cdp.cleanse.silver import IDENTIFIERS, entity_identifiers, map_to_entity, with_consent_subject
+from cdp.config import ConfigError, Settings
+from cdp.identity.stage import ONEID_MAP, REFUSED, REGISTRY
+from cdp.ingest.bronze import bronze_table
+from cdp.lakehouse import table_exists
+from cdp.privacy.audit import audit
+from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
+
+log = logging.getLogger(__name__)
+
+LEDGER = "ops.erasure_ledger"
+LEDGER_SCHEMA = (
+    "erasure_id string, requested_at timestamp, actor string, reason string, id_type string, "
+    "key_hash string, requested boolean"
+)
+ERASED_LAYERS = ("bronze", "silver", "identity", "gold")
+SUBSTRING_TYPES = ("phone", "email", "id_card")  # long enough to be found inside any text
+KEYS_SCHEMA = "kind string, a string, b string"
+
+
+class ErasureError(ValueError):
+    """The request cannot be carried out as given (no key, an unknown type); nothing was deleted."""
+
+
+@dataclass
+class Erasure:
+    erasure_id: str
+    one_ids: int
+    records: int
+    keys: int
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def total_deleted(self) -> int:
+        return sum(self.rows_deleted.values())
+
+
+# ---------------------------------------------------------------- resolving the subject
+
+
+def normalised_key(spark: SparkSession, settings: Settings, id_type: str, raw: str) -> str:
+    """The value as silver stores it (a phone as +86…, an e-mail lower-case), or ErasureError."""
+    normaliser = NORMALISERS[settings.identity.identifiers[id_type].normaliser]
+    value = spark.range(1).select(normaliser(F.lit(raw)).alias("v")).first()["v"]
+    if value is None:
+        raise ErasureError(f"'{raw}' is not a valid {id_type}: nothing to erase. Fix: give it as silver would "
+                           f"accept it (a CN mobile number, an e-mail address).")
+    return value
+
+
+def _survivor(spark: SparkSession, one_id: str) -> str:
+    """A retired one_id's survivor (merges followed), or the id itself."""
+    if not table_exists(spark, REGISTRY):
+        return one_id
+    merged = {r["one_id"]: r["merged_into"] for r in
+              spark.table(REGISTRY).where(F.col("merged_into").isNotNull()).select("one_id", "merged_into").collect()}
+    seen = {one_id}
+    while one_id in merged and merged[one_id] not in seen:
+        one_id = merged[one_id]
+        seen.add(one_id)
+    return one_id
+
+
+def resolve_subject(spark: SparkSession, seeds: list[tuple[str, str]], one_id: str | None
+                    ) -> tuple[set[str], DataFrame, list[tuple[str, str]]]:
+    """(one_ids, records (source, record_key), identifiers (type, value)) of the subject."""
+    ids = spark.table(IDENTIFIERS).select("source", "record_key", "id_type", "id_value")
+    oneid_map = spark.table(ONEID_MAP).select("source", "record_key", "one_id")
+    seed_frame = spark.createDataFrame(seeds, "id_type string, id_value string")
+    seed_records = ids.join(seed_frame, ["id_type", "id_value"]).select("source", "record_key")
+    one_ids = {r["one_id"] for r in oneid_map.join(seed_records, ["source", "record_key"]).select("one_id").collect()}
+    if one_id:
+        one_ids.add(_survivor(spark, one_id))
+    records = (oneid_map.where(F.col("one_id").isin(*one_ids)).select("source", "record_key")
+               .unionByName(seed_records).distinct())
+    found = ids.join(records, ["source", "record_key"]).select("id_type", "id_value").distinct()
+    if table_exists(spark, REFUSED):  # shared values (a store's walk-in phone) belong to nobody in particular
+        found = found.join(spark.table(REFUSED).select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
+    values = sorted({(r["id_type"], r["id_value"]) for r in found.collect()} | set(seeds))
+    value_frame = spark.createDataFrame(values, "id_type string, id_value string")
+    records = records.unionByName(ids.join(value_frame, ["id_type", "id_value"]).select("source", "record_key")).distinct()
+    return one_ids, records.localCheckpoint(), values
+
+
+def needles(values: list[tuple[str, str]]) -> list[str]:
+    """Lower-case text fragments that mark a row as holding one of the subject's identifiers.
+
+    Phones match on their 11 national digits (bronze may hold 138-0013-8000 or +86 138…; spaces and
+    dashes are removed before matching), e-mails and 身份证 as they are; any other identifier only as a
+    whole JSON value ("value") or a `type:value` cause, so a short member number cannot match inside
+    another one.
+    """
+    found = set()
+    for id_type, value in values:
+        value = re.sub(r"[\s\-]", "", value.lower())  # as the row text is compared
+        if id_type == "phone":
+            found.add(value[-11:])
+        elif id_type in SUBSTRING_TYPES:
+            found.add(value)
+        else:
+            found.update({f'"{value}"', f':{value}"'})
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def _flat_text(columns: list[tuple[str, str]]) -> Column:
+    """A target row as one lower-case JSON text, half-width, without spaces and dashes."""
+    kept = [F.col(f"t.`{name}`") for name, kind in columns if kind != "binary"]
+    text = F.to_json(F.struct(*kept))
+    return F.lower(F.regexp_replace(to_half_width(text), r"[\s\-]", ""))
+
+
+def _condition(table: str, columns: list[tuple[str, str]], bronze_key: str | None, by_text: bool) -> Column | None:
+    names = {name for name, _ in columns}
+    kind = F.col("s.kind")
+    parts = []
+    if "one_id" in names:
+        parts.append((kind == "one_id") & (F.col("t.one_id") == F.col("s.a")))
+    if {"source", "record_key"} <= names:
+        parts.append((kind == "record") & (F.col("t.source") == F.col("s.a")) & (F.col("t.record_key") == F.col("s.b")))
+    if bronze_key and bronze_key in names and "_source" in names:
+        parts.append((kind == "record") & (F.col("t._source") == F.col("s.a"))
+                     & (normalise_text(F.col(f"t.`{bronze_key}`")) == F.col("s.b")))
+    if by_text:
+        parts.append((kind == "needle") & (F.instr(_flat_text(columns), F.col("s.a")) > 0))
+    return reduce(lambda x, y: x | y, parts) if parts else None
+
+
+RESOLVERS = (IDENTIFIERS, ONEID_MAP)  # what resolve_subject reads: erased last, so a rerun after a crash still resolves
+
+
+def erasable_tables(spark: SparkSession, layers: tuple[str, ...] = ERASED_LAYERS) -> list[str]:
+    tables = []
+    for database in layers:
+        if not spark.catalog.databaseExists(database):
+            continue
+        tables += [f"{database}.{t.name}" for t in spark.catalog.listTables(database)
+                   if t.tableType != "VIEW" and not t.isTemporary]
+    return sorted(tables, key=lambda t: (t in RESOLVERS, t))
+
+
+def delete_rows(spark: SparkSession, settings: Settings, keys: DataFrame, tables: list[str],
+                by_text: bool = True) -> dict[str, int]:
+    """One MERGE … DELETE per table against `keys` (kind, a, b); rows deleted per table."""
+    bronze_keys = {bronze_table(name): source.record_key for name, source in settings.sources.sources.items()}
+    keys = F.broadcast(keys.localCheckpoint())
+    deleted = {}
+    for table in tables:
+        columns = [(f.name, f.dataType.typeName()) for f in spark.table(table).schema.fields]
+        condition = _condition(table, columns, bronze_keys.get(table), by_text)
+        if condition is None:
+            continue
+        # Most tables hold nothing of the subject: a read-only probe spares them a MERGE and a commit.
+        if spark.table(table).alias("t").join(keys.alias("s"), condition, "left_semi").isEmpty():
+            continue
+        result = (DeltaTable.forName(spark, table).alias("t").merge(keys.alias("s"), condition)
+                  .whenMatchedDelete().execute().first())
+        count = int(result["num_deleted_rows"]) if result is not None else 0
+        if count:
+            deleted[table] = count
+            log.info("erasure: %s: %d rows deleted", table, count)
+    return deleted
+
+
+def _keys_frame(spark: SparkSession, one_ids: set[str], records: DataFrame, texts: list[str]) -> DataFrame:
+    parts = [
+        spark.createDataFrame([("one_id", o, None) for o in sorted(one_ids)], KEYS_SCHEMA),
+        records.select(F.lit("record").alias("kind"), F.col("source").alias("a"), F.col("record_key").alias("b")),
+        spark.createDataFrame([("needle", n, None) for n in texts], KEYS_SCHEMA),
+    ]
+    return reduce(DataFrame.unionByName, parts)
+
+
+def _record_tombstones(spark: SparkSession, settings: Settings, erasure_id: str, actor: str, reason: str,
+                       values: list[tuple[str, str]], requested: set[tuple[str, str]]) -> int:
+    key = load_keys(settings).hash_key
+    now = datetime.now(timezone.utc)
+    rows = [(erasure_id, now, actor, reason, id_type, keyed_hash_text(f"{id_type}:{value}", key),
+             (id_type, value) in requested) for id_type, value in values]
+    spark.createDataFrame(rows, LEDGER_SCHEMA).write.format("delta").mode("append").saveAsTable(LEDGER)
+    return len(rows)
+
+
+def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, email: str | None = None,
+          one_id: str | None = None, reason: str = "subject request", actor: str | None = None) -> Erasure:
+    """Erase one subject everywhere; the tombstone is written before any row is deleted, so a crash
+    mid-way is finished by running the same erase again (or, for newly landed data, by bronze)."""
+    from cdp.privacy.audit import current_actor
+
+    if not (phone or email or one_id):
+        raise ErasureError("an erasure needs the subject: --phone, --email or --one-id")
+    if not table_exists(spark, IDENTIFIERS) or not table_exists(spark, ONEID_MAP):
+        raise ConfigError("erasure resolves subjects through silver.identifiers and identity.oneid_map, which do "
+                          "not exist yet. Fix: run `cdp run --stage all` first.")
+    load_keys(settings)  # a missing secret fails before anything is deleted
+    started = time.perf_counter()
+    actor = actor or current_actor()
+    seeds = []
+    if phone:
+        seeds.append(("phone", normalised_key(spark, settings, "phone", phone)))
+    if email:
+        seeds.append(("email", normalised_key(spark, settings, "email", email)))
+    one_ids, records, values = resolve_subject(spark, seeds, one_id)
+    erasure_id = f"erasure-{uuid4().hex[:12]}"
+    tombstones = _record_tombstones(spark, settings, erasure_id, actor, reason, values, set(seeds))
+    record_count = records.count()
+    keys = _keys_frame(spark, one_ids, records, needles(values))
+    deleted = delete_rows(spark, settings, keys, erasable_tables(spark))
+    result = Erasure(erasure_id, len(one_ids), record_count, tombstones, deleted,
+                     round(time.perf_counter() - started, 1))
+    audit(spark, "erasure", object=erasure_id, rows=result.total_deleted, actor=actor,
+          details={"reason": reason, "one_ids": len(one_ids), "records": record_count, "keys": tombstones,
+                   "rows_deleted": deleted})
+    return result
+
+
+def enforce_ledger(spark: SparkSession, settings: Settings, batch_id: str) -> dict[str, int]:
+    """Delete this bronze batch's rows whose identifiers hash to a tombstone: erased subjects stay out."""
+    if not table_exists(spark, LEDGER):
+        return {}
+    tombstones = spark.table(LEDGER).select("key_hash").distinct()
+    if tombstones.isEmpty():
+        return {}
+    key = load_keys(settings).hash_key
+    hits = []
+    for name, source in settings.sources.sources.items():
+        table = bronze_table(name)
+        if not table_exists(spark, table):
+            continue
+        entity = ENTITIES[source.entity]
+        mapped = spark.table(table).where(F.col("_batch_id") == batch_id).transform(map_to_entity(name, source))
+        if entity.table == "consent_events":
+            mapped = mapped.transform(with_consent_subject)
+        hashed = entity_identifiers(entity, mapped).withColumn(
+            "key_hash", identifier_hash(F.col("id_type"), F.col("id_value"), key))
+        hits.append(hashed.join(F.broadcast(tombstones), "key_hash").select("source", "record_key"))
+    if not hits:
+        return {}
+    records = reduce(DataFrame.unionByName, hits).distinct().localCheckpoint()
+    if records.isEmpty():
+        return {}
+    keys = _keys_frame(spark, set(), records, [])
+    deleted = delete_rows(spark, settings, keys, erasable_tables(spark, ("bronze",)), by_text=False)
+    log.warning("erasure: %d newly landed rows belonged to erased subjects and were deleted from bronze",
+                sum(deleted.values()))
+    return deleted
+
+
+# ---------------------------------------------------------------- vacuum
+
+
+@dataclass
+class Vacuumed:
+    tables: int
+    retention_hours: float
+    checkpoint_paths_removed: int
+
+
+def _remove_old_checkpoints(spark: SparkSession, directory: str, cutoff_ms: int) -> int:
+    """Delete checkpoint files older than the cutoff (any filesystem Hadoop reaches)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(directory)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return 0
+    removed = 0
+    for run_dir in fs.listStatus(path):
+        for entry in fs.listStatus(run_dir.getPath()) if run_dir.isDirectory() else [run_dir]:
+            if entry.getModificationTime() <= cutoff_ms:
+                fs.delete(entry.getPath(), True)
+                removed += 1
+    return removed
+
+
+def vacuum(spark: SparkSession, settings: Settings, retention_hours: float | None = None,
+           actor: str | None = None) -> Vacuumed:
+    """VACUUM every table of every layer with the retention (privacy.yaml default) and drop
+    checkpoint files older than it. Below Delta's 168-hour safety check only when asked for."""
+    hours = settings.privacy.vacuum_retention_hours if retention_hours is None else retention_hours
+    if hours < 0:
+        raise ErasureError("--retain-hours must be 0 or more")
+    overrides = {
+        # Delta lists each table's files with this many tasks (default 10,000: minutes of empty
+        # tasks per table on a small cluster); the cluster's own parallelism is plenty.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark.sparkContext.defaultParallelism),
+        # VACUUM START/END commits in every table's history (3.5x the time of the vacuum itself on
+        # small tables); each vacuum is recorded once in ops.audit_log instead.
+        "spark.databricks.delta.vacuum.logging.enabled": "false",
+    }
+    if hours < 168:
+        overrides["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
+    previous = {key: spark.conf.get(key, None) for key in overrides}
+    tables = erasable_tables(spark, ERASED_LAYERS + ("ops",))
+    try:
+        for key, value in overrides.items():
+            spark.conf.set(key, value)
+        for table in tables:
+            spark.sql(f"VACUUM {table} RETAIN {hours} HOURS")
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+    cutoff = int((time.time() - hours * 3600) * 1000)
+    removed = _remove_old_checkpoints(spark, settings.checkpoint_dir, cutoff)
+    audit(spark, "vacuum", object=",".join(ERASED_LAYERS + ("ops",)), rows=len(tables), actor=actor,
+          details={"retention_hours": hours, "checkpoint_paths_removed": removed})
+    return Vacuumed(len(tables), hours, removed)

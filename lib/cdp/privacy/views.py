@@ -1,0 +1,103 @@
+"""Role views (最小权限): one SQL schema of views per role in privacy.yaml, built from the column
+classification, so what a role sees is decided in one place and granted on one object.
+
+- a column whose level the role sees `clear` is selected as stored;
+- a level the role sees `masked` goes through the column's mask (138****8000, 张*);
+- any other level is left out of the view;
+- `consented_only`: rows carrying a `purpose` (audience members) are kept only while the person's
+  consent allows that purpose now (opt-in: granted; opt-out: not withdrawn).
+
+On a cluster the views are what gets granted (Unity Catalog `GRANT SELECT ON SCHEMA analyst`,
+Apache Ranger policies on the `analyst` database); the gold tables themselves are granted to
+stewards and jobs only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from pyspark.sql import SparkSession
+
+from cdp.config import ConfigError, PrivacyConfig, Settings
+from cdp.lakehouse import sql_string, table_exists
+from cdp.privacy.audit import audit, last_details
+from cdp.privacy.protect import mask_sql
+
+log = logging.getLogger(__name__)
+
+
+def unclassified(privacy: PrivacyConfig, table: str, columns: list[str]) -> list[str]:
+    return [c for c in columns if privacy.column(table, c) is None]
+
+
+def check_classified(spark: SparkSession, settings: Settings, tables: list[str]) -> None:
+    """Every column of these gold tables has a level in privacy.yaml, or a ConfigError naming them."""
+    for table in tables:
+        if not table_exists(spark, table):
+            continue
+        missing = unclassified(settings.privacy, table, spark.table(table).columns)
+        if missing:
+            raise ConfigError(
+                f"{settings.conf_dir / 'privacy.yaml'}: key 'classification.{table}' does not classify "
+                f"column(s) {missing}. Fix: give each a level (public, internal, sensitive, highly_sensitive)."
+            )
+
+
+def _consent_condition(privacy: PrivacyConfig) -> str:
+    """SQL over alias m (one_id, purpose): the person's consent allows m.purpose now."""
+    opt_in = [p for p, d in privacy.defaults.items() if d == "opt_in"]
+    opt_out = [p for p, d in privacy.defaults.items() if d == "opt_out"]
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(sql_string(n) for n in names) or "NULL"
+
+    return (
+        f"((m.purpose IN ({listed(opt_in)}) AND EXISTS (SELECT 1 FROM gold.consent_state c WHERE c.one_id = m.one_id "
+        f"AND c.purpose = m.purpose AND c.status = 'granted')) OR (m.purpose IN ({listed(opt_out)}) AND NOT EXISTS "
+        f"(SELECT 1 FROM gold.consent_state c WHERE c.one_id = m.one_id AND c.purpose = m.purpose "
+        f"AND c.status = 'withdrawn')))"
+    )
+
+
+def view_definitions(spark: SparkSession, settings: Settings) -> dict[str, str]:
+    """role.table → the SELECT of its view (only for gold tables that exist)."""
+    privacy = settings.privacy
+    definitions = {}
+    for role_name, role in privacy.roles.items():
+        for table in role.tables:
+            if not table_exists(spark, table):
+                continue
+            columns = spark.table(table).columns
+            check_classified(spark, settings, [table])
+            selected = []
+            for column in columns:
+                entry = privacy.column(table, column)
+                if entry.level in role.clear:
+                    selected.append(f"m.`{column}`")
+                elif entry.level in role.masked:
+                    selected.append(f"{mask_sql(entry.mask, f'm.`{column}`')} AS `{column}`")
+            where = ""
+            if role.consented_only and {"one_id", "purpose"} <= set(columns):
+                where = f" WHERE {_consent_condition(privacy)}"
+            definitions[f"{role_name}.{table.split('.', 1)[1]}"] = (
+                f"SELECT {', '.join(selected)} FROM {table} m{where}")
+    return definitions
+
+
+def build_role_views(spark: SparkSession, settings: Settings) -> list[str]:
+    """Create or replace every role's views; an audit row when any definition changed. Returns the views."""
+    check_classified(spark, settings, [f"gold.{t.name}" for t in spark.catalog.listTables("gold")])
+    definitions = view_definitions(spark, settings)
+    for role_name in settings.privacy.roles:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {role_name}")
+    for view, select in definitions.items():
+        spark.sql(f"CREATE OR REPLACE VIEW {view} AS {select}")
+    fingerprints = {v: hashlib.sha256(s.encode("utf-8")).hexdigest()[:16] for v, s in definitions.items()}
+    previous = (last_details(spark, "role_views") or {}).get("views", {})
+    if fingerprints != previous:
+        changed = sorted(v for v in fingerprints.keys() | previous.keys() if fingerprints.get(v) != previous.get(v))
+        audit(spark, "role_views", object=",".join(sorted(settings.privacy.roles)), rows=len(fingerprints),
+              details={"views": fingerprints, "changed": changed})
+        log.info("privacy: role views changed: %s", changed)
+    return sorted(definitions)

@@ -1,0 +1,284 @@
+"""Consent, erasure, PII protection, role views and the audit log, on the suite's pipeline lakehouse
+(the 400-person run of tests/conftest.py). The tests run in file order: exports first, then an
+erasure, a vacuum, and a bronze/silver run with a withdrawal and the erased subject landing again."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from cdp.config import ConfigError, load_settings
+from cdp.privacy.erasure import LEDGER, erasable_tables, erase, vacuum
+from cdp.privacy.export import ExportRefused, export_audience
+from cdp.privacy.protect import Keys, decrypt, encrypt, keyed_hash, keyed_hash_text, load_keys, masked
+from cdp.privacy.views import view_definitions
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = date(2026, 11, 1)
+AUDIENCE, PURPOSE = "winback_sms", "marketing_sms"
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def test_keyed_hash_is_hmac_sha256_rfc4231(spark):
+    frame = spark.createDataFrame([("what do ya want for nothing?",),
+                                   ("Test Using Larger Than Block-Size Key - Hash Key First",), (None,)], "v string")
+    short = [r[0] for r in frame.select(keyed_hash(F.col("v"), b"Jefe")).collect()]
+    long = [r[0] for r in frame.select(keyed_hash(F.col("v"), b"\xaa" * 131)).collect()]
+    assert short[0] == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"  # RFC 4231 case 2
+    assert long[1] == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"  # RFC 4231 case 6
+    assert short[2] is None
+    assert keyed_hash_text("what do ya want for nothing?", b"Jefe") == short[0]
+
+
+def test_masks_show_enough_to_recognise_and_no_more(spark):
+    row = spark.createDataFrame(
+        [("+8613800138000", "11010519491231002X", "zhang.wei@qq.com", "张伟", "欧阳娜娜", date(1990, 3, 7))],
+        "phone string, card string, email string, name string, long_name string, birth date",
+    ).select(masked("phone", "phone"), masked("id_card", "card"), masked("email", "email"),
+             masked("name", "name"), masked("name", "long_name"), masked("year", "birth")).first()
+    assert tuple(row) == ("138****8000", "110***********002X", "z***@qq.com", "张*", "欧***", date(1990, 1, 1))
+
+
+def test_encryption_round_trip_and_key_rotation(spark):
+    old, new = bytes(range(32)), bytes(range(32, 64))
+    frame = spark.createDataFrame([("+8613800138000",)], "phone string").select(
+        encrypt(F.col("phone"), Keys(b"h" * 32, old)).alias("enc"))
+    rotating = frame.select(decrypt(F.col("enc"), Keys(b"h" * 32, new, previous_encryption_key=old))).first()[0]
+    rotated = frame.select(decrypt(F.col("enc"), Keys(b"h" * 32, new))).first()[0]
+    assert frame.schema["enc"].dataType.typeName() == "binary"
+    assert (rotating, rotated) == ("+8613800138000", None)
+
+
+def test_a_cluster_profile_without_secrets_fails_naming_the_variables(monkeypatch):
+    for name, value in {"CDP_LAKEHOUSE": "s3a://bucket/cdp", "CDP_LANDING": "s3a://bucket/landing",
+                        "CDP_CHECKPOINT_DIR": "s3a://bucket/checkpoints"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("CDP_HASH_KEY", "CDP_ENCRYPTION_KEY", "CDP_ENCRYPTION_KEY_PREVIOUS"):
+        monkeypatch.delenv(name, raising=False)
+    cluster = load_settings("cluster", ROOT / "conf")
+    with pytest.raises(ConfigError) as missing:
+        load_keys(cluster)
+    assert "profile 'cluster' needs the secret(s) CDP_HASH_KEY, CDP_ENCRYPTION_KEY" in str(missing.value)
+    assert "dev_secrets: false" in str(missing.value)
+    monkeypatch.setenv("CDP_HASH_KEY", "a-long-enough-hash-key-for-the-test")
+    monkeypatch.setenv("CDP_ENCRYPTION_KEY", "not base64!")
+    with pytest.raises(ConfigError, match="CDP_ENCRYPTION_KEY is not base64"):
+        load_keys(cluster)
+    monkeypatch.setenv("CDP_ENCRYPTION_KEY", base64.b64encode(b"k" * 32).decode())
+    keys = load_keys(cluster)
+    assert (keys.encryption_key, keys.development) == (b"k" * 32, False)
+
+
+# ---------------------------------------------------------------- scanning for clear identifiers
+
+
+def silver_identifiers(spark) -> dict[str, set[str]]:
+    rows = (spark.table("silver.identifiers").where(F.col("id_type").isin("phone", "email", "id_card"))
+            .select("id_type", "id_value").distinct().collect())
+    found: dict[str, set[str]] = {"phone": set(), "email": set(), "id_card": set()}
+    for r in rows:
+        value = r["id_value"]
+        found[r["id_type"]].add(value[-11:] if r["id_type"] == "phone" else value.lower())
+    return found
+
+
+def clear_identifiers_in(text: str, known: dict[str, set[str]]) -> set[str]:
+    """Known phones (11 national digits anywhere in a run of digits), 身份证 and e-mails in a text."""
+    hits = set()
+    for run in re.findall(r"\d{11,}", text):
+        hits |= {run[i:i + 11] for i in range(len(run) - 10)} & known["phone"]
+    hits |= {m.lower() for m in re.findall(r"\d{17}[\dXx]", text)} & known["id_card"]
+    hits |= {m.lower() for m in re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)} & known["email"]
+    return hits
+
+
+def clear_identifiers_in_table(spark, table: str, known: dict[str, set[str]]) -> set[str]:
+    frame = spark.table(table)
+    text_columns = [F.col(f"`{f.name}`") for f in frame.schema.fields if f.dataType.typeName() != "binary"]
+    hits = set()
+    for row in frame.select(F.to_json(F.struct(*text_columns)).alias("j")).collect():
+        hits |= clear_identifiers_in(row["j"], known)
+    return hits
+
+
+def test_no_clear_phone_email_or_id_card_in_gold_or_the_analyst_views(spark, pipeline_run):
+    known = silver_identifiers(spark)
+    assert min(len(v) for v in known.values()) > 50  # the generated persons have all three kinds
+    assert len(clear_identifiers_in_table(spark, "silver.customers", known)) > 100  # the scan finds them where they are
+    objects = [f"gold.{t.name}" for t in spark.catalog.listTables("gold")]
+    objects += [f"analyst.{t.name}" for t in spark.catalog.listTables("analyst")]
+    assert len(objects) == 18
+    assert {o: clear_identifiers_in_table(spark, o, known) for o in objects} == {o: set() for o in objects}
+
+
+def test_role_views_follow_the_classification(spark, settings, pipeline_run):
+    def names(schema):
+        return {t.name for t in spark.catalog.listTables(schema)}
+
+    gold_tables = {"customer_profile", "identity_map", "customer_tags", "tag_history", "tag_catalog", "consent_state",
+                   "audience_members", "audience_history", "audience_runs"}
+    assert names("analyst") == names("steward") == gold_tables
+    assert names("marketer") == {"audience_members", "audience_runs", "tag_catalog"}
+    profile = set(spark.table("gold.customer_profile").columns)
+    assert profile - set(spark.table("analyst.customer_profile").columns) == {"phone_enc", "email_enc"}
+    assert set(spark.table("gold.identity_map").columns) - set(spark.table("analyst.identity_map").columns) == {"id_value"}
+    assert set(spark.table("steward.customer_profile").columns) == profile
+
+    pairs = (spark.table("gold.customer_profile").alias("g")
+             .join(spark.table("analyst.customer_profile").alias("a"), "one_id")
+             .where(F.col("g.name").isNotNull())
+             .select("g.name", F.col("a.name").alias("shown"), "g.birth_date",
+                     F.col("a.birth_date").alias("shown_birth")).collect())
+    assert len(pairs) == spark.table("gold.customer_profile").where(F.col("name").isNotNull()).count() > 100
+    assert all(p["shown"] == p["name"][0] + "*" * (len(p["name"]) - 1) for p in pairs)
+    assert all(p["shown_birth"] == (p["birth_date"].replace(month=1, day=1) if p["birth_date"] else None) for p in pairs)
+    assert "EXISTS (SELECT 1 FROM gold.consent_state" in view_definitions(spark, settings)["marketer.audience_members"]
+
+
+# ---------------------------------------------------------------- exports
+
+
+def exported_rows(folder: Path) -> dict[str, str]:
+    lines = [line.rstrip("\n").split(",") for f in sorted(folder.glob("*.csv")) for line in f.open(encoding="utf-8")]
+    assert lines[0] == ["one_id", "phone", "audience", "purpose"]
+    return {row[0]: row[1] for row in lines[1:]}
+
+
+@pytest.fixture(scope="module")
+def first_export(spark, settings, pipeline_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export") / "winback"
+    result = export_audience(spark, settings, AUDIENCE, PURPOSE, str(folder), actor="crm-team")
+    return result, exported_rows(folder)
+
+
+def test_an_export_without_a_purpose_is_refused_and_audited(spark, settings, pipeline_run, tmp_path):
+    with pytest.raises(ExportRefused, match="no purpose declared"):
+        export_audience(spark, settings, AUDIENCE, None, str(tmp_path / "out"), actor="someone")
+    with pytest.raises(ExportRefused, match="'newsletter' is not a purpose in privacy.yaml"):
+        export_audience(spark, settings, AUDIENCE, "newsletter", str(tmp_path / "out"), actor="someone")
+    assert not (tmp_path / "out").exists()
+    refused = spark.table("ops.audit_log").where(F.col("destination") == str(tmp_path / "out")).collect()
+    assert sorted((r["action"], r["status"], r["actor"], r["purpose"] or "") for r in refused) == [
+        ("export_refused", "refused", "someone", ""), ("export_refused", "refused", "someone", "newsletter")]
+
+
+def test_an_export_carries_the_consenting_members_and_their_phone(spark, first_export):
+    result, rows = first_export
+    members = {r["one_id"] for r in spark.table("gold.audience_members").where(F.col("audience") == AUDIENCE).collect()}
+    phones = (spark.table("silver.identifiers").where(F.col("id_type") == "phone")
+              .join(spark.table("identity.suspicious_identifiers").select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
+              .join(spark.table("identity.oneid_map"), ["source", "record_key"])
+              .where(F.col("one_id").isin(*members)).groupBy("one_id").agg(F.min("id_value").alias("phone")).collect())
+    assert len(members) >= 3
+    assert rows == {r["one_id"]: r["phone"] for r in phones}
+    assert (result.rows, result.members, result.without_consent) == (len(rows), len(members), 0)
+    audited = spark.table("ops.audit_log").where((F.col("action") == "export") & (F.col("actor") == "crm-team")).first()
+    assert (audited["audience"], audited["purpose"], audited["rows"], audited["destination"]) == (
+        AUDIENCE, PURPOSE, len(rows), result.destination)
+
+
+# ---------------------------------------------------------------- erasure
+
+
+def subjects(first_export) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(one_id, phone) of the person to erase and of the person who withdraws consent."""
+    people = sorted(first_export[1].items())
+    return people[0], people[1]
+
+
+def rows_holding(spark, table: str, digits: str) -> int:
+    frame = spark.table(table)
+    text = F.to_json(F.struct(*[F.col(f"`{f.name}`") for f in frame.schema.fields if f.dataType.typeName() != "binary"]))
+    return frame.where(F.instr(F.regexp_replace(F.translate(text, "０１２３４５６７８９", "0123456789"), r"[\s\-]", ""),
+                               digits) > 0).count()
+
+
+def files_holding(root: Path, digits: str) -> list[str]:
+    """Every file under root whose content holds the digits: Parquet decoded, anything else as bytes."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            text = json.dumps(pq.read_table(path).to_pylist(), ensure_ascii=False, default=str)
+            if digits in re.sub(r"[\s\-]", "", text):
+                found.append(str(path.relative_to(root)))
+        elif digits.encode() in path.read_bytes():
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_erasure_removes_the_subject_from_every_table(spark, settings, first_export):
+    (one_id, phone), _ = subjects(first_export)
+    digits = phone[-11:]
+    tables = erasable_tables(spark)
+    assert sum(rows_holding(spark, t, digits) for t in tables) > 0
+    result = erase(spark, settings, phone=digits, reason="ticket 4711", actor="dpo")
+
+    assert result.one_ids == 1 and result.records > 0
+    assert {"gold.customer_profile", "identity.oneid_map", "silver.identifiers"} <= set(result.rows_deleted)
+    assert {t: rows_holding(spark, t, digits) for t in tables} == {t: 0 for t in tables}
+    with_one_id = [t for t in tables if "one_id" in spark.table(t).columns]
+    assert {t: spark.table(t).where(F.col("one_id") == one_id).count() for t in with_one_id} == {t: 0 for t in with_one_id}
+
+    ledger = spark.table(LEDGER).where(F.col("erasure_id") == result.erasure_id).collect()
+    assert len(ledger) == result.keys >= 2
+    assert all(re.fullmatch(r"[0-9a-f]{64}", r["key_hash"]) for r in ledger)
+    requested = [r for r in ledger if r["requested"]]
+    assert [(r["id_type"], r["key_hash"], r["actor"], r["reason"]) for r in requested] == [
+        ("phone", keyed_hash_text(f"phone:{phone}", load_keys(settings).hash_key), "dpo", "ticket 4711")]
+    assert (rows_holding(spark, LEDGER, digits), rows_holding(spark, "ops.audit_log", digits)) == (0, 0)
+    audited = spark.table("ops.audit_log").where(F.col("action") == "erasure").collect()
+    assert [(r["object"], r["actor"], r["rows"]) for r in audited] == [(result.erasure_id, "dpo", result.total_deleted)]
+
+
+def test_after_vacuum_no_file_under_the_lakehouse_holds_the_phone(spark, settings, lakehouse, first_export):
+    (_, phone), _ = subjects(first_export)
+    before = files_holding(lakehouse, phone[-11:])
+    assert any(path.endswith(".parquet") for path in before)  # old versions still hold it: time travel reads them
+    result = vacuum(spark, settings, retention_hours=0)
+    assert result.tables >= 30
+    assert files_holding(lakehouse, phone[-11:]) == []
+
+
+def land(folder: Path, name: str, header: str, row: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(f"{header}\n{row}\n", encoding="utf-8")
+
+
+def test_a_withdrawal_leaves_the_next_export_and_an_erased_subject_stays_out(spark, settings, data_dir, first_export,
+                                                                            tmp_path):
+    from cdp.pipeline import run_stages
+
+    (erased_id, erased_phone), (withdrawn_id, withdrawn_phone) = subjects(first_export)
+    landing = data_dir / "landing"
+    land(landing / "consent_events", "consent_events_part-9001.csv",
+         "consent_id,subject_type,subject_value,purpose,action,channel,occurred_at,source_system",
+         f"C9000000001,phone,{withdrawn_phone[-11:]},marketing_sms,withdraw,crm,2026-11-02 09:00:00,cmp")
+    land(landing / "crm_members", "crm_members_part-9001.csv", "会员编号,姓名,手机号,邮箱,身份证号,性别,出生日期,省份,城市,注册时间",
+         f"M99999991,测试,{erased_phone[-11:]},,,,,,,2026-11-02 10:00:00")
+    outcomes = {o.stage: o for o in run_stages(spark, settings, "bronze", AS_OF) + run_stages(spark, settings, "silver", AS_OF)}
+
+    assert outcomes["bronze"].metrics["erased_rows"] == {"bronze.crm_members": 1}
+    layers = erasable_tables(spark, ("bronze", "silver"))
+    assert {t: rows_holding(spark, t, erased_phone[-11:]) for t in layers} == {t: 0 for t in layers}
+    again = export_audience(spark, settings, AUDIENCE, PURPOSE, str(tmp_path / "again"))
+    expected = {k: v for k, v in first_export[1].items() if k not in (erased_id, withdrawn_id)}
+    assert exported_rows(tmp_path / "again") == expected
+    assert (again.without_consent, again.members) == (1, len(first_export[1]) - 1)
+
+
+def test_the_audit_log_is_append_only_and_saw_every_kind_of_event(spark, first_export):
+    properties = {r["key"]: r["value"] for r in spark.sql("SHOW TBLPROPERTIES ops.audit_log").collect()}
+    assert properties["delta.appendOnly"] == "true"
+    actions = {r["action"] for r in spark.table("ops.audit_log").select("action").distinct().collect()}
+    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views"}
+    with pytest.raises(Exception, match="(?i)append"):
+        spark.sql("DELETE FROM ops.audit_log WHERE action = 'erasure'")
