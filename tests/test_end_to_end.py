@@ -193,3 +193,4 @@ def test_sql_server_serves_gold_over_jdbc(env, pipeline, tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
+

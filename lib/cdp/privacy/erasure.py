@@ -187,9 +187,6 @@ def delete_rows(spark: SparkSession, settings: Settings, keys: DataFrame, tables
         condition = _condition(table, columns, bronze_keys.get(table), by_text)
         if condition is None:
             continue
-        # Most tables hold nothing of the subject: a read-only probe spares them a MERGE and a commit.
-        if spark.table(table).alias("t").join(keys.alias("s"), condition, "left_semi").isEmpty():
-            continue
         result = (DeltaTable.forName(spark, table).alias("t").merge(keys.alias("s"), condition)
                   .whenMatchedDelete().execute().first())
         count = int(result["num_deleted_rows"]) if result is not None else 0
