@@ -5,11 +5,11 @@ every layer with Delta DELETE, keep a tombstone of hashed keys, and keep their d
    to its survivor) → the records carrying it → their one_ids → every record of those one_ids →
    every identifier on those records (a shared, suspicious identifier such as a store's walk-in
    phone is not followed unless it is the one asked for) → every record carrying one of them.
-2. Delete, one Delta MERGE … WHEN MATCHED THEN DELETE per table, in bronze, silver, identity and
-   gold: rows of those records (bronze by its delivered key), rows of those one_ids, and rows whose
-   text holds one of the subject's phone, e-mail or 身份证 numbers or another identifier's exact value
-   (quarantined rows, refused links, merge causes). The keys travel in a DataFrame, never in the
-   statement, so the Delta log records no value.
+2. Delete, per table of bronze, silver, identity and gold: one pass finds the rows of those records
+   (bronze by its delivered key), of those one_ids, and rows whose text holds one of the subject's
+   phone, e-mail or 身份证 numbers or another identifier's exact value (quarantined rows, refused
+   links, merge causes); one Delta MERGE … WHEN MATCHED THEN DELETE removes them by the SHA-256 of
+   their content. The MERGE condition, which the Delta log records, names columns, never a value.
 3. Tombstone: `ops.erasure_ledger` gets the keyed hash (HMAC-SHA-256) of each identifier, no clear
    value. Every later bronze run deletes newly landed rows whose identifiers hash to a tombstone.
 4. `vacuum` then removes the files the DELETEs left behind (and old checkpoint files), after the
@@ -49,7 +49,6 @@ LEDGER_SCHEMA = (
 )
 ERASED_LAYERS = ("bronze", "silver", "identity", "gold")
 SUBSTRING_TYPES = ("phone", "email", "id_card")  # long enough to be found inside any text
-KEYS_SCHEMA = "kind string, a string, b string"
 
 
 class ErasureError(ValueError):
@@ -140,27 +139,51 @@ def needles(values: list[tuple[str, str]]) -> list[str]:
 # ---------------------------------------------------------------- deleting
 
 
+@dataclass
+class Subject:
+    """What identifies the subject's rows: one_ids, records (source, record_key) and text fragments."""
+
+    one_ids: set[str]
+    records: list[tuple[str, str]]
+    needles: list[str]
+
+
+def _fingerprint(columns: list[tuple[str, str]], prefix: str = "") -> Column:
+    """A row's content as one value: SHA-256 of its JSON (binary columns left out)."""
+    kept = [F.col(f"{prefix}`{name}`") for name, kind in columns if kind != "binary"]
+    return F.sha2(F.to_json(F.struct(*kept)), 256)
+
+
 def _flat_text(columns: list[tuple[str, str]]) -> Column:
-    """A target row as one lower-case JSON text, half-width, without spaces and dashes."""
-    kept = [F.col(f"t.`{name}`") for name, kind in columns if kind != "binary"]
-    text = F.to_json(F.struct(*kept))
+    """A row as one lower-case JSON text, half-width, without spaces and dashes."""
+    text = F.to_json(F.struct(*[F.col(f"`{name}`") for name, kind in columns if kind != "binary"]))
     return F.lower(F.regexp_replace(to_half_width(text), r"[\s\-]", ""))
 
 
-def _condition(table: str, columns: list[tuple[str, str]], bronze_key: str | None, by_text: bool) -> Column | None:
+_SEP = "\u0001"
+
+
+def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key: str | None,
+                  by_text: bool) -> list[str]:
+    """The content fingerprints of the table's rows that belong to the subject (one pass over it)."""
+    frame = spark.table(table)
+    columns = [(f.name, f.dataType.typeName()) for f in frame.schema.fields]
     names = {name for name, _ in columns}
-    kind = F.col("s.kind")
-    parts = []
-    if "one_id" in names:
-        parts.append((kind == "one_id") & (F.col("t.one_id") == F.col("s.a")))
-    if {"source", "record_key"} <= names:
-        parts.append((kind == "record") & (F.col("t.source") == F.col("s.a")) & (F.col("t.record_key") == F.col("s.b")))
-    if bronze_key and bronze_key in names and "_source" in names:
-        parts.append((kind == "record") & (F.col("t._source") == F.col("s.a"))
-                     & (normalise_text(F.col(f"t.`{bronze_key}`")) == F.col("s.b")))
-    if by_text:
-        parts.append((kind == "needle") & (F.instr(_flat_text(columns), F.col("s.a")) > 0))
-    return reduce(lambda x, y: x | y, parts) if parts else None
+    records = sorted(f"{source}{_SEP}{key}" for source, key in subject.records)
+    conditions = []
+    if "one_id" in names and subject.one_ids:
+        conditions.append(F.col("one_id").isin(*sorted(subject.one_ids)))
+    if {"source", "record_key"} <= names and records:
+        conditions.append(F.concat_ws(_SEP, "source", "record_key").isin(*records))
+    if bronze_key and bronze_key in names and "_source" in names and records:
+        conditions.append(F.concat_ws(_SEP, F.col("_source"), normalise_text(F.col(f"`{bronze_key}`"))).isin(*records))
+    if by_text and subject.needles:
+        flat = _flat_text(columns)
+        conditions.append(F.exists(F.array(*[F.lit(n) for n in subject.needles]), lambda n: F.instr(flat, n) > 0))
+    if not conditions:
+        return []
+    matched = frame.where(reduce(lambda x, y: x | y, conditions)).select(_fingerprint(columns).alias("h")).distinct()
+    return [r["h"] for r in matched.collect()]
 
 
 RESOLVERS = (IDENTIFIERS, ONEID_MAP)  # what resolve_subject reads: erased last, so a rerun after a crash still resolves
@@ -176,33 +199,29 @@ def erasable_tables(spark: SparkSession, layers: tuple[str, ...] = ERASED_LAYERS
     return sorted(tables, key=lambda t: (t in RESOLVERS, t))
 
 
-def delete_rows(spark: SparkSession, settings: Settings, keys: DataFrame, tables: list[str],
+def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, tables: list[str],
                 by_text: bool = True) -> dict[str, int]:
-    """One MERGE … DELETE per table against `keys` (kind, a, b); rows deleted per table."""
+    """Per table: the subject's rows found by a query, then deleted by one MERGE on their content
+    fingerprint. The MERGE's condition (which the Delta log records) names columns, never a value."""
     bronze_keys = {bronze_table(name): source.record_key for name, source in settings.sources.sources.items()}
-    keys = F.broadcast(keys.localCheckpoint())
-    deleted = {}
-    for table in tables:
+
+    def erase_from(table: str) -> tuple[str, int]:
+        fingerprints = matching_rows(spark, table, subject, bronze_keys.get(table), by_text)
+        if not fingerprints:
+            return table, 0
+        rows = spark.createDataFrame([(h,) for h in fingerprints], "h string")
         columns = [(f.name, f.dataType.typeName()) for f in spark.table(table).schema.fields]
-        condition = _condition(table, columns, bronze_keys.get(table), by_text)
-        if condition is None:
-            continue
-        result = (DeltaTable.forName(spark, table).alias("t").merge(keys.alias("s"), condition)
+        result = (DeltaTable.forName(spark, table).alias("t")
+                  .merge(rows.alias("s"), _fingerprint(columns, "t.") == F.col("s.h"))
                   .whenMatchedDelete().execute().first())
-        count = int(result["num_deleted_rows"]) if result is not None else 0
-        if count:
-            deleted[table] = count
-            log.info("erasure: %s: %d rows deleted", table, count)
+        return table, int(result["num_deleted_rows"]) if result is not None else 0
+
+    # The resolvers go last: a rerun after a crash still finds the subject through them.
+    counts = [erase_from(t) for t in sorted(tables, key=lambda t: t in RESOLVERS)]
+    deleted = {table: count for table, count in counts if count}
+    for table, count in deleted.items():
+        log.info("erasure: %s: %d rows deleted", table, count)
     return deleted
-
-
-def _keys_frame(spark: SparkSession, one_ids: set[str], records: DataFrame, texts: list[str]) -> DataFrame:
-    parts = [
-        spark.createDataFrame([("one_id", o, None) for o in sorted(one_ids)], KEYS_SCHEMA),
-        records.select(F.lit("record").alias("kind"), F.col("source").alias("a"), F.col("record_key").alias("b")),
-        spark.createDataFrame([("needle", n, None) for n in texts], KEYS_SCHEMA),
-    ]
-    return reduce(DataFrame.unionByName, parts)
 
 
 def _record_tombstones(spark: SparkSession, settings: Settings, erasure_id: str, actor: str, reason: str,
@@ -237,9 +256,10 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
     one_ids, records, values = resolve_subject(spark, seeds, one_id)
     erasure_id = f"erasure-{uuid4().hex[:12]}"
     tombstones = _record_tombstones(spark, settings, erasure_id, actor, reason, values, set(seeds))
-    record_count = records.count()
-    keys = _keys_frame(spark, one_ids, records, needles(values))
-    deleted = delete_rows(spark, settings, keys, erasable_tables(spark))
+    keys = [(r["source"], r["record_key"]) for r in records.collect()]
+    record_count = len(keys)
+    subject = Subject(one_ids, keys, needles(values))
+    deleted = delete_rows(spark, settings, subject, erasable_tables(spark))
     result = Erasure(erasure_id, len(one_ids), record_count, tombstones, deleted,
                      round(time.perf_counter() - started, 1))
     audit(spark, "erasure", object=erasure_id, rows=result.total_deleted, actor=actor,
@@ -270,11 +290,11 @@ def enforce_ledger(spark: SparkSession, settings: Settings, batch_id: str) -> di
         hits.append(hashed.join(F.broadcast(tombstones), "key_hash").select("source", "record_key"))
     if not hits:
         return {}
-    records = reduce(DataFrame.unionByName, hits).distinct().localCheckpoint()
-    if records.isEmpty():
+    records = [(r["source"], r["record_key"]) for r in reduce(DataFrame.unionByName, hits).distinct().collect()]
+    if not records:
         return {}
-    keys = _keys_frame(spark, set(), records, [])
-    deleted = delete_rows(spark, settings, keys, erasable_tables(spark, ("bronze",)), by_text=False)
+    deleted = delete_rows(spark, settings, Subject(set(), records, []), erasable_tables(spark, ("bronze",)),
+                          by_text=False)
     log.warning("erasure: %d newly landed rows belonged to erased subjects and were deleted from bronze",
                 sum(deleted.values()))
     return deleted
