@@ -26,6 +26,7 @@ err = Console(stderr=True, soft_wrap=True)  # error text is copied and grepped: 
 
 ProfileOption = typer.Option(None, "--profile", "-p", help="Profile in conf/pipeline.yaml (default: CDP_PROFILE or default_profile).")
 ConfDirOption = typer.Option(None, "--conf-dir", help="Folder holding pipeline.yaml (default: CDP_CONF_DIR or ./conf).")
+ActorOption = typer.Option(None, "--actor", help="On whose behalf (default: CDP_ACTOR or the OS user); kept in ops.audit_log.")
 
 
 def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
@@ -449,7 +450,7 @@ def export(
     purpose: Optional[str] = typer.Option(None, "--purpose", help="What the data will be used for (privacy.yaml purposes). Required."),
     to: str = typer.Option(..., "--to", help="Destination folder (local path or s3a://, hdfs://)."),
     fmt: str = typer.Option("csv", "--format", help="csv | parquet | json"),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who the export is for (default: CDP_ACTOR or the OS user)."),
+    actor: Optional[str] = ActorOption,
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
@@ -477,7 +478,7 @@ def erase(
     email: Optional[str] = typer.Option(None, "--email", help="The subject's e-mail address."),
     one_id: Optional[str] = typer.Option(None, "--one-id", help="The subject's one_id (a retired id is followed)."),
     reason: str = typer.Option("subject request", "--reason", help="Why (the request's reference), kept in the ledger."),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Who asked (default: CDP_ACTOR or the OS user)."),
+    actor: Optional[str] = ActorOption,
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:

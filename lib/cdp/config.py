@@ -423,7 +423,7 @@ class PrivacyConfig(_Strict):
     def _consistent(self) -> PrivacyConfig:
         require_snake_case(self.purposes, "purpose", "a consent purpose")
         require_snake_case(self.roles, "role", "a SQL schema of views")
-        for table, columns in self.classification.items():
+        for table in self.classification:
             if not table.startswith("gold."):
                 raise ValueError(f"classification.{table}: list gold tables here; other layers take "
                                  f"their level from `layers`")

@@ -37,7 +37,7 @@ from cdp.config import ConfigError, Settings
 from cdp.identity.stage import ONEID_MAP, REFUSED, REGISTRY
 from cdp.ingest.bronze import bronze_table
 from cdp.lakehouse import table_exists
-from cdp.privacy.audit import audit
+from cdp.privacy.audit import audit, current_actor
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
 
 log = logging.getLogger(__name__)
@@ -224,9 +224,8 @@ def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, table
     return deleted
 
 
-def _record_tombstones(spark: SparkSession, settings: Settings, erasure_id: str, actor: str, reason: str,
+def _record_tombstones(spark: SparkSession, key: bytes, erasure_id: str, actor: str, reason: str,
                        values: list[tuple[str, str]], requested: set[tuple[str, str]]) -> int:
-    key = load_keys(settings).hash_key
     now = datetime.now(timezone.utc)
     rows = [(erasure_id, now, actor, reason, id_type, keyed_hash_text(f"{id_type}:{value}", key),
              (id_type, value) in requested) for id_type, value in values]
@@ -238,14 +237,12 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
           one_id: str | None = None, reason: str = "subject request", actor: str | None = None) -> Erasure:
     """Erase one subject everywhere; the tombstone is written before any row is deleted, so a crash
     mid-way is finished by running the same erase again (or, for newly landed data, by bronze)."""
-    from cdp.privacy.audit import current_actor
-
     if not (phone or email or one_id):
         raise ErasureError("an erasure needs the subject: --phone, --email or --one-id")
     if not table_exists(spark, IDENTIFIERS) or not table_exists(spark, ONEID_MAP):
         raise ConfigError("erasure resolves subjects through silver.identifiers and identity.oneid_map, which do "
                           "not exist yet. Fix: run `cdp run --stage all` first.")
-    load_keys(settings)  # a missing secret fails before anything is deleted
+    hash_key = load_keys(settings).hash_key  # a missing secret fails before anything is deleted
     started = time.perf_counter()
     actor = actor or current_actor()
     seeds = []
@@ -255,7 +252,7 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
         seeds.append(("email", normalised_key(spark, settings, "email", email)))
     one_ids, records, values = resolve_subject(spark, seeds, one_id)
     erasure_id = f"erasure-{uuid4().hex[:12]}"
-    tombstones = _record_tombstones(spark, settings, erasure_id, actor, reason, values, set(seeds))
+    tombstones = _record_tombstones(spark, hash_key, erasure_id, actor, reason, values, set(seeds))
     keys = [(r["source"], r["record_key"]) for r in records.collect()]
     record_count = len(keys)
     subject = Subject(one_ids, keys, needles(values))

@@ -16,14 +16,13 @@ from pyspark.sql import functions as F
 from cdp.cleanse.entities import ENTITIES
 from cdp.cleanse.silver import IDENTIFIERS, silver_table
 from cdp.config import Settings
+from cdp.gold import AUDIENCES, PROFILE
 from cdp.identity.stage import ONEID_MAP
 from cdp.lakehouse import table_exists
 from cdp.privacy.audit import audit, current_actor
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, allowed_for, consent_state
 from cdp.privacy.protect import decrypt, load_keys
 
-AUDIENCES = "gold.audience_members"
-PROFILE = "gold.customer_profile"
 FORMATS = ("csv", "parquet", "json")
 
 
@@ -97,7 +96,7 @@ def export_audience(spark: SparkSession, settings: Settings, audience: str, purp
                              f"Fix: run `cdp run --stage gold` first.", audience, purpose, destination, actor)
     spec = settings.privacy.purposes[purpose]
     members = spark.table(AUDIENCES).where(F.col("audience") == audience).select("one_id").distinct().persist()
-    allowed = members.transform(allowed_for(purpose, spec.default, current_consent(spark)))
+    allowed = members.transform(allowed_for(purpose, spec.default, current_consent(spark))).persist()
     keys = load_keys(settings) if spec.contact != "none" else None
     profile = spark.table(PROFILE)
     if spec.contact == "phone":
@@ -119,8 +118,8 @@ def export_audience(spark: SparkSession, settings: Settings, audience: str, purp
         writer.option("header", "true").csv(destination)
     else:
         getattr(writer, fmt)(destination)
-    rows.unpersist()
-    members.unpersist()
+    for frame in (rows, allowed, members):
+        frame.unpersist()
     result = Exported(audience, purpose, destination, written, member_count, member_count - allowed_count,
                       allowed_count - written)
     audit(spark, "export", object=audience, purpose=purpose, audience=audience, rows=written,
