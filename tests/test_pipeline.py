@@ -9,10 +9,11 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
+from cdp.cleanse.entities import ENTITIES
+from cdp.cleanse.silver import silver_table
 from cdp.demo import EXAMPLE_QUERY
 from cdp.evaluate import pairwise_scores, read_truth
 from cdp.ingest.bronze import build_bronze
-from cdp.lakehouse import new_run_id
 
 AS_OF = date(2026, 11, 1)
 
@@ -289,6 +290,35 @@ def test_job_runs_record_each_stage(spark, run):
     assert identity["records"] == spark.table("identity.oneid_map").count()
 
 
+def test_job_runs_count_rows_in_and_out_per_table(spark, settings, run):
+    """rows_out comes from each Delta commit's own metrics; here it must agree with what every stage
+    counted its own way (the generator's files, silver's accounting, identity's and gold's results)."""
+    summary, _, outcomes = run
+    bronze, silver, identity, gold = (outcomes[s] for s in ("bronze", "silver", "identity", "gold"))
+    recorded = {r["run_id"]: r for r in spark.table("ops.job_runs").collect()}
+    for outcome in outcomes.values():
+        assert (recorded[outcome.run_id]["rows_in"], recorded[outcome.run_id]["rows_out"]) == (outcome.rows_in, outcome.rows_out)
+
+    files = spark.table("ops.ingest_log").where(F.col("batch_id") == bronze.run_id).count()
+    assert bronze.rows_in == {f"landing/{source}": rows for source, rows in summary.rows.items()}
+    assert bronze.rows_out == {**{f"bronze.{source}": rows for source, rows in summary.rows.items()}, "ops.ingest_log": files}
+
+    assert silver.rows_in == {f"bronze.{source}": rows for source, rows in summary.rows.items()}
+    per_entity: dict[str, int] = {}
+    for source, counts in silver.metrics.items():
+        table = silver_table(ENTITIES[settings.sources.sources[source].entity])
+        per_entity[table] = per_entity.get(table, 0) + counts["silver"]
+    assert {t: silver.rows_out[t] for t in per_entity} == per_entity
+    assert silver.rows_out["silver.quarantine"] == sum(c["quarantined"] for c in silver.metrics.values())
+    assert silver.rows_out["ops.row_accounting"] == len(summary.rows)
+
+    assert identity.rows_in["silver.identifiers"] == silver.rows_out["silver.identifiers"]
+    assert identity.rows_out["identity.oneid_map"] == identity.metrics["records"]
+    assert gold.rows_in["identity.oneid_map"] == identity.metrics["records"]
+    assert (gold.rows_out["gold.customer_profile"], gold.rows_out["gold.customer_tags"]) == (
+        gold.metrics["profiles"], gold.metrics["tag_rows"])
+
+
 def run_metrics(spark, run_id: str) -> dict[str, tuple[int, int, str]]:
     rows = spark.table("ops.quality_metrics").where(F.col("run_id") == run_id).collect()
     return {r["rule"]: (r["checked"], r["failed"], r["status"]) for r in rows}
@@ -313,8 +343,8 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
 
     import yaml
 
-    from cdp.cleanse.silver import QualityGateFailed, build_silver
     from cdp.config import load_settings
+    from cdp.pipeline import StageFailed, run_stages
 
     conf = tmp_path / "conf"
     shutil.copytree(settings.conf_dir, conf)
@@ -326,11 +356,20 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     (conf / "quality.yaml").write_text(yaml.safe_dump(quality, allow_unicode=True), encoding="utf-8")
     strict = load_settings("test", conf)
 
-    strict_run = new_run_id("silver")
     version_before = spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"]
-    with pytest.raises(QualityGateFailed, match=r"ecom_phone_completeness \d+/\d+"):
-        build_silver(spark, strict, strict_run, AS_OF)
+    with pytest.raises(StageFailed, match=r"ecom_phone_completeness \d+/\d+") as failed:
+        run_stages(spark, strict, "silver", AS_OF)
     assert spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"] == version_before
+    strict_run = failed.value.outcome.run_id
+    # what a person reads at 3 a.m.: the cause, what was written, and the command that resumes
+    message = str(failed.value).splitlines()
+    assert message[0].startswith(f"stage 'silver' failed (run {strict_run}): cdp.cleanse.silver.QualityGateFailed: ")
+    assert message[1] == ("  written before the failure: ops.quality_metrics (each write is one atomic commit; "
+                          "the rerun replaces or skips them)")
+    assert message[2].endswith("once the cause is fixed: cdp run --stage silver --as-of 2026-11-01")
+    job = spark.table("ops.job_runs").where(F.col("run_id") == strict_run).first()
+    assert (job["status"], job["rows_out"]) == ("failed", {"ops.quality_metrics": len(settings.quality.rules)})
+    assert job["error"].startswith("cdp.cleanse.silver.QualityGateFailed: ") and "ecom_phone_completeness" in job["error"]
     recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == strict_run)
     assert {r["rule"]: r["status"] for r in recorded.where(F.col("status") == "fail").collect()} == {
         "ecom_phone_completeness": "fail"
@@ -428,3 +467,21 @@ def test_a_bad_tag_stops_gold_before_any_table_is_written(spark, run, tmp_path):
     with pytest.raises(TagDefinitionError, match=r"tags.yaml: tag 'churn_risk' \(derived\): .*lifecycle"):
         build_gold(spark, load_settings("test", conf), date(2026, 11, 3), "gold-bad-tag")
     assert versions == {t: spark.sql(f"DESCRIBE HISTORY {t} LIMIT 1").first()["version"] for t in versions}
+
+
+def test_bench_reference_finds_the_same_components_as_the_engine(spark, settings, run):
+    """make bench compares the identity stage with scipy's connected components on the same edge list:
+    on the suite's graph, both partition the vertices identically."""
+    from cdp.bench.pipeline import identity_edges, scipy_components
+    from cdp.identity.components import two_phase_components
+
+    edges = identity_edges(spark, settings).persist()
+    vertices = edges.select(F.col("src").alias("id")).union(edges.select(F.col("dst").alias("id")))
+    engine = two_phase_components(vertices, edges).toPandas()
+    pairs = edges.toPandas()
+    vertex_count, components, labels = scipy_components(pairs["src"], pairs["dst"])
+    edges.unpersist()
+    assert (vertex_count, components) == (len(engine), engine["component"].nunique())
+    engine["reference"] = engine["id"].map(labels)
+    assert engine.groupby("component")["reference"].nunique().max() == 1  # no engine component is split
+    assert engine.groupby("reference")["component"].nunique().max() == 1  # nor two of them joined

@@ -1,15 +1,33 @@
-"""One structured log format for every entry point (CLI and spark-submit jobs): key=value on stderr."""
+"""One structured log format for every entry point (CLI and spark-submit jobs), on stderr:
+key=value lines by default, or one JSON object per line with CDP_LOG_FORMAT=json (for a log
+shipper: Loki, Elasticsearch, CloudWatch)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 
 FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
 
 
+class JsonFormatter(logging.Formatter):
+    """time, level, logger, msg, and the exception's text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
+    handler = logging.StreamHandler(sys.stderr)
+    json_lines = os.environ.get("CDP_LOG_FORMAT", "text").lower() == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 

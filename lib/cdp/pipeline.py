@@ -11,12 +11,13 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from cdp.cleanse.silver import build_silver
+from cdp.cleanse.entities import ENTITIES
+from cdp.cleanse.silver import IDENTIFIERS, build_silver, silver_table
 from cdp.config import Settings
 from cdp.gold import build_gold
-from cdp.identity.stage import build_identity
-from cdp.ingest.bronze import build_bronze
-from cdp.lakehouse import append, new_run_id
+from cdp.identity.stage import ONEID_MAP, build_identity
+from cdp.ingest.bronze import bronze_table, build_bronze
+from cdp.lakehouse import OnWrite, append, new_run_id, recording_writes, table_exists
 from cdp.privacy.audit import audit
 from cdp.privacy.erasure import enforce_ledger
 from cdp.privacy.protect import load_keys
@@ -27,12 +28,17 @@ STAGES = ("bronze", "silver", "identity", "gold")
 JOB_RUNS = "ops.job_runs"
 JOB_RUNS_SCHEMA = (
     "run_id string, stage string, started_at timestamp, ended_at timestamp, "
-    "status string, metrics string, error string"
+    "status string, metrics string, error string, rows_in map<string,bigint>, rows_out map<string,bigint>"
 )
 
 
 class StageFailed(RuntimeError):
-    """A stage raised; the message says which stage and why, and ops.job_runs has the trace."""
+    """A stage raised; the message says which stage failed, why, and what to do next."""
+
+    def __init__(self, outcome: "StageOutcome", not_run: tuple[str, ...] = ()):
+        self.outcome = outcome
+        self.not_run = not_run
+        super().__init__(failure_message(outcome, not_run))
 
 
 @dataclass
@@ -44,6 +50,8 @@ class StageOutcome:
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    rows_in: dict[str, int] = field(default_factory=dict)  # rows of each table (or landed source) the stage read
+    rows_out: dict[str, int] = field(default_factory=dict)  # rows each table's commits in this run added
 
     @property
     def seconds(self) -> float:
@@ -94,6 +102,27 @@ def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> 
             "seconds": result.seconds}
 
 
+def _silver_entity_tables(spark: SparkSession) -> list[str]:
+    return [t for t in (silver_table(e) for e in ENTITIES.values()) if table_exists(spark, t)]
+
+
+def _counts(spark: SparkSession, tables: list[str]) -> dict[str, int]:
+    """Rows per table; a plain count of a Delta table is answered from its log, without a scan."""
+    return {t: spark.table(t).count() for t in tables if table_exists(spark, t)}
+
+
+def rows_in(spark: SparkSession, stage: str, metrics: dict[str, Any]) -> dict[str, int]:
+    """What the stage read: bronze the landed files' rows per source, silver the bronze rows it
+    accounted for, identity and gold the tables they read, counted once the stage is done."""
+    if stage == "bronze":
+        return {f"landing/{source}": m["rows"] for source, m in metrics.items() if isinstance(m, dict) and "rows" in m}
+    if stage == "silver":
+        return {bronze_table(source): m["landed"] for source, m in metrics.items()}
+    if stage == "identity":
+        return _counts(spark, [IDENTIFIERS, *_silver_entity_tables(spark)])
+    return _counts(spark, [*_silver_entity_tables(spark), ONEID_MAP])
+
+
 RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date], dict[str, Any]]] = {
     "bronze": _bronze,
     "silver": _silver,
@@ -102,39 +131,67 @@ RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date], dict[str, Any]]
 }
 
 
+def failure_message(outcome: StageOutcome, not_run: tuple[str, ...]) -> str:
+    """What failed, why, and what to do: every stage reruns safely, so the fix is to rerun it."""
+    lines = [f"stage '{outcome.stage}' failed (run {outcome.run_id}): {outcome.error}"]
+    if outcome.rows_out:
+        lines.append(f"  written before the failure: {', '.join(sorted(outcome.rows_out))} "
+                     "(each write is one atomic commit; the rerun replaces or skips them)")
+    if not_run:
+        lines.append(f"  not run: {', '.join(not_run)}")
+    as_of = outcome.metrics.get("as_of")
+    lines.append(f"  the trace is in ops.job_runs (cdp sql -e \"SELECT error FROM ops.job_runs WHERE run_id = "
+                 f"'{outcome.run_id}'\"); once the cause is fixed: cdp run --stage {outcome.stage}"
+                 + (f" --as-of {as_of}" if as_of else ""))
+    return "\n".join(lines)
+
+
 def record_run(spark: SparkSession, outcome: StageOutcome) -> None:
     row = [(outcome.run_id, outcome.stage, outcome.started_at, outcome.ended_at, outcome.status,
-            json.dumps(outcome.metrics, ensure_ascii=False, default=str), outcome.error)]
+            json.dumps(outcome.metrics, ensure_ascii=False, default=str), outcome.error,
+            outcome.rows_in, outcome.rows_out)]
     append(spark.createDataFrame(row, JOB_RUNS_SCHEMA), JOB_RUNS)
     audit(spark, "job_run", object=outcome.stage, status=outcome.status,
           details={"run_id": outcome.run_id, "seconds": round(outcome.seconds, 1), "error": outcome.error})
+    log.info("stage=%s status=%s run_id=%s seconds=%.1f rows_in=%d rows_out=%d tables_written=%d",
+             outcome.stage, outcome.status, outcome.run_id, outcome.seconds, sum(outcome.rows_in.values()),
+             sum(outcome.rows_out.values()), len(outcome.rows_out))
 
 
-def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date) -> StageOutcome:
-    """Run one stage; success or failure, it is recorded in ops.job_runs. Raises StageFailed on failure."""
+def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date,
+              on_write: OnWrite | None = None) -> StageOutcome:
+    """Run one stage; success or failure, it is recorded in ops.job_runs, with the rows it read and
+    the rows each of its writes committed. Returns the failed outcome rather than raising."""
     run_id = new_run_id(stage)
     started = datetime.now(timezone.utc)
-    try:
-        metrics = RUNNERS[stage](spark, settings, run_id, as_of)
-    except Exception as exc:
-        outcome = StageOutcome(stage, run_id, started, datetime.now(timezone.utc), "failed",
-                               error="".join(traceback.format_exception_only(exc)).strip())
-        record_run(spark, outcome)
-        raise StageFailed(f"stage '{stage}' failed (run {run_id}): {outcome.error}") from exc
-    outcome = StageOutcome(stage, run_id, started, datetime.now(timezone.utc), "succeeded", metrics)
+    with recording_writes(on_write) as written:
+        try:
+            metrics = RUNNERS[stage](spark, settings, run_id, as_of)
+            read, status, error = rows_in(spark, stage, metrics), "succeeded", None
+        except Exception as exc:
+            metrics, read, status = {"as_of": as_of.isoformat()}, {}, "failed"
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            log.error("stage=%s status=failed run_id=%s", stage, run_id, exc_info=exc)
+    outcome = StageOutcome(stage, run_id, started, datetime.now(timezone.utc), status, metrics, error,
+                           rows_in=read, rows_out=dict(written))
     record_run(spark, outcome)
     return outcome
 
 
 def run_stages(spark: SparkSession, settings: Settings, stage: str, as_of: date,
-               on_done: Callable[[StageOutcome], None] | None = None) -> list[StageOutcome]:
+               on_done: Callable[[StageOutcome], None] | None = None,
+               on_start: Callable[[str], OnWrite | None] | None = None) -> list[StageOutcome]:
+    """Run the stages in order. on_start(stage) may return a listener for the stage's writes (progress);
+    on_done hears each outcome. A failed stage stops the run: StageFailed names it and the stages not run."""
     outcomes = []
     stages = expand_stage(stage)
     load_keys(settings)  # a cluster profile without its secrets stops here, before any stage
-    for name in stages:
-        log.info("stage %s: starting", name)
-        outcome = run_stage(spark, settings, name, as_of)
+    for position, name in enumerate(stages):
+        log.info("stage=%s status=starting as_of=%s", name, as_of.isoformat())
+        outcome = run_stage(spark, settings, name, as_of, on_start(name) if on_start else None)
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
+        if outcome.status == "failed":
+            raise StageFailed(outcome, stages[position + 1:])
     return outcomes
