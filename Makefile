@@ -3,18 +3,22 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AIRFLOW_STAMP := $(VENV)/.installed-airflow
 PERSONS ?= 3000
+BENCH_SIZES ?= 50000
 SEED    ?= 42
 JARS_DIR ?= jars/staged
 
 JARS_STAMP := $(JARS_DIR)/.staged
 
-.PHONY: help install demo test test-fast jars sql-server clean clean-lakehouse
+.PHONY: help install demo test test-fast bench jars package sql-server clean clean-lakehouse
 
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
 	@echo "make test   - install and run the test suite"
+	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\")"
 	@echo "make jars   - stage the Delta (and, if reachable, GraphFrames) jars into $(JARS_DIR)"
+	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
 	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog"
 	@echo "make clean  - remove the venv, the lakehouse and generated data"
 
@@ -24,17 +28,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The Airflow extra (jobs/dags/, tests/test_dag.py) is large: only the test suite installs it, not `make demo`.
+$(AIRFLOW_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,airflow]'
+	touch $(AIRFLOW_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/cdp demo --persons $(PERSONS) --seed $(SEED)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
-test: $(STAMP) $(JARS_STAMP)
+test: $(AIRFLOW_STAMP) $(JARS_STAMP)
 	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest
 
-test-fast: $(STAMP)
+test-fast: $(AIRFLOW_STAMP)
 	$(BIN)/pytest -m "not slow"
+
+# Figures for docs/performance.md: build/bench/bench.json and bench.png.
+bench: $(STAMP)
+	$(BIN)/python -m cdp.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench
+
+# A release folder for spark-submit on a cluster (docs/operations.md, "On a cluster"); includes the
+# staged jars when `make jars` has run. dist/ is rebuilt whole: a release holds one build only.
+package: $(STAMP)
+	rm -rf dist
+	$(BIN)/cdp package --out dist
 
 sql-server: $(STAMP) $(JARS_STAMP)
 	CDP_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/cdp sql-server --port 10000

@@ -1,18 +1,51 @@
-"""Shared glue for the spark-submit entry points: parse arguments, open the session, run a stage."""
+"""Shared glue for the spark-submit entry points: parse arguments, open the session, run a stage.
+
+Exit codes as for `cdp run`: 0 success, 1 a stage failed, 2 bad configuration or arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import date
+from pathlib import Path
+
+log = logging.getLogger("cdp.job")
 
 
-def main(stage: str) -> int:
+def parse_arguments(stage: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=f"CDP {stage} stage")
     parser.add_argument("--profile", default=None, help="profile in conf/pipeline.yaml")
     parser.add_argument("--conf-dir", default=None, help="folder holding pipeline.yaml")
-    parser.add_argument("--as-of", default=None, help="run date YYYY-MM-DD (default: today)")
-    args = parser.parse_args()
+    parser.add_argument("--as-of", default=None, type=run_date, help="run date YYYY-MM-DD (default: today)")
+    return parser.parse_args()
+
+
+def run_date(value: str) -> date:
+    """argparse type for --as-of: a bad date is a usage error (exit 2), not a traceback."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a date. Fix: use YYYY-MM-DD.") from exc
+
+
+def log_build(stage: str) -> None:
+    """Say which cdp runs and where Python imported it from, so an operator can tell that the release's
+    cdp.zip (--py-files) ran and not a copy installed on the node."""
+    import cdp
+
+    origin = Path(cdp.__file__).resolve().parent.parent  # the zip, or the folder holding the cdp package
+    log.info("job %s: cdp %s from %s", stage, cdp.__version__, origin)
+
+
+def configuration_error(exc: Exception) -> int:
+    print(f"configuration error\n{exc}", file=sys.stderr)
+    return 2
+
+
+def main(stage: str) -> int:
+    args = parse_arguments(stage)
 
     from cdp.config import ConfigError, load_settings
     from cdp.logs import configure_logging
@@ -20,17 +53,19 @@ def main(stage: str) -> int:
     from cdp.spark import spark_session
 
     configure_logging()
+    log_build(stage)
     try:
         settings = load_settings(args.profile, args.conf_dir)
         settings.validate_all()
     except ConfigError as exc:
-        print(f"configuration error\n{exc}", file=sys.stderr)
-        return 2
-    as_of = date.fromisoformat(args.as_of) if args.as_of else date.today()
+        return configuration_error(exc)
     with spark_session(settings, app_name=f"cdp-{stage}") as spark:
         try:
-            for outcome in run_stages(spark, settings, stage, as_of):
-                print(f"{outcome.stage}: {outcome.status} in {outcome.seconds:.1f}s {outcome.metrics}")
+            for outcome in run_stages(spark, settings, stage, args.as_of or date.today()):
+                print(f"{outcome.stage}: {outcome.status} in {outcome.seconds:.1f}s rows_in={outcome.rows_in} "
+                      f"rows_out={outcome.rows_out} {outcome.metrics}")
+        except ConfigError as exc:  # e.g. a cluster profile without its keys: no stage ran
+            return configuration_error(exc)
         except StageFailed as exc:
             print(str(exc), file=sys.stderr)
             return 1

@@ -122,21 +122,84 @@ def run(
         raise typer.Exit(2) from exc
     settings = _settings(profile, conf_dir)
     run_date = _parse_date(as_of)
-    with spark_session(settings, app_name=f"cdp-{stage}") as spark:
+    outcomes: list = []
+
+    def done(outcome) -> None:
+        outcomes.append(outcome)
+        _print_outcome(outcome)
+
+    with spark_session(settings, app_name=f"cdp-{stage}") as spark, StageProgress(err) as progress:
         try:
-            outcomes = run_stages(spark, settings, stage, run_date, on_done=_print_outcome)
+            run_stages(spark, settings, stage, run_date, on_done=progress.wrap(done), on_start=progress.start)
         except ConfigError as exc:  # e.g. a cluster profile without its secrets: nothing ran
             err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
             raise typer.Exit(2) from exc
         except StageFailed as exc:
+            progress.stop()
+            print_run_summary(outcomes)
             err.print(f"[bold red]{exc}[/]", markup=True, highlight=False)
             raise typer.Exit(1) from exc
+    print_run_summary(outcomes)
     out.print(f"[green]done[/]: {', '.join(o.stage for o in outcomes)} in {sum(o.seconds for o in outcomes):.1f}s")
 
 
 def _print_outcome(outcome) -> None:
     out.print(f"[bold]{outcome.stage}[/] {outcome.status} in {outcome.seconds:.1f}s  (run {outcome.run_id})")
     out.print_json(json.dumps(outcome.metrics, ensure_ascii=False, default=str))
+
+
+class StageProgress:
+    """A live line per stage on stderr (spinner, elapsed time, the latest table written), for runs
+    that take minutes. On a terminal only: logs and CI output get the structured log lines instead."""
+
+    def __init__(self, console: Console):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<8}"), TimeElapsedColumn(),
+                                 TextColumn("{task.description}"), console=console, disable=not console.is_terminal)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "StageProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.progress.stop()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def start(self, stage: str):
+        task = self.progress.add_task("starting", total=None, stage=stage)
+        self.tasks[stage] = task
+        tables: dict[str, int] = {}
+
+        def on_write(table: str, rows: Optional[int]) -> None:
+            tables[table] = tables.get(table, 0) + (rows or 0)
+            count = f"{rows:,}" if rows is not None else "?"
+            self.progress.update(task, description=f"wrote {table} ({count} rows) · {len(tables)} tables")
+        return on_write
+
+    def wrap(self, on_done):
+        def finished(outcome) -> None:
+            task = self.tasks.get(outcome.stage)
+            if task is not None:
+                self.progress.update(task, total=1, completed=1, description=f"{outcome.status} · "
+                                     f"{len(outcome.rows_out)} tables · {sum(outcome.rows_out.values()):,} rows written")
+            on_done(outcome)
+        return finished
+
+
+def print_run_summary(outcomes: list) -> None:
+    """One row per stage: status, time, rows read and written (as in ops.job_runs)."""
+    table = Table(title="run summary")
+    for column in ("stage", "status", "seconds", "rows in", "rows out", "tables written"):
+        table.add_column(column, justify="left" if column in ("stage", "status") else "right")
+    for o in outcomes:
+        colour = "green" if o.status == "succeeded" else "red"
+        table.add_row(o.stage, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", f"{sum(o.rows_in.values()):,}",
+                      f"{sum(o.rows_out.values()):,}", str(len(o.rows_out)))
+    out.print(table)
 
 
 @app.command()
@@ -535,6 +598,33 @@ def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path]
     from cdp.spark import submit_arguments
 
     sys.stdout.write(shlex.join(submit_arguments(_settings(profile, conf_dir))) + "\n")
+
+
+@app.command()
+def package(
+    out_dir: Path = typer.Option(Path("dist"), "--out", help="Release folder to write; must be empty or absent."),
+    profile: str = typer.Option("cluster", "--profile", "-p", help="Profile whose Spark conf goes into spark.properties."),
+    jars_dir: Optional[Path] = typer.Option(None, "--jars-dir", help="Staged jars to include (default: jars/staged, when it exists)."),
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Build a release for spark-submit: wheel, cdp.zip (--py-files), jobs, conf, jars and spark.properties."""
+    from cdp.package import ReleaseError, build_release
+
+    try:
+        release = build_release(out_dir, profile=profile, conf_dir=conf_dir, jars_dir=jars_dir)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+    except ReleaseError as exc:
+        err.print(str(exc), highlight=False)
+        raise typer.Exit(1) from exc
+    for name in release.files:
+        out.print(f"{out_dir}/{name}", highlight=False)
+    out.print(f"Each deployment sets: --master, and in the driver's environment {', '.join(release.variables)}. "
+              f"Run a job: spark-submit --master … --properties-file {out_dir}/spark.properties "
+              f"--py-files {out_dir}/cdp.zip,{out_dir}/jobs/_common.py {out_dir}/jobs/bronze.py "
+              f"--profile {release.profile} --conf-dir {out_dir}/conf (docs/operations.md, \"On a cluster\").",
+              highlight=False, soft_wrap=True)
 
 
 @app.command("sql-server")

@@ -42,6 +42,11 @@ def expand_env(value: str, *, file: Path, key: str) -> str:
     return _ENV_REF.sub(substitute, value)
 
 
+def required_variables(value: str) -> list[str]:
+    """The ${VAR} a value reads without a default: what every environment running it must export."""
+    return [match.group(1) for match in _ENV_REF.finditer(value) if match.group(2) is None]
+
+
 _Strict = Strict
 
 
@@ -663,8 +668,12 @@ def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, file: Pa
             raise ConfigError(f"{where}: consistency rules apply to customers sources only.")
 
 
-def load_settings(profile: str | None = None, conf_dir: Path | str | None = None) -> Settings:
-    """Load conf/pipeline.yaml and pick a profile (argument, CDP_PROFILE, or default_profile)."""
+def load_settings(profile: str | None = None, conf_dir: Path | str | None = None, *, expand: bool = True) -> Settings:
+    """Load conf/pipeline.yaml and pick a profile (argument, CDP_PROFILE, or default_profile).
+
+    expand=False keeps the profile's ${VAR} references as written: a release package is built once
+    and each deployment fills them from its own environment at run time.
+    """
     directory = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
     pipeline_file = directory / "pipeline.yaml"
     # Profiles are expanded lazily: a cluster profile's required variables must not
@@ -676,6 +685,8 @@ def load_settings(profile: str | None = None, conf_dir: Path | str | None = None
             f"{pipeline_file}: profile '{name}' is not defined under 'profiles'. "
             f"Fix: use one of {sorted(pipeline.profiles)}."
         )
+    if not expand:
+        return Settings(conf_dir=directory, profile_name=name, pipeline=pipeline)
     chosen = Profile.model_validate(
         _expand_tree(pipeline.profiles[name].model_dump(), file=pipeline_file, key=f"profiles.{name}")
     )

@@ -38,26 +38,37 @@ def wants_graphframes(settings: Settings) -> bool:
     return settings.identity.components.engine == "graphframes"
 
 
+def jar_packages(settings: Settings) -> list[str]:
+    """The Maven coordinates the jobs need: jars.packages, plus GraphFrames when identity.yaml selects it."""
+    packages = list(settings.pipeline.jars.packages)
+    if wants_graphframes(settings):
+        packages.append(settings.pipeline.jars.graphframes_package)
+    return packages
+
+
+def staged_jars(folder: Path, packages: list[str]) -> list[Path]:
+    """The jars of a staged folder, refused when a coordinate has none there (a staging older than the conf)."""
+    staged = sorted(folder.glob("*.jar")) if folder.is_dir() else []
+    missing = [p for p in packages if not any(j.name.startswith(_jar_prefix(p)) for j in staged)]
+    if missing:
+        raise ConfigError(
+            f"{folder}: staged jars lack {missing}. Fix: run `make jars` again after changing jars.packages."
+        )
+    return staged
+
+
 def jar_settings(settings: Settings) -> dict[str, str]:
     """spark.jars from a staged folder when one is configured, else spark.jars.packages."""
     jars = settings.pipeline.jars
-    packages = list(jars.packages)
-    if wants_graphframes(settings):
-        packages.append(jars.graphframes_package)
+    packages = jar_packages(settings)
     if jars.staged_dir:
         folder = Path(settings.resolve(jars.staged_dir))
-        staged = sorted(folder.glob("*.jar")) if folder.is_dir() else []
-        if not staged:
+        if not any(folder.glob("*.jar")):
             raise ConfigError(
                 f"{settings.conf_dir / 'pipeline.yaml'}: key 'jars.staged_dir' (or CDP_JARS_DIR) points at "
                 f"{folder}, which holds no jars. Fix: run `make jars`, or unset it to resolve from Maven Central."
             )
-        missing = [p for p in packages if not any(j.name.startswith(_jar_prefix(p)) for j in staged)]
-        if missing:
-            raise ConfigError(
-                f"{folder}: staged jars lack {missing}. Fix: run `make jars` again after changing jars.packages."
-            )
-        return {"spark.jars": ",".join(str(j) for j in staged)}
+        return {"spark.jars": ",".join(str(j) for j in staged_jars(folder, packages))}
     conf = {"spark.jars.packages": ",".join(packages)}
     if os.environ.get("CDP_IVY_DIR"):
         conf["spark.jars.ivy"] = os.environ["CDP_IVY_DIR"]
@@ -100,6 +111,20 @@ def session_conf(settings: Settings) -> dict[str, str]:
     conf.update(DELTA_CONF)
     conf.update(jar_settings(settings))
     conf.update(catalog_settings(settings))
+    conf["spark.sql.session.timeZone"] = settings.profile.timezone
+    conf.update(settings.profile.spark_conf)
+    return conf
+
+
+def release_conf(settings: Settings) -> dict[str, str]:
+    """The part of session_conf that is the same on every deployment of a profile (a release's properties file).
+
+    Left out because each site or run sets them: the master, the warehouse and metastore locations
+    (the session factory derives them from CDP_LAKEHOUSE at run time), staged jar paths, the Ivy cache.
+    """
+    conf = dict(DELTA_CONF)
+    conf["spark.jars.packages"] = ",".join(jar_packages(settings))
+    conf["spark.sql.catalogImplementation"] = "hive"
     conf["spark.sql.session.timeZone"] = settings.profile.timezone
     conf.update(settings.profile.spark_conf)
     return conf
