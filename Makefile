@@ -40,7 +40,7 @@ demo: $(STAMP)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
 test: $(AIRFLOW_STAMP) $(JARS_STAMP)
-	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -n 2 --dist loadgroup
+	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest
 
 test-fast: $(AIRFLOW_STAMP)
 	$(BIN)/pytest -m "not slow"

@@ -57,16 +57,3 @@ def pipeline_run(spark, settings, data_dir):
     manifest = json.loads((data_dir / "truth" / "manifest.json").read_text(encoding="utf-8"))
     outcomes = {o.stage: o for o in run_stages(spark, settings, "all", as_of)}
     return summary, manifest, outcomes
-
-
-# With `pytest -n 2` (make test), each worker has its own SparkSession and lakehouse. A module's
-# tests share module fixtures, and three modules share the session's pipeline lakehouse (the
-# notebooks and test_pipeline read it, then test_privacy erases from it): keep each of those
-# together, on one worker, in file order.
-SHARED_LAKEHOUSE = {"test_notebooks", "test_pipeline", "test_privacy"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("pipeline_lakehouse" if module in SHARED_LAKEHOUSE else module))
