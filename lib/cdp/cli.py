@@ -164,9 +164,10 @@ class StageProgress:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.progress.stop()
+        self.stop()
 
     def stop(self) -> None:
+        """Before printing the summary of a failed run: the live lines must not redraw over it."""
         self.progress.stop()
 
     def start(self, stage: str):

@@ -102,8 +102,8 @@ def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> 
             "seconds": result.seconds}
 
 
-def _silver_entity_tables(spark: SparkSession) -> list[str]:
-    return [t for t in (silver_table(e) for e in ENTITIES.values()) if table_exists(spark, t)]
+def _silver_entity_tables() -> list[str]:
+    return [silver_table(e) for e in ENTITIES.values()]
 
 
 def _counts(spark: SparkSession, tables: list[str]) -> dict[str, int]:
@@ -115,12 +115,12 @@ def rows_in(spark: SparkSession, stage: str, metrics: dict[str, Any]) -> dict[st
     """What the stage read: bronze the landed files' rows per source, silver the bronze rows it
     accounted for, identity and gold the tables they read, counted once the stage is done."""
     if stage == "bronze":
-        return {f"landing/{source}": m["rows"] for source, m in metrics.items() if isinstance(m, dict) and "rows" in m}
+        return {f"landing/{source}": m["rows"] for source, m in metrics.items() if source != "erased_rows"}
     if stage == "silver":
         return {bronze_table(source): m["landed"] for source, m in metrics.items()}
     if stage == "identity":
-        return _counts(spark, [IDENTIFIERS, *_silver_entity_tables(spark)])
-    return _counts(spark, [*_silver_entity_tables(spark), ONEID_MAP])
+        return _counts(spark, [IDENTIFIERS, *_silver_entity_tables()])
+    return _counts(spark, [*_silver_entity_tables(), ONEID_MAP])
 
 
 RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date], dict[str, Any]]] = {

@@ -29,21 +29,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import functions as F
 
-    from cdp.cleanse.silver import IDENTIFIERS
+    from cdp.bench.pipeline import identity_edges
     from cdp.config import Components, load_settings
     from cdp.identity.components import graphframes_available, graphframes_components, two_phase_components
-    from cdp.identity.hygiene import apply_hygiene
-    from cdp.identity.stage import identifier_vertex, record_vertex
     from cdp.spark import spark_session
 
     settings = load_settings(args.profile)
     results = []
     with spark_session(settings, app_name="cdp-bench-components") as spark:
-        usable, _ = apply_hygiene(spark.table(IDENTIFIERS), settings.identity)
-        edges = usable.select(
-            record_vertex(F.col("source"), F.col("record_key")).alias("src"),
-            identifier_vertex(F.col("id_type"), F.col("id_value")).alias("dst"),
-        ).checkpoint()
+        edges = identity_edges(spark, settings).checkpoint()
         vertices = edges.select(F.col("src").alias("id")).unionByName(edges.select(F.col("dst").alias("id"))).distinct().checkpoint()
         graph = {"vertices": vertices.count(), "edges": edges.count()}
         reference = None
