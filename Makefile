@@ -10,8 +10,14 @@ SEED    ?= 42
 JARS_DIR ?= jars/staged
 
 JARS_STAMP := $(JARS_DIR)/.staged
+BUILD_STAMP := $(VENV)/.installed-build
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+UV  := $(BIN)/uv
+LOCK_PYTHON ?= 3.11
+LOCK_FLAGS = --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-platform linux \
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: help install demo test test-fast bench jars package sql-server clean clean-lakehouse
+.PHONY: help install lock demo test test-fast bench jars package sql-server clean clean-lakehouse
 
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
@@ -20,18 +26,37 @@ help:
 	@echo "make jars   - stage the Delta (and, if reachable, GraphFrames) jars into $(JARS_DIR)"
 	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
 	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog"
+	@echo "make lock   - re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
 	@echo "make clean  - remove the venv, the lakehouse and generated data"
 
-$(STAMP): pyproject.toml
+# Installs come from the committed locks in requirements/ (every package pinned, with its hashes), so
+# every machine installs the same bytes; `make lock` refreshes them on purpose (docs/operations.md).
+# The venv's own pip, setuptools and wheel are pinned too, and the project is built without build
+# isolation, so nothing floats in from PyPI on the day.
+$(BUILD_STAMP): requirements/build.txt
+	$(PYTHON) -c 'import sys; v = sys.version_info[:2]; v == (3, 11) or print(f"warning: the locks in requirements/ are resolved for Python 3.11; this is {v[0]}.{v[1]}. Set PYTHON=python3.11, or run make lock LOCK_PYTHON={v[0]}.{v[1]}.")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/build.txt
+	touch $(BUILD_STAMP)
+
+$(STAMP): $(BUILD_STAMP) pyproject.toml requirements/dev.txt
+	$(PIP) --require-hashes -r requirements/dev.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The Airflow extra (jobs/dags/, tests/test_dag.py) is large: only the test suite installs it, not `make demo`.
-$(AIRFLOW_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,airflow]'
+$(AIRFLOW_STAMP): $(STAMP) requirements/dev-airflow.txt
+	$(PIP) --require-hashes -r requirements/dev-airflow.txt
 	touch $(AIRFLOW_STAMP)
+
+# Re-resolves the locks from pyproject.toml's ranges: keeps every pin that still fits and adds what is
+# new; UPGRADE=1 moves every package to the newest version the ranges allow. Commit the result only
+# after `make test` passes on it. The three project locks agree: dev and runtime are subsets of dev-airflow.
+lock: $(BUILD_STAMP)
+	$(UV) pip compile pyproject.toml --extra dev --extra airflow $(LOCK_FLAGS) -o requirements/dev-airflow.txt
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -c requirements/dev-airflow.txt -o requirements/dev.txt
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c requirements/dev-airflow.txt -o requirements/runtime.txt
+	$(UV) pip compile requirements/build.in $(LOCK_FLAGS) -c requirements/dev-airflow.txt -o requirements/build.txt
 
 install: $(STAMP)
 

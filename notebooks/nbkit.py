@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -79,16 +81,27 @@ def show(frame: pd.DataFrame, title: str) -> None:
         print(f"\n== {title}\n{frame.to_string(index=False)}")
 
 
-def font_for(text: str) -> str | None:
-    """The name of an installed font with a glyph for every character of `text`, or None."""
+def font_for(text: str, fonts: Iterable[font_manager.FontEntry] | None = None) -> str | None:
+    """The name of an installed font (default: matplotlib's list) with a glyph for every character of `text`.
+
+    Fonts are read by file, never looked up by name: a family name is not a valid fontconfig pattern
+    in general (matplotlib ships "Last Resort High-Efficiency"), and parsing one raises."""
     needed = {ord(c) for c in text}
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    preferred = [n for n in PREFERRED_CJK_FONTS if n in installed]
-    for name in preferred + sorted(installed - set(preferred)):
-        path = font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False)
-        if needed <= FT2Font(path).get_charmap().keys():
-            return name
+    entries = list(font_manager.fontManager.ttflist if fonts is None else fonts)
+    rank = {name: i for i, name in enumerate(PREFERRED_CJK_FONTS)}
+    for entry in sorted(entries, key=lambda f: (rank.get(f.name, len(rank)), f.name, f.fname)):
+        if needed <= _charmap(entry.fname):
+            return entry.name
     return None
+
+
+@lru_cache(maxsize=None)
+def _charmap(fname: str) -> frozenset[int]:
+    """The code points a font file has glyphs for; none for a file FreeType cannot read."""
+    try:
+        return frozenset(FT2Font(fname).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
 
 
 def use_font_for(text: str) -> bool:

@@ -204,3 +204,25 @@ def test_charts_fall_back_to_english_labels_without_a_chinese_font(spark, pipeli
     assert list(namespace["lifecycle_funnel"].label) == STAGES_EN
     assert glyph_warnings == []
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{f}.png" for f in FIGURES["customer_insight"])
+
+
+def test_font_lookup_reads_font_files_so_no_font_name_can_break_it(tmp_path):
+    """matplotlib 3.11 ships a font named "Last Resort High-Efficiency", which is no valid fontconfig
+    pattern: the lookup must never parse a name, and a font file FreeType cannot read is passed over."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(NOTEBOOKS))
+        import nbkit
+    from matplotlib import font_manager
+
+    hyphenated = "Last Resort High-Efficiency"
+    with pytest.raises(ValueError):
+        font_manager.FontProperties(family=hyphenated)  # what a lookup by name ran into
+    latin = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    broken = tmp_path / "broken.ttf"
+    broken.write_bytes(b"not a font")
+    fonts = [font_manager.FontEntry(fname=str(broken), name="Broken-Font"),
+             font_manager.FontEntry(fname=str(latin), name=hyphenated)]
+
+    assert nbkit.font_for("Prospect New", fonts) == hyphenated
+    assert nbkit.font_for("潜客", fonts) is None
+    assert nbkit.font_for("潜客", fonts[:1]) is None

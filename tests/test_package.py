@@ -45,8 +45,11 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
         f"jars/{STAGED_DELTA}",
         "jars/packages.txt",
         "jobs/_common.py", "jobs/all.py", "jobs/bronze.py", "jobs/gold.py", "jobs/identity.py", "jobs/silver.py",
+        "requirements.txt",
         "spark.properties",
     ]
+    # the executors' Python: the runtime lock, every version pinned with its hashes
+    assert (release.folder / "requirements.txt").read_bytes() == (ROOT / "requirements" / "runtime.txt").read_bytes()
     for folder in ("conf", "jobs"):
         for copied in (release.folder / folder).iterdir():
             assert copied.read_bytes() == (ROOT / folder / copied.name).read_bytes(), copied

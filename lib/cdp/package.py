@@ -20,6 +20,8 @@ from cdp.spark import jar_packages, release_conf, staged_jars
 ZIP_NAME = "cdp.zip"
 PROPERTIES_NAME = "spark.properties"
 PACKAGES_NAME = "jars/packages.txt"
+REQUIREMENTS_NAME = "requirements.txt"
+RUNTIME_LOCK = "requirements/runtime.txt"  # every package the jobs import, pinned with hashes (`make lock`)
 
 
 class ReleaseError(RuntimeError):
@@ -54,6 +56,8 @@ def build_release(out: Path, *, profile: str = "cluster", conf_dir: Path | None 
 
     out.mkdir(parents=True, exist_ok=True)
     zip_package(build_wheel(settings.root, out), out / ZIP_NAME)
+    # The exact versions the driver's and executors' Python need: `pip install --require-hashes -r` it.
+    shutil.copy2(settings.root / RUNTIME_LOCK, out / REQUIREMENTS_NAME)
     _copy_files(sorted((settings.root / "jobs").glob("*.py")), out / "jobs")
     _copy_files(sorted(p for p in settings.conf_dir.iterdir() if p.is_file()), out / "conf")
     _copy_files(jars, out / "jars")
@@ -100,10 +104,11 @@ def _strings(node: object) -> list[str]:
 
 
 def build_wheel(root: Path, out: Path) -> Path:
-    """`pip wheel --no-deps` from a clean copy of the sources.
+    """`pip wheel --no-deps` from a clean copy of the sources, with the venv's locked setuptools.
 
     Building in the checkout would leave build/ and an egg-info there, and a stale build/lib can
-    slip modules deleted since into the wheel.
+    slip modules deleted since into the wheel. No build isolation: the build tools are the pinned
+    ones of requirements/build.txt, not whatever PyPI serves that day.
     """
     with tempfile.TemporaryDirectory(prefix="cdp-wheel-") as tmp:
         source = Path(tmp)
@@ -111,14 +116,15 @@ def build_wheel(root: Path, out: Path) -> Path:
             shutil.copy2(root / name, source / name)
         shutil.copytree(root / "lib", source / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(source)],
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "--wheel-dir", str(out), str(source)],
             capture_output=True, text=True, check=False,
         )
     wheels = sorted(out.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
         raise ReleaseError(
             f"`pip wheel --no-deps` of {root / 'pyproject.toml'} failed (exit {result.returncode}):\n"
-            f"{result.stderr[-3000:]}\nFix: the error above; pip needs PyPI (or a mirror) for setuptools."
+            f"{result.stderr[-3000:]}\nFix: the error above; the build needs the pinned setuptools and wheel "
+            "(`pip install --require-hashes -r requirements/build.txt`, which `make install` does)."
         )
     return wheels[0]
 
@@ -155,6 +161,11 @@ def _copy_files(files: list[Path], folder: Path) -> None:
 
 
 def _require_source_checkout(root: Path) -> None:
+    if not (root / RUNTIME_LOCK).is_file():
+        raise ConfigError(
+            f"{root / RUNTIME_LOCK} is missing: a release must name the locked versions its executors install. "
+            "Fix: run `cdp package` in the source checkout, or restore the file (`make lock`)."
+        )
     if not (root / "pyproject.toml").is_file():
         raise ConfigError(
             f"{root}: no pyproject.toml, so no wheel can be built here. Fix: run `cdp package` in the source "
