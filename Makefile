@@ -72,7 +72,7 @@ test-fast: $(AIRFLOW_STAMP)
 
 # Figures for docs/performance.md: build/bench/bench.json and bench.png.
 bench: $(STAMP)
-	$(BIN)/python -m cdp.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench
+	$(BIN)/python -m cdp_dev.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench
 
 # A release folder for spark-submit on a cluster (docs/operations.md, "On a cluster"); includes the
 # staged jars when `make jars` has run. dist/ is rebuilt whole: a release holds one build only.

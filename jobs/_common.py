@@ -47,7 +47,7 @@ def configuration_error(exc: Exception) -> int:
 def main(stage: str) -> int:
     args = parse_arguments(stage)
 
-    from cdp.config import ConfigError, load_settings
+    from cdp.conf import ConfigError, load_settings
     from cdp.logs import configure_logging
     from cdp.pipeline import StageFailed, run_stages
     from cdp.spark import spark_session

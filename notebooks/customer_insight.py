@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 import nbkit
-from cdp.config import load_settings
+from cdp.conf import load_settings
 
 opened = ExitStack()
 spark = nbkit.session(opened)

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import pandas as pd  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
-from cdp.config import load_settings  # noqa: E402
+from cdp.conf import load_settings  # noqa: E402
 from cdp.spark import spark_session  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(lakehouse, data_dir):
-    from cdp.config import load_settings
+    from cdp.conf import load_settings
 
     os.environ["CDP_LAKEHOUSE"] = str(lakehouse)
     os.environ["CDP_LANDING"] = str(data_dir / "landing")
@@ -49,7 +49,7 @@ def pipeline_run(spark, settings, data_dir):
     import json
     from datetime import date
 
-    from cdp.datagen import generate
+    from cdp_dev.datagen import generate
     from cdp.pipeline import run_stages
 
     as_of = date(2026, 11, 1)

@@ -8,9 +8,9 @@ from datetime import date, datetime
 import pytest
 
 from cdp.audience.members import audience_frame, select_audience
-from cdp.audience.rules import RuleError, compile_rule, referenced_tags
-from cdp.config import Audience
-from cdp.gold import _history
+from cdp.conf.audiences import RuleError, compile_rule, referenced_tags
+from cdp.conf.audiences import Audience
+from cdp.stages.gold import _history
 from cdp.profile.history import next_history, survivors
 
 RUN = date(2026, 11, 1)
@@ -154,7 +154,7 @@ def test_history_follows_merges_and_forgets_removed_persons(spark):
 
 
 def test_a_deprecated_tag_still_in_use_is_flagged(settings):
-    from cdp.gold import deprecated_in_use
+    from cdp.stages.gold import deprecated_in_use
 
     library = settings.tags.model_copy(deep=True)
     assert deprecated_in_use(library, settings.audiences.audiences) == []  # shipped: active_recent is unused

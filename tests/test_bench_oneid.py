@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdp.bench.oneid import stability
+from cdp_dev.bench.oneid import stability
 
 
 def frame(spark, rows):

@@ -7,7 +7,7 @@ import random
 import networkx as nx
 import pytest
 
-from cdp.config import Components
+from cdp.conf.identity import Components
 from cdp.identity.components import choose_engine, connected_components, two_phase_components
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdp.config import ConfigError, load_settings
+from cdp.conf import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp.datagen import GenerationSummary, generate, vocab
+from cdp_dev.datagen import GenerationSummary, generate, vocab
 
 SEED = 11
 PERSONS = 2000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdp.evaluate import pairwise_scores
+from cdp.identity.evaluate import pairwise_scores
 
 
 def test_pairwise_scores_hand_counted(spark):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdp.identity.febrl import evaluate
+from cdp_dev.febrl import evaluate
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdp.config import IdentityConfig
+from cdp.conf.identity import IdentityConfig
 from cdp.identity.guards import DroppedEdge, Limits, split_components, split_greedy
 from cdp.identity.hygiene import apply_hygiene, shared_values
 

@@ -6,10 +6,10 @@ from datetime import datetime
 
 from pyspark.sql import functions as F
 
-from cdp.config import IdentityConfig
+from cdp.conf.identity import IdentityConfig
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
 from cdp.identity.registry import assign_stable_ids
-from cdp.identity.stage import identifier_vertex, record_vertex, resolve_persons
+from cdp.identity.graph import identifier_vertex, record_vertex, resolve_persons
 
 
 def identifiers(spark, rows):
@@ -71,7 +71,8 @@ GRAPH = [
 def test_persons_from_a_graph_with_every_trap(spark, settings):
     idents = identifiers(spark, GRAPH)
     records = idents.select("source", "record_key").distinct()
-    clusters, usable, refused, refused_edges, _ = resolve_persons(records, idents, settings.identity)
+    persons = resolve_persons(records, idents, settings.identity)
+    clusters, usable, refused, refused_edges = persons.clusters, persons.identifiers, persons.refused_values, persons.refused_edges
     oneid_map = assign_stable_ids(clusters, None, None, usable, refused_edges.select("source", "record_key", "id_type", "id_value"), "r1", datetime(2026, 11, 1), -1).oneid_map
     groups: dict[str, set[str]] = {}
     for row in oneid_map.collect():

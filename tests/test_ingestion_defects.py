@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from cdp.cleanse.silver import build_silver
-from cdp.config import load_settings
-from cdp.ingest.bronze import build_bronze
+from cdp.stages.silver import build_silver
+from cdp.conf import load_settings
+from cdp.stages.bronze import build_bronze
 from cdp.lakehouse import new_run_id
 
 AS_OF = date(2026, 11, 1)

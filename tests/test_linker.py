@@ -7,7 +7,8 @@ import itertools
 import pandas as pd
 import pytest
 
-from cdp.config import ConfigError, IdentityConfig, Linkage, load_model
+from cdp.conf import ConfigError, load_model
+from cdp.conf.identity import IdentityConfig, Linkage
 from cdp.identity.linker import candidate_pairs, compare, expectation_maximisation, level_labels, prepare
 
 SPEC = Linkage.model_validate({

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp.config import ConfigError
+from cdp.conf import ConfigError
 from cdp.package import build_release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +65,14 @@ def test_zip_holds_the_cdp_package_as_the_wheel_installs_it(release):
         names = set(zipped.namelist())
         assert zipped.read("cdp/__init__.py") == (source / "__init__.py").read_bytes()
     with zipfile.ZipFile(release.folder / "cdp_lakehouse-0.1.0-py3-none-any.whl") as wheel:
+        packages = {name.split("/")[0] for name in wheel.namelist() if "/" in name and ".dist-info/" not in name}
         in_wheel = {name for name in wheel.namelist() if name.startswith("cdp/")}
     assert names == expected == in_wheel
-    assert "cdp/py.typed" in names and "cdp/package.py" in names
+    assert "cdp/py.typed" in names and "cdp/package.py" in names and "cdp/stages/bronze.py" in names
+    # What the jobs run, and nothing else: the generator, benchmarks and demo stay in the checkout.
+    assert packages == {"cdp"}
+    assert [n for n in names if re.search(r"datagen|bench|demo|febrl|cdp_dev", n)] == []
+    assert (ROOT / "lib" / "cdp_dev" / "datagen" / "generator.py").is_file()  # …where they still are
 
 
 def test_properties_hold_the_cluster_confs_and_nothing_per_deployment(release):

@@ -9,11 +9,10 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import silver_table
-from cdp.demo import EXAMPLE_QUERY
-from cdp.evaluate import pairwise_scores, read_truth
-from cdp.ingest.bronze import build_bronze
+from cdp.tables import silver_table
+from cdp_dev.demo import EXAMPLE_QUERY
+from cdp.identity.evaluate import pairwise_scores, read_truth
+from cdp.stages.bronze import build_bronze
 
 AS_OF = date(2026, 11, 1)
 
@@ -97,7 +96,7 @@ def test_planted_junk_identifiers_are_refused(spark, run):
 
 
 def test_every_planted_identity_trap_is_caught(spark, run):
-    from cdp.bench.oneid import caught_traps
+    from cdp_dev.bench.oneid import caught_traps
 
     caught = caught_traps(spark, run[1]["trap_values"])
     assert {k: v["caught"] for k, v in caught.items()} == {k: v["planted"] for k, v in caught.items()}
@@ -120,14 +119,14 @@ def test_explain_shows_links_and_refusals(spark, run):
 
 
 def test_probabilistic_engine_costs_no_accuracy_on_the_generated_data(spark, settings, run, data_dir):
-    from cdp.cleanse.silver import IDENTIFIERS
-    from cdp.identity.stage import all_records, resolve_persons
+    from cdp.identity.graph import all_records, resolve_persons
+    from cdp.tables import IDENTIFIERS
 
     truth = read_truth(spark, str(data_dir / "truth"))
     engine_on = pairwise_scores(spark.table("identity.oneid_map"), truth)
     config = settings.identity
     off = config.model_copy(update={"probabilistic": config.probabilistic.model_copy(update={"enabled": False})})
-    clusters = resolve_persons(all_records(spark, settings), spark.table(IDENTIFIERS), off)[0]
+    clusters = resolve_persons(all_records(spark, settings), spark.table(IDENTIFIERS), off).clusters
     engine_off = pairwise_scores(clusters.select("source", "record_key", F.col("cluster").cast("string").alias("one_id")), truth)
     # On 400 persons every record the identifiers leave apart either carries no name or was kept
     # apart by a guard: the engine must cost nothing (at 100,000 persons it raises recall: docs/identity.md §9).
@@ -306,7 +305,7 @@ def test_job_runs_count_rows_in_and_out_per_table(spark, settings, run):
     assert silver.rows_in == {f"bronze.{source}": rows for source, rows in summary.rows.items()}
     per_entity: dict[str, int] = {}
     for source, counts in silver.metrics.items():
-        table = silver_table(ENTITIES[settings.sources.sources[source].entity])
+        table = silver_table(settings.sources.sources[source].entity)
         per_entity[table] = per_entity.get(table, 0) + counts["silver"]
     assert {t: silver.rows_out[t] for t in per_entity} == per_entity
     assert silver.rows_out["silver.quarantine"] == sum(c["quarantined"] for c in silver.metrics.values())
@@ -343,7 +342,7 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
 
     import yaml
 
-    from cdp.config import load_settings
+    from cdp.conf import load_settings
     from cdp.pipeline import StageFailed, run_stages
 
     conf = tmp_path / "conf"
@@ -363,13 +362,13 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     strict_run = failed.value.outcome.run_id
     # what a person reads at 3 a.m.: the cause, what was written, and the command that resumes
     message = str(failed.value).splitlines()
-    assert message[0].startswith(f"stage 'silver' failed (run {strict_run}): cdp.cleanse.silver.QualityGateFailed: ")
+    assert message[0].startswith(f"stage 'silver' failed (run {strict_run}): cdp.stages.silver.QualityGateFailed: ")
     assert message[1] == ("  written before the failure: ops.quality_metrics (each write is one atomic commit; "
                           "the rerun replaces or skips them)")
     assert message[2].endswith("once the cause is fixed: cdp run --stage silver --as-of 2026-11-01")
     job = spark.table("ops.job_runs").where(F.col("run_id") == strict_run).first()
     assert (job["status"], job["rows_out"]) == ("failed", {"ops.quality_metrics": len(settings.quality.rules)})
-    assert job["error"].startswith("cdp.cleanse.silver.QualityGateFailed: ") and "ecom_phone_completeness" in job["error"]
+    assert job["error"].startswith("cdp.stages.silver.QualityGateFailed: ") and "ecom_phone_completeness" in job["error"]
     recorded = spark.table("ops.quality_metrics").where(F.col("run_id") == strict_run)
     assert {r["rule"]: r["status"] for r in recorded.where(F.col("status") == "fail").collect()} == {
         "ecom_phone_completeness": "fail"
@@ -411,7 +410,7 @@ def test_tags_and_audiences_follow_a_merge_and_forget_the_retired_id(spark, sett
     retired with merged_into), run gold a day later: every tag, stay and membership is the survivor's."""
     from datetime import date
 
-    from cdp.gold import build_gold
+    from cdp.stages.gold import build_gold
 
     keep, gone = spark.sql("""
         SELECT (SELECT min(p.one_id) FROM gold.customer_profile p
@@ -453,8 +452,8 @@ def test_a_bad_tag_stops_gold_before_any_table_is_written(spark, run, tmp_path):
 
     import yaml
 
-    from cdp.config import load_settings
-    from cdp.gold import build_gold
+    from cdp.conf import load_settings
+    from cdp.stages.gold import build_gold
     from cdp.tags.engine import TagDefinitionError
 
     conf = tmp_path / "conf"
@@ -474,7 +473,7 @@ def test_bench_reference_partitions_the_identity_graph_like_networkx(spark, sett
     exactly networkx's components (the engine itself is checked against networkx in test_components)."""
     import networkx as nx
 
-    from cdp.bench.pipeline import identity_edges, scipy_components
+    from cdp_dev.bench.pipeline import identity_edges, scipy_components
 
     pairs = identity_edges(spark, settings).toPandas()
     vertex_count, components, labels = scipy_components(pairs["src"], pairs["dst"])

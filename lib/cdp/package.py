@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdp.config import ConfigError, Settings, load_settings, required_variables
+from cdp.conf import ConfigError, Settings, load_settings, required_variables
 from cdp.spark import jar_packages, release_conf, staged_jars
 
 ZIP_NAME = "cdp.zip"
@@ -161,15 +161,15 @@ def _copy_files(files: list[Path], folder: Path) -> None:
 
 
 def _require_source_checkout(root: Path) -> None:
-    if not (root / RUNTIME_LOCK).is_file():
-        raise ConfigError(
-            f"{root / RUNTIME_LOCK} is missing: a release must name the locked versions its executors install. "
-            "Fix: run `cdp package` in the source checkout, or restore the file (`make lock`)."
-        )
     if not (root / "pyproject.toml").is_file():
         raise ConfigError(
             f"{root}: no pyproject.toml, so no wheel can be built here. Fix: run `cdp package` in the source "
             "checkout, or pass --conf-dir <checkout>/conf."
+        )
+    if not (root / RUNTIME_LOCK).is_file():
+        raise ConfigError(
+            f"{root / RUNTIME_LOCK} is missing: a release must name the locked versions its executors install. "
+            "Fix: restore it from version control, or run `make lock`."
         )
 
 

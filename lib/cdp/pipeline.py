@@ -11,21 +11,21 @@ from typing import Any, Callable
 
 from pyspark.sql import SparkSession
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import IDENTIFIERS, build_silver, silver_table
-from cdp.config import Settings
-from cdp.gold import build_gold
-from cdp.identity.stage import ONEID_MAP, build_identity
-from cdp.ingest.bronze import bronze_table, build_bronze
+from cdp.audit import audit
+from cdp.conf import Settings
+from cdp.conf.model import ENTITIES
 from cdp.lakehouse import OnWrite, append, new_run_id, recording_writes, table_exists
-from cdp.privacy.audit import audit
-from cdp.privacy.erasure import enforce_ledger
+from cdp.operations.erasure import enforce_ledger
 from cdp.privacy.protect import load_keys
+from cdp.stages.bronze import build_bronze
+from cdp.stages.gold import build_gold
+from cdp.stages.identity import build_identity
+from cdp.stages.silver import build_silver
+from cdp.tables import IDENTIFIERS, JOB_RUNS, ONEID_MAP, bronze_table, silver_table
 
 log = logging.getLogger(__name__)
 
 STAGES = ("bronze", "silver", "identity", "gold")
-JOB_RUNS = "ops.job_runs"
 JOB_RUNS_SCHEMA = (
     "run_id string, stage string, started_at timestamp, ended_at timestamp, "
     "status string, metrics string, error string, rows_in map<string,bigint>, rows_out map<string,bigint>"
@@ -103,7 +103,7 @@ def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> 
 
 
 def _silver_entity_tables() -> list[str]:
-    return [silver_table(e) for e in ENTITIES.values()]
+    return [silver_table(e) for e in ENTITIES]
 
 
 def _counts(spark: SparkSession, tables: list[str]) -> dict[str, int]:

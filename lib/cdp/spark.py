@@ -11,18 +11,11 @@ from typing import Iterator
 
 from pyspark.sql import SparkSession
 
-from cdp.config import ConfigError, Settings
+from cdp.conf import ConfigError, Settings
 from cdp.lakehouse import sql_string
+from cdp.tables import DATABASES
 
 log = logging.getLogger(__name__)
-
-DATABASES = {
-    "bronze": "Raw channel exports as delivered, one table per source, with ingestion metadata.",
-    "silver": "Cleansed, standardised canonical entities, identifiers and the quarantine.",
-    "identity": "The identity graph's outputs: OneID assignments and refused links.",
-    "gold": "Customer profiles, tags, consent state and consent-filtered audiences.",
-    "ops": "Operational records: job runs, ingestion log, quality metrics.",
-}
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -8,10 +8,10 @@ from datetime import date
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cdp.audience.rules import compile_rule
-from cdp.config import Audience
+from cdp.conf.audiences import compile_rule
+from cdp.conf.audiences import Audience
 from cdp.privacy.consent import allowed_for
-from cdp.tags.library import TagLibrary
+from cdp.conf.tags import TagLibrary
 
 
 def audience_frame(profile: DataFrame, tags: DataFrame, run_date: date) -> DataFrame:

@@ -14,6 +14,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
+from cdp.conf.sources import NORMALISER_NAMES
+
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, as typed on Chinese keyboards.
 _FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
 _HALF_WIDTH = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
@@ -184,3 +186,5 @@ NORMALISERS: dict[str, Callable[[Column], Column]] = {
     "amount": normalise_amount,
     "province": normalise_province,
 }
+if tuple(NORMALISERS) != NORMALISER_NAMES:  # conf validates names against the vocabulary: keep them one list
+    raise RuntimeError(f"cdp.cleanse.normalisers implements {list(NORMALISERS)}, but conf offers {list(NORMALISER_NAMES)}")

@@ -12,7 +12,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.config import Components
+from cdp.conf.identity import Components
 
 log = logging.getLogger(__name__)
 

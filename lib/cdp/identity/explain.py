@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.silver import IDENTIFIERS
-from cdp.identity.probabilistic import LINKS, PROBABILISTIC
-from cdp.identity.stage import CHANGES, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
+from cdp.identity.probabilistic import PROBABILISTIC
 from cdp.lakehouse import table_exists
+from cdp.tables import CHANGES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
 
 MAX_LISTED = 50
 
@@ -57,38 +56,78 @@ def one_id_of_record(spark: SparkSession, record: str) -> str:
 
 
 def explain(spark: SparkSession, one_id: str | None = None, record: str | None = None) -> Explanation:
+    """The person holding `one_id` (a retired id: its survivor) or the record SOURCE:KEY, and why."""
     _required(spark)
     asked = one_id or record or ""
     if record:
         one_id = one_id_of_record(spark, record)
     if not one_id:
         raise NotFound("give --one-id ONE_ID or --record SOURCE:KEY")
-    status, merged_into = "active", None
-    if table_exists(spark, REGISTRY):
-        entry = spark.table(REGISTRY).where(F.col("one_id") == one_id).first()
-        if entry is not None and entry["status"] == "retired":
-            status, merged_into = "retired", entry["merged_into"]
+    status, merged_into = registry_status(spark, one_id)
     current = merged_into or one_id
     records = spark.table(ONEID_MAP).where(F.col("one_id") == current).select("source", "record_key").persist()
     keys = sorted(f"{r['source']}:{r['record_key']}" for r in records.collect())
     if not keys and status == "active":
         raise NotFound(f"one_id {one_id} holds no records in {ONEID_MAP} (unknown, or all its records are gone)")
 
+    carried, linked, scores = carried_identifiers(spark, records)
+    grouped = judged_identifiers(spark, carried)
+    kept_by = where_refused_values_link(spark, grouped, current)
+    links = sorted(
+        ({"id_type": r["id_type"], "id_value": r["id_value"], "records": r["records"], **scores.get(r["id_value"], {})}
+         for r in grouped if r["reason"] is None and len(r["records"]) > 1),
+        key=lambda d: (-len(d["records"]), d["id_type"], d["id_value"]),
+    )
+    own = sum(1 for r in grouped if r["reason"] is None and len(r["records"]) == 1)
+    refused = sorted(
+        ({"id_type": r["id_type"], "id_value": r["id_value"], "reason": r["reason"], "records": r["records"][:MAX_LISTED],
+          "conflict": list(r["conflict"] or []), "also_on": kept_by.get((r["id_type"], r["id_value"]), []),
+          **scores.get(r["id_value"], {})}
+         for r in grouped if r["reason"] is not None),
+        key=lambda d: (d["id_type"], d["id_value"]),
+    )
+    changes = change_history(spark, one_id, current)
+    records.unpersist()
+    if linked is not None:
+        linked.unpersist()
+    return Explanation(
+        one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
+        links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,
+    )
+
+
+def registry_status(spark: SparkSession, one_id: str) -> tuple[str, str | None]:
+    """('active', None), or ('retired', the id it was merged into) as the registry says."""
+    if table_exists(spark, REGISTRY):
+        entry = spark.table(REGISTRY).where(F.col("one_id") == one_id).first()
+        if entry is not None and entry["status"] == "retired":
+            return "retired", entry["merged_into"]
+    return "active", None
+
+
+def carried_identifiers(spark: SparkSession, records: DataFrame) -> tuple[DataFrame, DataFrame | None, dict[str, dict]]:
+    """(the records' identifiers, with each probabilistic link as an identifier of type `probabilistic`;
+    the links touching the records, persisted, or None; each link's score and field comparisons)."""
     carried = spark.table(IDENTIFIERS).join(records, ["source", "record_key"])
-    scores: dict[str, dict] = {}
-    linked = None
-    if table_exists(spark, LINKS):
-        # Probabilistic links are identifiers of this run's making: explained with their score and fields.
-        touching = spark.table(LINKS).join(records, ["source", "record_key"]).select("link_id").distinct()
-        linked = spark.table(LINKS).join(touching, "link_id").persist()
-        carried = carried.unionByName(linked.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
-                                                    F.col("link_id").alias("id_value")))
-        for row in linked.dropDuplicates(["link_id"]).collect():
-            scores[row["link_id"]] = {
-                "match_probability": row["match_probability"], "match_weight": row["match_weight"],
-                "blocking_rule": row["blocking_rule"],
-                "comparisons": [{"field": c["field"], "level": c["level"], "weight": c["weight"]} for c in row["comparisons"]],
-            }
+    if not table_exists(spark, LINKS):
+        return carried, None, {}
+    touching = spark.table(LINKS).join(records, ["source", "record_key"]).select("link_id").distinct()
+    linked = spark.table(LINKS).join(touching, "link_id").persist()
+    carried = carried.unionByName(linked.select("source", "record_key", F.lit(PROBABILISTIC).alias("id_type"),
+                                                F.col("link_id").alias("id_value")))
+    scores = {
+        row["link_id"]: {
+            "match_probability": row["match_probability"], "match_weight": row["match_weight"],
+            "blocking_rule": row["blocking_rule"],
+            "comparisons": [{"field": c["field"], "level": c["level"], "weight": c["weight"]} for c in row["comparisons"]],
+        }
+        for row in linked.dropDuplicates(["link_id"]).collect()
+    }
+    return carried, linked, scores
+
+
+def judged_identifiers(spark: SparkSession, carried: DataFrame) -> list:
+    """Per identifier value: the records carrying it, and why it was refused (hygiene or a guard), if it was."""
     refused_values = (
         spark.table(REFUSED).select("id_type", "id_value", "reason") if table_exists(spark, REFUSED)
         else spark.createDataFrame([], "id_type string, id_value string, reason string")
@@ -103,49 +142,36 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
         .join(refused_edges.withColumnRenamed("reason", "edge_reason"), ["source", "record_key", "id_type", "id_value"], "left")
         .select("source", "record_key", "id_type", "id_value", F.coalesce("reason", "edge_reason").alias("reason"), "conflict")
     )
-    grouped = judged.groupBy("id_type", "id_value", "reason").agg(
+    return judged.groupBy("id_type", "id_value", "reason").agg(
         F.sort_array(F.collect_list(F.concat_ws(":", "source", "record_key"))).alias("records"),
         F.first("conflict", ignorenulls=True).alias("conflict"),
     ).collect()
-    # Where a value refused here did link: the one_ids holding the other records that carry it.
+
+
+def where_refused_values_link(spark: SparkSession, grouped: list, current: str) -> dict[tuple[str, str], list[str]]:
+    """Where a value refused here did link: the one_ids holding the other records that carry it."""
     refused_here = [(r["id_type"], r["id_value"]) for r in grouped if r["reason"] is not None][:MAX_LISTED]
-    kept_by: dict[tuple[str, str], list[str]] = {}
-    if refused_here:
-        wanted = spark.createDataFrame(refused_here, "id_type string, id_value string")
-        holders = (
-            spark.table(IDENTIFIERS).join(F.broadcast(wanted), ["id_type", "id_value"])
-            .join(spark.table(ONEID_MAP), ["source", "record_key"])
-            .where(F.col("one_id") != current)
-            .groupBy("id_type", "id_value").agg(F.slice(F.sort_array(F.collect_set("one_id")), 1, 5).alias("one_ids"))
-        )
-        kept_by = {(r["id_type"], r["id_value"]): list(r["one_ids"]) for r in holders.collect()}
-    links = sorted(
-        ({"id_type": r["id_type"], "id_value": r["id_value"], "records": r["records"], **scores.get(r["id_value"], {})}
-         for r in grouped if r["reason"] is None and len(r["records"]) > 1),
-        key=lambda d: (-len(d["records"]), d["id_type"], d["id_value"]),
+    if not refused_here:
+        return {}
+    wanted = spark.createDataFrame(refused_here, "id_type string, id_value string")
+    holders = (
+        spark.table(IDENTIFIERS).join(F.broadcast(wanted), ["id_type", "id_value"])
+        .join(spark.table(ONEID_MAP), ["source", "record_key"])
+        .where(F.col("one_id") != current)
+        .groupBy("id_type", "id_value").agg(F.slice(F.sort_array(F.collect_set("one_id")), 1, 5).alias("one_ids"))
     )
-    own = sum(1 for r in grouped if r["reason"] is None and len(r["records"]) == 1)
-    refused = sorted(
-        ({"id_type": r["id_type"], "id_value": r["id_value"], "reason": r["reason"], "records": r["records"][:MAX_LISTED],
-          "conflict": list(r["conflict"] or []), "also_on": kept_by.get((r["id_type"], r["id_value"]), []),
-          **scores.get(r["id_value"], {})}
-         for r in grouped if r["reason"] is not None),
-        key=lambda d: (d["id_type"], d["id_value"]),
+    return {(r["id_type"], r["id_value"]): list(r["one_ids"]) for r in holders.collect()}
+
+
+def change_history(spark: SparkSession, one_id: str, current: str) -> list[dict]:
+    """identity.changes rows naming the asked id or the one holding its records now, oldest first."""
+    if not table_exists(spark, CHANGES):
+        return []
+    rows = (
+        spark.table(CHANGES)
+        .where((F.col("one_id").isin(one_id, current)) | F.array_contains("old_ids", one_id) | F.array_contains("old_ids", current))
+        .orderBy("changed_at", "kind")
+        .collect()
     )
-    changes = []
-    if table_exists(spark, CHANGES):
-        rows = (
-            spark.table(CHANGES)
-            .where((F.col("one_id").isin(one_id, current)) | F.array_contains("old_ids", one_id) | F.array_contains("old_ids", current))
-            .orderBy("changed_at", "kind")
-            .collect()
-        )
-        changes = [{"run_id": r["run_id"], "kind": r["kind"], "one_id": r["one_id"], "old_ids": list(r["old_ids"]),
-                    "causes": list(r["causes"])} for r in rows]
-    records.unpersist()
-    if linked is not None:
-        linked.unpersist()
-    return Explanation(
-        one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
-        links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,
-    )
+    return [{"run_id": r["run_id"], "kind": r["kind"], "one_id": r["one_id"], "old_ids": list(r["old_ids"]),
+             "causes": list(r["causes"])} for r in rows]

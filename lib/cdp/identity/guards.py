@@ -20,7 +20,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cdp.config import IdentityConfig
+from cdp.conf.identity import IdentityConfig
 
 SPLIT_SCHEMA = (
     "component long, rid long, cluster long, id_type string, id_value string, reason string, conflict array<string>"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cdp.config import Blocklist, IdentityConfig
+from cdp.conf.identity import Blocklist, IdentityConfig
 
 def blocklist_reason(blocklist: Blocklist) -> Column:
     """Why an identifier value must not link records ('blocklisted_value', 'blocklisted_pattern'), else null.

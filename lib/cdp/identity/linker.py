@@ -30,7 +30,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType
 
-from cdp.config import FieldComparison, Linkage, rule_columns
+from cdp.conf.identity import FieldComparison, Linkage, rule_columns
 
 
 # ---------------------------------------------------------------- field comparisons
@@ -218,10 +218,6 @@ class LinkResult:
     @property
     def links(self) -> DataFrame:
         return self.scored.where(F.col("match_probability") >= self.spec.threshold)
-
-
-def _columns(spec: Linkage) -> list[str]:
-    return sorted({c.column for c in spec.comparisons.values()})
 
 
 def prepare(records: DataFrame, spec: Linkage) -> DataFrame:

@@ -5,21 +5,19 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.silver import IDENTIFIERS
-from cdp.config import Settings
-from cdp.identity.stage import ONEID_MAP, REFUSED, VIOLATIONS, all_records
+from cdp.conf import Settings
+from cdp.identity.graph import all_records
 from cdp.lakehouse import table_exists
-from cdp.privacy.protect import Keys, identifier_hash, mask_email, mask_id_card, mask_phone
-
-IDENTITY_MAP = "gold.identity_map"
+from cdp.privacy.protect import Keys, identifier_hash, masked
+from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, VIOLATIONS
 
 
 def mask_value(id_type: str, value: str) -> Column:
     """A display form a person recognises but cannot use: 138****8000, 110***********002X, z***@qq.com."""
     return (
-        F.when(F.col(id_type) == "phone", mask_phone(value))
-        .when(F.col(id_type) == "id_card", mask_id_card(value))
-        .when(F.col(id_type) == "email", mask_email(value))
+        F.when(F.col(id_type) == "phone", masked("phone", value))
+        .when(F.col(id_type) == "id_card", masked("id_card", value))
+        .when(F.col(id_type) == "email", masked("email", value))
         .otherwise(F.concat(F.substring(value, 1, 4), F.lit("****")))
     )
 

@@ -20,23 +20,20 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import silver_table
-from cdp.config import Linkage
+from cdp.conf.identity import Linkage
 from cdp.identity.linker import LinkResult, NotTrainable, level_labels, link
 from cdp.lakehouse import table_exists
+from cdp.tables import silver_table
 
 log = logging.getLogger(__name__)
 
-PROBABILISTIC = "probabilistic"
-LINKS = "identity.probabilistic_links"
-WEIGHTS = "identity.match_weights"
+PROBABILISTIC = "probabilistic"  # the identifier type of a probabilistic link
 
 
 @dataclass
 class ProbabilisticLinks:
-    links: DataFrame  # the LINKS table: one row per link and record, with the score and the field comparisons
-    weights: DataFrame  # the WEIGHTS table: the model, one row per comparison level
+    links: DataFrame  # identity.probabilistic_links: one row per link and record, with the score and the field comparisons
+    weights: DataFrame  # identity.match_weights: the model, one row per comparison level
     result: LinkResult | None  # None when the model could not be trained on this data
 
     @property
@@ -51,7 +48,7 @@ def attribute_records(spark: SparkSession, spec: Linkage) -> DataFrame:
     fields = sorted({f for mapping in spec.attributes.values() for f in mapping})
     frames = []
     for entity_name, mapping in sorted(spec.attributes.items()):
-        table = silver_table(ENTITIES[entity_name])
+        table = silver_table(entity_name)
         if not table_exists(spark, table):
             continue
         columns = [F.col(mapping[f]).cast("string").alias(f) if f in mapping else F.lit(None).cast("string").alias(f)

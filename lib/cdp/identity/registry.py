@@ -51,6 +51,16 @@ def _empty(spark: SparkSession, schema: str) -> DataFrame:
     return spark.createDataFrame([], schema)
 
 
+@dataclass
+class Inheritance:
+    """How this run's clusters relate to the previous run's one_ids."""
+
+    overlap: DataFrame  # prev_id, cluster, n: records of each previous id in each cluster
+    keepers: DataFrame  # prev_id, cluster: the cluster that keeps each previous id
+    survivors: DataFrame  # cluster, survivor, kept_ids: per cluster keeping ids, the id it goes on with
+    gone: DataFrame  # prev_id: previous ids no cluster keeps (all their records are gone)
+
+
 def assign_stable_ids(
     clusters: DataFrame,
     previous: DataFrame | None,
@@ -75,6 +85,20 @@ def assign_stable_ids(
     run, at = F.lit(run_id), F.lit(now).cast("timestamp")
 
     current = clusters.join(previous.withColumnRenamed("one_id", "prev_id"), ["source", "record_key"], "left").persist()
+    inheritance = inherit_ids(current, previous, registry, at)
+    named = name_clusters(clusters, inheritance, previous, registry, run).persist()
+    oneid_map = current.join(named.select("cluster", "one_id"), "cluster").select("source", "record_key", "one_id")
+    changes = (
+        record_changes(current, named, inheritance, identifiers, refused_edges)
+        .select(run.alias("run_id"), at.alias("changed_at"), "kind", "one_id", "old_ids", "records", "causes",
+                F.lit(basis_version).cast("long").alias("basis_version"))
+    )
+    return StableIds(oneid_map=oneid_map, registry=next_registry(registry, named, inheritance, run, at), changes=changes)
+
+
+def inherit_ids(current: DataFrame, previous: DataFrame, registry: DataFrame, at: Column) -> Inheritance:
+    """Each previous one_id is kept by the cluster holding most of its records (ties: the lower
+    label); of the ids a cluster keeps, the oldest survives (registry creation time, then the id)."""
     overlap = current.where(F.col("prev_id").isNotNull()).groupBy("prev_id", "cluster").agg(F.count("*").alias("n"))
     by_share = Window.partitionBy("prev_id").orderBy(F.col("n").desc(), F.col("cluster"))
     keepers = overlap.withColumn("rank", F.row_number().over(by_share)).where("rank = 1").select("prev_id", "cluster")
@@ -84,15 +108,22 @@ def assign_stable_ids(
         F.min_by("prev_id", F.struct("created_at", "prev_id")).alias("survivor"),
         F.sort_array(F.collect_list("prev_id")).alias("kept_ids"),
     )
+    gone = previous.select(F.col("one_id").alias("prev_id")).distinct().join(keepers, "prev_id", "left_anti")
+    return Inheritance(overlap, keepers, survivors, gone)
 
+
+def name_clusters(clusters: DataFrame, inheritance: Inheritance, previous: DataFrame, registry: DataFrame,
+                  run: Column) -> DataFrame:
+    """cluster, records, one_id, survivor, kept_ids: the surviving id, else 'oid_' + the hex of the
+    smallest record vertex — unless that id was ever used, then one derived from the run."""
     sizes = clusters.groupBy("cluster").agg(F.min("rid").alias("anchor"), F.count("*").alias("records"))
     taken = (
         registry.where(F.col("status") == "retired").select("one_id")
         .unionByName(previous.select("one_id")).distinct()
         .withColumn("taken", F.lit(True))
     )
-    named = (
-        sizes.join(survivors, "cluster", "left")
+    return (
+        sizes.join(inheritance.survivors, "cluster", "left")
         .withColumn("candidate", oid(F.col("anchor")))
         .join(taken.withColumnRenamed("one_id", "candidate"), "candidate", "left")
         .withColumn(
@@ -103,11 +134,15 @@ def assign_stable_ids(
             ),
         )
         .select("cluster", "records", "one_id", "survivor", "kept_ids")
-        .persist()
     )
-    oneid_map = current.join(named.select("cluster", "one_id"), "cluster").select("source", "record_key", "one_id")
 
-    # ---- changes
+
+def record_changes(current: DataFrame, named: DataFrame, inheritance: Inheritance, identifiers: DataFrame,
+                   refused_edges: DataFrame) -> DataFrame:
+    """kind, one_id, old_ids, records, causes: every new id, merge, split and removal, with the
+    identifier values that bridged a merge and the links refused on a person that split."""
+    overlap, keepers = inheritance.overlap, inheritance.keepers
+    empty = F.array().cast("array<string>")
     origins = current.select("source", "record_key", "cluster", F.coalesce("prev_id", F.lit("(new)")).alias("origin"))
     bridging = (
         identifiers.join(origins, ["source", "record_key"])
@@ -126,13 +161,12 @@ def assign_stable_ids(
     had_previous = overlap.select("cluster").distinct().withColumn("had_previous", F.lit(True))
     new_rows = (
         named.join(had_previous, "cluster", "left").where(F.col("had_previous").isNull())
-        .select(F.lit("new").alias("kind"), "one_id", F.array().cast("array<string>").alias("old_ids"), "records",
-                F.array().cast("array<string>").alias("causes"))
+        .select(F.lit("new").alias("kind"), "one_id", empty.alias("old_ids"), "records", empty.alias("causes"))
     )
     merge_rows = (
         named.where(F.size("kept_ids") > 1).join(bridging, "cluster", "left")
         .select(F.lit("merge").alias("kind"), "one_id", F.col("kept_ids").alias("old_ids"), "records",
-                F.coalesce("causes", F.array().cast("array<string>")).alias("causes"))
+                F.coalesce("causes", empty).alias("causes"))
     )
     split_rows = (
         overlap.join(keepers.withColumnRenamed("cluster", "keeper"), "prev_id")
@@ -140,28 +174,26 @@ def assign_stable_ids(
         .join(refusals, "prev_id", "left")
         .groupBy("cluster").agg(
             F.sort_array(F.collect_list("prev_id")).alias("old_ids"),
-            F.slice(F.sort_array(F.array_distinct(F.flatten(F.collect_list(F.coalesce("refused", F.array().cast("array<string>")))))), 1, MAX_CAUSES).alias("causes"),
+            F.slice(F.sort_array(F.array_distinct(F.flatten(F.collect_list(F.coalesce("refused", empty))))), 1, MAX_CAUSES).alias("causes"),
         )
         .join(named, "cluster")
         .select(F.lit("split").alias("kind"), "one_id", "old_ids", "records", "causes")
     )
-    gone = previous.select(F.col("one_id").alias("prev_id")).distinct().join(keepers, "prev_id", "left_anti")
-    removed_rows = gone.select(
+    removed_rows = inheritance.gone.select(
         F.lit("removed").alias("kind"), F.col("prev_id").alias("one_id"), F.array("prev_id").alias("old_ids"),
-        F.lit(0).cast("long").alias("records"), F.array().cast("array<string>").alias("causes"),
+        F.lit(0).cast("long").alias("records"), empty.alias("causes"),
     )
-    changes = (
-        new_rows.unionByName(merge_rows).unionByName(split_rows).unionByName(removed_rows)
-        .select(run.alias("run_id"), at.alias("changed_at"), "kind", "one_id", "old_ids", "records", "causes",
-                F.lit(basis_version).cast("long").alias("basis_version"))
-    )
+    return new_rows.unionByName(merge_rows).unionByName(split_rows).unionByName(removed_rows)
 
-    # ---- registry
+
+def next_registry(registry: DataFrame, named: DataFrame, inheritance: Inheritance, run: Column, at: Column) -> DataFrame:
+    """The registry after this run: ids merged away or gone are retired, new ids are issued, and ids
+    of a previous map the registry never saw are entered."""
     retired_by_merge = named.where(F.size("kept_ids") > 1).select(
         F.explode("kept_ids").alias("one_id"), F.col("survivor").alias("merged_into")
     ).where(F.col("one_id") != F.col("merged_into"))
     retired = retired_by_merge.unionByName(
-        gone.select(F.col("prev_id").alias("one_id"), F.lit(None).cast("string").alias("merged_into"))
+        inheritance.gone.select(F.col("prev_id").alias("one_id"), F.lit(None).cast("string").alias("merged_into"))
     )
     issued = named.where(F.col("survivor").isNull()).select("one_id").withColumn("issued", F.lit(True))
     marked = retired.withColumn("retire", F.lit(True))
@@ -196,4 +228,4 @@ def assign_stable_ids(
         F.lit(None).cast("string").alias("retired_run"), F.lit(None).cast("timestamp").alias("retired_at"),
         F.lit(None).cast("string").alias("merged_into"),
     )
-    return StableIds(oneid_map=oneid_map, registry=carried.unionByName(unregistered).unionByName(fresh), changes=changes)
+    return carried.unionByName(unregistered).unionByName(fresh)

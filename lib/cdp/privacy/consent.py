@@ -8,7 +8,7 @@ OneID merge must never turn a withdrawal into a grant.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 ACTION_STATUS = {"grant": "granted", "withdraw": "withdrawn"}
@@ -50,13 +50,26 @@ def consent_state(consent_events: DataFrame, oneid_map: DataFrame) -> DataFrame:
                           "subjects", "conflict")
 
 
+def allows_sql(status: str, default: str) -> str:
+    """The one consent predicate, as SQL over a person's status for one purpose (`status`: granted,
+    withdrawn, or null when the person never said): an opt_in purpose needs a grant, an opt_out
+    purpose is allowed until withdrawn. Never null. Every consent filter (profile, audiences,
+    exports, role views) is built from it."""
+    if default == "opt_in":
+        return f"coalesce({status} = 'granted', false)"
+    return f"coalesce({status}, 'granted') = 'granted'"
+
+
+def allows(status: str, default: str) -> Column:
+    """allows_sql as a Column."""
+    return F.expr(allows_sql(status, default))
+
+
 def allowed_for(purpose: str, default: str, state: DataFrame) -> DataFrame:
     """A filter transform keeping persons whose consent allows `purpose` (opt_in needs a grant)."""
 
     def transform(people: DataFrame) -> DataFrame:
         current = state.where(F.col("purpose") == purpose).select("one_id", "status")
-        joined = people.join(current, "one_id", "left")
-        allowed = F.col("status") == "granted" if default == "opt_in" else F.coalesce(F.col("status"), F.lit("granted")) == "granted"
-        return joined.where(F.coalesce(allowed, F.lit(False))).drop("status")
+        return people.join(current, "one_id", "left").where(allows("status", default)).drop("status")
 
     return transform

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from cdp.config import ConfigError, Settings
+from cdp.conf import ConfigError, Settings
+from cdp.conf.privacy import mask_sql
 
 log = logging.getLogger(__name__)
 
@@ -115,42 +116,9 @@ def identifier_hash(id_type: Column, id_value: Column, key: bytes) -> Column:
 
 # ---------------------------------------------------------------- masks
 
-# One SQL template per mask: the same text serves DataFrame code and the role views' SQL.
-MASK_SQL = {
-    # +8613800138000 (or 13800138000) → 138****8000: enough to recognise, not to dial
-    "phone": "concat(substring({c}, -11, 3), '****', substring({c}, -4, 4))",
-    # 110101199003070011 → 110***********0011: region kept, birth date and sequence hidden
-    "id_card": "concat(substring({c}, 1, 3), '***********', substring({c}, -4, 4))",
-    # zhang.wei@qq.com → z***@qq.com
-    "email": "concat(substring({c}, 1, 1), '***@', substring_index({c}, '@', -1))",
-    # 张伟 → 张*, 欧阳娜娜 → 欧***: the first character stays
-    "name": "CASE WHEN char_length({c}) <= 1 THEN {c} ELSE concat(substring({c}, 1, 1), repeat('*', char_length({c}) - 1)) END",
-    # a date kept to its year (1990-01-01)
-    "year": "trunc({c}, 'year')",
-    "hide": "CAST(NULL AS STRING)",
-}
-
-
-def mask_sql(mask: str, column: str) -> str:
-    """The SQL expression masking `column` (a quoted name or any SQL expression)."""
-    return MASK_SQL[mask].format(c=column)
-
-
 def masked(mask: str, column: str) -> Column:
-    """The masked form of the named column."""
+    """The masked form of the named column, by the mask's SQL template (conf/privacy.py, MASK_SQL)."""
     return F.expr(mask_sql(mask, f"`{column}`"))
-
-
-def mask_phone(column: str) -> Column:
-    return masked("phone", column)
-
-
-def mask_id_card(column: str) -> Column:
-    return masked("id_card", column)
-
-
-def mask_email(column: str) -> Column:
-    return masked("email", column)
 
 
 # ---------------------------------------------------------------- encryption

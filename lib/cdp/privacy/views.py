@@ -19,10 +19,12 @@ import logging
 
 from pyspark.sql import SparkSession
 
-from cdp.config import ConfigError, PrivacyConfig, Settings
+from cdp.audit import audit, last_details
+from cdp.conf import ConfigError, Settings
+from cdp.conf.privacy import PrivacyConfig, mask_sql
 from cdp.lakehouse import sql_string, table_exists
-from cdp.privacy.audit import audit, last_details
-from cdp.privacy.protect import mask_sql
+from cdp.privacy.consent import allows_sql
+from cdp.tables import CONSENT
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +46,11 @@ def check_classified(spark: SparkSession, settings: Settings, tables: list[str])
             )
 
 
-def _consent_condition(privacy: PrivacyConfig) -> str:
-    """SQL over alias m (one_id, purpose): the person's consent allows m.purpose now."""
-    opt_in = [p for p, d in privacy.defaults.items() if d == "opt_in"]
-    opt_out = [p for p, d in privacy.defaults.items() if d == "opt_out"]
-
-    def listed(names: list[str]) -> str:
-        return ", ".join(sql_string(n) for n in names) or "NULL"
-
-    return (
-        f"((m.purpose IN ({listed(opt_in)}) AND EXISTS (SELECT 1 FROM gold.consent_state c WHERE c.one_id = m.one_id "
-        f"AND c.purpose = m.purpose AND c.status = 'granted')) OR (m.purpose IN ({listed(opt_out)}) AND NOT EXISTS "
-        f"(SELECT 1 FROM gold.consent_state c WHERE c.one_id = m.one_id AND c.purpose = m.purpose "
-        f"AND c.status = 'withdrawn')))"
-    )
+def _consented_rows(privacy: PrivacyConfig) -> str:
+    """FROM-clause tail and WHERE over alias m (one_id, purpose): the person's consent allows m.purpose now."""
+    cases = " ".join(f"WHEN {sql_string(p)} THEN {allows_sql('c.status', d)}" for p, d in privacy.defaults.items())
+    return (f" LEFT JOIN {CONSENT} c ON c.one_id = m.one_id AND c.purpose = m.purpose"
+            f" WHERE CASE m.purpose {cases} ELSE false END")
 
 
 def view_definitions(spark: SparkSession, settings: Settings) -> dict[str, str]:
@@ -78,7 +71,7 @@ def view_definitions(spark: SparkSession, settings: Settings) -> dict[str, str]:
                     selected.append(f"{mask_sql(entry.mask, f'm.`{column}`')} AS `{column}`")
             where = ""
             if role.consented_only and {"one_id", "purpose"} <= set(columns):
-                where = f" WHERE {_consent_condition(privacy)}"
+                where = _consented_rows(privacy)
             definitions[f"{role_name}.{table.split('.', 1)[1]}"] = (
                 f"SELECT {', '.join(selected)} FROM {table} m{where}")
     return definitions

@@ -7,12 +7,13 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import IDENTIFIERS, silver_table
-from cdp.config import Settings, Survivorship
-from cdp.identity.stage import ONEID_MAP, REFUSED
-from cdp.lakehouse import table_exists
-from cdp.privacy.protect import Keys, encrypt, mask_email, mask_phone
+from cdp.conf import Settings
+from cdp.conf.gold import PROFILE_COLUMNS, Survivorship
+from cdp.conf.model import ENTITIES
+from cdp.lakehouse import sql_string, table_exists
+from cdp.privacy.consent import allows
+from cdp.privacy.protect import Keys, encrypt, masked
+from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, silver_table
 
 PROVENANCE = "struct<source:string, record_key:string, observed_at:timestamp, verified:boolean>"
 
@@ -33,7 +34,7 @@ def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) ->
     frames = []
     for entity_name, candidates in by_entity.items():
         entity = ENTITIES[entity_name]
-        table = silver_table(entity)
+        table = silver_table(entity_name)
         if not table_exists(spark, table):
             continue
         values = F.array(*[
@@ -99,8 +100,8 @@ def golden_attributes(candidates: DataFrame, rules: dict[str, Survivorship]) -> 
 def activity(spark: SparkSession) -> DataFrame:
     """(one_id, channel, ts, is_interaction) for every record: when and where the person was seen."""
     frames = []
-    for entity in ENTITIES.values():
-        table = silver_table(entity)
+    for entity_name, entity in ENTITIES.items():
+        table = silver_table(entity_name)
         if table_exists(spark, table):
             frames.append(
                 _with_one_id(spark, spark.table(table)).select(
@@ -113,7 +114,7 @@ def activity(spark: SparkSession) -> DataFrame:
 
 def order_summary(spark: SparkSession) -> DataFrame:
     """Orders, spend and last purchase per one_id; refunded orders count for neither."""
-    orders = _with_one_id(spark, spark.table(silver_table(ENTITIES["orders"])))
+    orders = _with_one_id(spark, spark.table(silver_table("orders")))
     kept = orders.where(F.coalesce(F.col("status"), F.lit("")) != "refunded")
     return kept.groupBy("one_id").agg(
         F.count("*").alias("order_count"),
@@ -135,7 +136,7 @@ def contact_points(spark: SparkSession, keys: Keys) -> DataFrame:
     )
     return chosen.select(
         "one_id", F.col("phone").isNotNull().alias("has_phone"), F.col("email").isNotNull().alias("has_email"),
-        mask_phone("phone").alias("phone_masked"), mask_email("email").alias("email_masked"),
+        masked("phone", "phone").alias("phone_masked"), masked("email", "email").alias("email_masked"),
         encrypt(F.col("phone"), keys).alias("phone_enc"), encrypt(F.col("email"), keys).alias("email_enc"),
     )
 
@@ -146,18 +147,16 @@ def consent_summary(state: DataFrame, purposes: dict[str, str]) -> DataFrame:
     statuses = state.groupBy("one_id").agg(
         F.map_from_entries(F.collect_list(F.struct("purpose", "status"))).alias("statuses")
     )
-    return statuses.select("one_id", *[c.alias(n) for n, c in _consent_columns(F.col("statuses"), purposes).items()])
+    return statuses.select("one_id", *[c.alias(n) for n, c in _consent_columns("statuses", purposes).items()])
 
 
-def _consent_columns(statuses: Column, purposes: dict[str, str]) -> dict[str, Column]:
-    def status(purpose: str) -> Column:
-        return F.try_element_at(statuses, F.lit(purpose))
+def _consent_columns(statuses: str, purposes: dict[str, str]) -> dict[str, Column]:
+    """consented_purposes and withdrawn_purposes from `statuses`, SQL for a map purpose → status."""
+    def status(purpose: str) -> str:
+        return f"try_element_at({statuses}, {sql_string(purpose)})"
 
-    allowed = [
-        F.when((status(p) == "granted") | (F.lit(default == "opt_out") & status(p).isNull()), F.lit(p))
-        for p, default in purposes.items()
-    ]
-    withdrawn = [F.when(status(p) == "withdrawn", F.lit(p)) for p in purposes]
+    allowed = [F.when(allows(status(p), default), F.lit(p)) for p, default in purposes.items()]
+    withdrawn = [F.when(F.expr(status(p)) == "withdrawn", F.lit(p)) for p in purposes]
     return {"consented_purposes": F.array_compact(F.array(*allowed)),
             "withdrawn_purposes": F.array_compact(F.array(*withdrawn))}
 
@@ -172,22 +171,22 @@ def build_customer_profile(spark: SparkSession, settings: Settings, consent: Dat
         F.max(F.when(F.col("is_interaction"), F.col("ts"))).alias("last_active_at"),
         F.sort_array(F.collect_set("channel")).alias("channels"),
     )
-    no_events = _consent_columns(F.create_map().cast("map<string,string>"), settings.privacy.defaults)
+    # Persons without any consent event: the purposes' defaults.
+    no_events = _consent_columns("CAST(map() AS map<string,string>)", settings.privacy.defaults)
+    filled = {
+        "provenance": F.coalesce("provenance", F.create_map().cast(f"map<string,{PROVENANCE}>")),
+        "has_phone": F.coalesce("has_phone", F.lit(False)),
+        "has_email": F.coalesce("has_email", F.lit(False)),
+        "order_count": F.coalesce("order_count", F.lit(0)).cast("long"),
+        "total_spend": F.coalesce("total_spend", F.lit(0)).cast("decimal(14,2)"),
+        **{name: F.coalesce(F.col(name), default) for name, default in no_events.items()},
+    }
     return (
         people.join(golden_attributes(attribute_candidates(spark, rules), rules), "one_id", "left")
         .join(contact_points(spark, keys), "one_id", "left")
         .join(seen, "one_id", "left")
         .join(order_summary(spark), "one_id", "left")
         .join(consent_summary(consent, settings.privacy.defaults), "one_id", "left")
-        .select(
-            "one_id", *rules,
-            F.coalesce("provenance", F.create_map().cast(f"map<string,{PROVENANCE}>")).alias("provenance"),
-            F.coalesce("has_phone", F.lit(False)).alias("has_phone"),
-            F.coalesce("has_email", F.lit(False)).alias("has_email"),
-            "phone_masked", "email_masked", "phone_enc", "email_enc", "channels", "first_seen", "last_seen", "last_active_at", "record_count",
-            F.coalesce("order_count", F.lit(0)).cast("long").alias("order_count"),
-            F.coalesce("total_spend", F.lit(0)).cast("decimal(14,2)").alias("total_spend"),
-            "first_order_at", "last_order_at",
-            *[F.coalesce(F.col(name), default).alias(name) for name, default in no_events.items()],
-        )
+        # the golden attributes after one_id, then the columns every profile has (PROFILE_COLUMNS)
+        .select("one_id", *rules, *[filled.get(name, F.col(name)).alias(name) for name in PROFILE_COLUMNS[1:]])
     )

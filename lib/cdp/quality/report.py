@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+
+from cdp.quality.metrics import MetricRow
 
 __all__ = ["MetricRow", "render_quality_report", "write_quality_report"]
 
@@ -35,23 +36,6 @@ RULE_LABEL_CHARS = 34
 SOURCE_LABEL_CHARS = 20
 
 Scale = Callable[[float], float]
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One rule's result in one quality run, as stored in ops.quality_metrics."""
-
-    run_id: str
-    computed_at: datetime
-    source: str
-    rule: str
-    family: str
-    checked: int
-    failed: int
-    rate: float
-    warn_above: float | None
-    fail_above: float | None
-    status: str
 
 
 def render_quality_report(

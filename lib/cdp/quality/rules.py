@@ -8,11 +8,12 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.config import QualityRule, Source
-from cdp.quality.report import MetricRow
-
-METRICS_TABLE = "ops.quality_metrics"
+from cdp.cleanse.mapping import MALFORMED, REASON, given
+from cdp.conf.model import ENTITIES
+from cdp.conf.quality import QualityRule
+from cdp.conf.sources import Source
+from cdp.quality.metrics import MetricRow
+from cdp.tables import QUALITY_METRICS
 METRICS_SCHEMA = (
     "run_id string, computed_at timestamp, source string, rule string, family string, checked long, "
     "failed long, rate double, warn_above double, fail_above double, status string"
@@ -45,16 +46,16 @@ def _count(condition: Column) -> Column:
 def rule_columns(rule: QualityRule, source: Source) -> tuple[Column, Column]:
     """(checked, failed) aggregate expressions for one rule over the source's mapped rows.
 
-    Rows carry `_reason` (null when accepted), `_malformed`, `_given_<field>` and the
-    normalised canonical fields (see cdp.cleanse.silver.map_to_entity).
+    Rows carry the mapping's helper columns (REASON null when accepted, MALFORMED, given(field)) and
+    the normalised canonical fields (see cdp.cleanse.mapping.map_to_entity).
     """
-    accepted = F.col("_reason").isNull()
-    readable = ~F.col("_malformed")
+    accepted = F.col(REASON).isNull()
+    readable = ~F.col(MALFORMED)
     if rule.family == "completeness":
         return _count(accepted), _count(accepted & F.col(rule.field).isNull())
     if rule.family == "validity" and rule.field:
-        given = readable & F.col(f"_given_{rule.field}")
-        return _count(given), _count(given & F.col(rule.field).isNull())
+        delivered = readable & F.col(given(rule.field))
+        return _count(delivered), _count(delivered & F.col(rule.field).isNull())
     if rule.family == "validity":
         return F.count(F.lit(1)), _count(~accepted)
     if rule.family == "uniqueness":
@@ -74,7 +75,7 @@ def evaluate_source_rules(
     rows = mapped.where(F.col("source") == source_name)
     time_field = ENTITIES[source.entity].time_field
     # The newest record's calendar day in the session time zone (the channels' local time).
-    aggregates: list[Column] = [F.to_date(F.max(F.when(F.col("_reason").isNull(), F.col(time_field)))).alias("_latest")]
+    aggregates: list[Column] = [F.to_date(F.max(F.when(F.col(REASON).isNull(), F.col(time_field)))).alias("_latest")]
     for i, rule in enumerate(rules):
         if rule.family != "freshness":
             checked, failed = rule_columns(rule, source)
@@ -102,7 +103,7 @@ def metrics_frame(spark: SparkSession, run_id: str, results: list[RuleResult]) -
 
 def read_metric_rows(spark: SparkSession, runs: int) -> list[MetricRow]:
     """The metrics of the latest `runs` silver runs, as report rows."""
-    metrics = spark.table(METRICS_TABLE)
+    metrics = spark.table(QUALITY_METRICS)
     latest = [r["run_id"] for r in metrics.select("run_id").distinct().orderBy(F.col("run_id").desc()).limit(runs).collect()]
     return [
         MetricRow(**{k: row[k] for k in MetricRow.__dataclass_fields__})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdp.tags.library import LAYER_RANK, TagLibrary
+from cdp.conf.tags import LAYER_RANK, TagLibrary
 
 LAYER_TITLES = {
     "atomic": "Atomic tags (原子标签) — straight from data",

@@ -14,9 +14,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StructType
 
-from cdp.cleanse.entities import ENTITIES
+from cdp.conf.model import ENTITIES
 from cdp.logs import first_line
-from cdp.tags.library import TagLibrary
+from cdp.conf.tags import TagLibrary
 
 AGGREGATE_SOURCES = ("orders", "events")
 

@@ -1,4 +1,4 @@
-"""Audience rules (人群圈选) from conf/audiences.yaml, compiled to one Spark SQL condition.
+"""conf/audiences.yaml: audiences (人群圈选), their purpose, and their rules, compiled to one Spark SQL condition.
 
 A rule is a tree:
 
@@ -17,12 +17,26 @@ The condition is evaluated over a row `(one_id, run_date, profile struct, tag st
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
-from cdp.tags.library import TagLibrary
+from cdp.conf.base import Strict
+from cdp.conf.tags import TagLibrary
 
 COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 OPERATORS = (*COMPARISONS, "in", "not_in", "between", "is_null", "within_days", "before", "after")
+
+
+class Audience(Strict):
+    name_zh: str
+    description: str
+    owner: str
+    purpose: str
+    status: Literal["active", "paused"] = "active"
+    rule: dict[str, Any]  # all / any / not / a condition: see the module's docstring
+
+
+class AudiencesConfig(Strict):
+    audiences: dict[str, Audience]
 
 
 class RuleError(ValueError):

@@ -11,14 +11,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from cdp.config import Settings, Source
-from cdp.lakehouse import append, replace_where, sql_string, table_exists
+from cdp.conf import Settings
+from cdp.conf.sources import Source
+from cdp.lakehouse import append, filesystem, replace_where, sql_string, table_exists
+from cdp.tables import CORRUPT_RECORD as CORRUPT
+from cdp.tables import INGEST_LOG, SCHEMA_DRIFT, bronze_table
 
 log = logging.getLogger(__name__)
 
-CORRUPT = "_corrupt_record"
-INGEST_LOG = "ops.ingest_log"
-SCHEMA_DRIFT = "ops.schema_drift"
 INGEST_LOG_SCHEMA = StructType(
     [
         StructField("source", StringType(), False),
@@ -48,10 +48,6 @@ class BronzeResult:
     drift: list[SchemaDrift] = field(default_factory=list)
 
 
-def bronze_table(source_name: str) -> str:
-    return f"bronze.{source_name}"
-
-
 def delivered_schema(source: Source) -> StructType:
     """Every declared column as a string, plus a column that keeps unparseable lines whole."""
     return _string_schema(list(source.columns))
@@ -59,9 +55,7 @@ def delivered_schema(source: Source) -> StructType:
 
 def list_landed_files(spark: SparkSession, pattern: str) -> list[LandedFile]:
     """Files matching the glob, through Hadoop's FileSystem so s3a://, hdfs:// and local paths all work."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(pattern)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, path = filesystem(spark, pattern)
     statuses = fs.globStatus(path) or []
     files = [
         LandedFile(
@@ -87,9 +81,8 @@ class SchemaDrift:
 def csv_header(spark: SparkSession, path: str) -> list[str]:
     """The first line of a CSV file, parsed as CSV, read through Hadoop's FileSystem (local, HDFS, S3)."""
     jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    stream = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(hadoop_path)
-    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+    fs, hadoop_path = filesystem(spark, path)
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(hadoop_path), "UTF-8"))
     try:
         line = reader.readLine()
     finally:

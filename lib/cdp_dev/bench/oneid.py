@@ -1,6 +1,6 @@
 """OneID trust, measured: accuracy against ground truth, every planted trap caught, ids stable under new data.
 
-    python -m cdp.bench.oneid --persons 100000 --out build/bench-oneid
+    python -m cdp_dev.bench.oneid --persons 100000 --out build/bench-oneid
 
 1. generates the persons with their traps, and splits the landing files into a first delivery and
    an increment (5 % new persons, and new records for 5 % of existing persons);
@@ -25,6 +25,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+
+from cdp.tables import REFUSED, VIOLATIONS
 
 # Trap families in truth/manifest.json trap_values, in the form the identity tables hold them.
 TRAP_KEYS = (
@@ -92,8 +94,8 @@ def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
 
 def caught_traps(spark: SparkSession, trap_values: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     """Per trap family: values planted, and how many appear in suspicious_identifiers or violations."""
-    suspicious = {r["id_value"] for r in spark.table("identity.suspicious_identifiers").select("id_value").collect()}
-    violations = spark.table("identity.violations").select("id_value", "conflict").collect()
+    suspicious = {r["id_value"] for r in spark.table(REFUSED).select("id_value").collect()}
+    violations = spark.table(VIOLATIONS).select("id_value", "conflict").collect()
     flagged = suspicious | {r["id_value"] for r in violations} | {v for r in violations for v in (r["conflict"] or [])}
     result = {}
     for key in TRAP_KEYS:
@@ -109,7 +111,7 @@ def run_all(spark: SparkSession, settings, as_of: date) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cdp.bench.oneid", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cdp_dev.bench.oneid", description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("build/bench-oneid"))
@@ -126,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CDP_LAKEHOUSE"] = str(work / "lakehouse")
     os.environ["CDP_LANDING"] = str(data / ("landing" if args.no_increment else "initial"))
 
-    from cdp.config import load_settings
-    from cdp.datagen import generate
-    from cdp.datagen.increment import split_increment
-    from cdp.evaluate import pairwise_scores, read_truth
-    from cdp.identity.stage import ONEID_MAP
+    from cdp.conf import load_settings
+    from cdp_dev.datagen import generate
+    from cdp_dev.datagen.increment import split_increment
+    from cdp.identity.evaluate import pairwise_scores, read_truth
+    from cdp.tables import ONEID_MAP
     from cdp.logs import configure_logging
     from cdp.spark import spark_session
 
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_increment(spark: SparkSession, settings, as_of: date, increment, data: Path, report: dict[str, Any]) -> None:
     """Land the increment, run again, and measure what changed."""
-    from cdp.identity.stage import ONEID_MAP, table_version
+    from cdp.stages.identity import table_version
+    from cdp.tables import ONEID_MAP
 
     basis = table_version(spark, ONEID_MAP)
     for source_dir in increment.increment.iterdir():
@@ -177,7 +180,7 @@ def add_increment(spark: SparkSession, settings, as_of: date, increment, data: P
 
 def changes_against_observed(spark: SparkSession, basis: int, stable: dict[str, Any]) -> dict[str, Any]:
     """Compare identity.changes computed against map version `basis` with the merges and split parts seen."""
-    from cdp.identity.stage import CHANGES
+    from cdp.tables import CHANGES
 
     changes = spark.table(CHANGES).where(F.col("basis_version") == basis).collect()
     listed_merges = {(r["one_id"], tuple(sorted(r["old_ids"]))) for r in changes if r["kind"] == "merge"}

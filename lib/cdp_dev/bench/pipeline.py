@@ -1,6 +1,6 @@
 """The pipeline benchmark: every stage timed at several sizes, next to what it cannot beat.
 
-    python -m cdp.bench.pipeline --sizes 50000 200000 1000000 --out build/bench    (make bench SIZES="…")
+    python -m cdp_dev.bench.pipeline --sizes 50000 200000 1000000 --out build/bench    (make bench SIZES="…")
 
 For each size, in a Spark session of its own (`local` profile, sized by `sizing`):
 1. generates the persons' landing files (the demo generator, seed fixed);
@@ -57,7 +57,7 @@ def _timed(action) -> tuple[float, Any]:
 
 def landed_frames(spark, settings) -> dict[str, Any]:
     """Each source's landed files, read with its declared columns as strings: bronze's input, untouched."""
-    from cdp.ingest.bronze import delivered_schema, list_landed_files
+    from cdp.stages.bronze import delivered_schema, list_landed_files
 
     frames = {}
     for name, source in settings.sources.sources.items():
@@ -88,9 +88,9 @@ def identity_edges(spark, settings):
     """The identity graph the stage solves: one edge per usable (record, identifier) pair."""
     from pyspark.sql import functions as F
 
-    from cdp.cleanse.silver import IDENTIFIERS
+    from cdp.tables import IDENTIFIERS
     from cdp.identity.hygiene import apply_hygiene
-    from cdp.identity.stage import identifier_vertex, record_vertex
+    from cdp.identity.graph import identifier_vertex, record_vertex
 
     usable, _ = apply_hygiene(spark.table(IDENTIFIERS), settings.identity)
     return usable.select(
@@ -124,8 +124,8 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
     data, lakehouse = work / "data", work / "lakehouse"
     os.environ.update(CDP_LAKEHOUSE=str(lakehouse), CDP_LANDING=str(data / "landing"))
 
-    from cdp.config import load_settings
-    from cdp.datagen import generate
+    from cdp.conf import load_settings
+    from cdp_dev.datagen import generate
     from cdp.pipeline import run_stage
     from cdp.spark import spark_session
 
@@ -220,7 +220,7 @@ def machine() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cdp.bench.pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cdp_dev.bench.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000], help="persons per run")
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process's job
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for persons in args.sizes:
         print(f"bench: {persons:,} persons …", flush=True)
-        wall, child = _timed(lambda: subprocess.run([sys.executable, "-m", "cdp.bench.pipeline", "--one-size", str(persons),
+        wall, child = _timed(lambda: subprocess.run([sys.executable, "-m", "cdp_dev.bench.pipeline", "--one-size", str(persons),
                                                      "--out", str(out)], check=False))
         if child.returncode != 0:
             print(f"bench: the {persons:,}-person run failed (exit {child.returncode}); see its output above", file=sys.stderr)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads((out / f"size-{persons}.json").read_text(encoding="utf-8"))
         result["wall_seconds"] = round(wall, 1)
         results.append(result)
-    report = {"date": date.today().isoformat(), "command": "python -m cdp.bench.pipeline " + " ".join(argv or sys.argv[1:]),
+    report = {"date": date.today().isoformat(), "command": "python -m cdp_dev.bench.pipeline " + " ".join(argv or sys.argv[1:]),
               "machine": machine(), "as_of": AS_OF.isoformat(), "seed": SEED, "results": results}
     (out / "bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     draw_chart(results, out / "bench.png")

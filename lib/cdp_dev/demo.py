@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
-from rich.table import Table
 
-from cdp.config import Settings
-from cdp.evaluate import pairwise_scores, read_truth, write_scores
-from cdp.identity.stage import ONEID_MAP
+from cdp.conf import Settings
+from cdp.identity.evaluate import pairwise_scores, read_truth, write_scores
 from cdp.pipeline import run_stages
-from cdp.spark import DATABASES, spark_session
+from cdp.spark import spark_session
+from cdp.tables import DATABASES, ONEID_MAP
 
 # The cookbook's RFM query (docs/sql-cookbook.md): each RFM segment's size and average spend.
 EXAMPLE_QUERY = """SELECT t.value                        AS rfm_segment,

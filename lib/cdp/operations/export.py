@@ -13,13 +13,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import IDENTIFIERS, silver_table
-from cdp.config import Settings
-from cdp.gold import AUDIENCES, PROFILE
-from cdp.identity.stage import ONEID_MAP
+from cdp.audit import audit, current_actor
+from cdp.conf import Settings
 from cdp.lakehouse import table_exists
-from cdp.privacy.audit import audit, current_actor
+from cdp.tables import AUDIENCES, IDENTIFIERS, ONEID_MAP, PROFILE, silver_table
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, allowed_for, consent_state
 from cdp.privacy.protect import decrypt, load_keys
 
@@ -45,7 +42,7 @@ def current_consent(spark: SparkSession) -> DataFrame:
     """Consent per one_id and purpose from every event in silver, including events newer than the last
     identity run: those reach their persons through their subject identifier (a withdrawal by phone
     applies to every one_id whose records carry that phone)."""
-    table = silver_table(ENTITIES["consent_events"])
+    table = silver_table("consent_events")
     if not table_exists(spark, table):
         return spark.createDataFrame([], CONSENT_STATE_SCHEMA)
     events = spark.table(table)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cdp.confbase import Strict, require_snake_case
+from cdp.conf.base import Strict, require_snake_case
 
 Layer = Literal["atomic", "derived", "scenario"]
 TagType = Literal["boolean", "string", "integer", "decimal", "double", "date"]

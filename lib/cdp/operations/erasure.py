@@ -30,19 +30,18 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.entities import ENTITIES
+from cdp.audit import audit, current_actor
+from cdp.cleanse.mapping import entity_identifiers, map_to_entity, with_consent_subject
 from cdp.cleanse.normalisers import NORMALISERS, normalise_text, to_half_width
-from cdp.cleanse.silver import IDENTIFIERS, entity_identifiers, map_to_entity, with_consent_subject
-from cdp.config import ConfigError, Settings
-from cdp.identity.stage import ONEID_MAP, REFUSED, REGISTRY
-from cdp.ingest.bronze import bronze_table
-from cdp.lakehouse import table_exists
-from cdp.privacy.audit import audit, current_actor
+from cdp.conf import ConfigError, Settings
+from cdp.conf.model import ENTITIES
+from cdp.lakehouse import filesystem, table_exists
+from cdp.tables import ERASURE_LEDGER as LEDGER
+from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, bronze_table
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
 
 log = logging.getLogger(__name__)
 
-LEDGER = "ops.erasure_ledger"
 LEDGER_SCHEMA = (
     "erasure_id string, requested_at timestamp, actor string, reason string, id_type string, "
     "key_hash string, requested boolean"
@@ -309,9 +308,7 @@ class Vacuumed:
 
 def _remove_old_checkpoints(spark: SparkSession, directory: str, cutoff_ms: int) -> int:
     """Delete checkpoint files older than the cutoff (any filesystem Hadoop reaches)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(directory)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, path = filesystem(spark, directory)
     if not fs.exists(path):
         return 0
     removed = 0

@@ -17,8 +17,7 @@ from uuid import uuid4
 from pyspark.sql import SparkSession
 
 from cdp.lakehouse import table_exists
-
-AUDIT_LOG = "ops.audit_log"
+from cdp.tables import AUDIT_LOG
 AUDIT_SCHEMA = (
     "event_id string, at timestamp, actor string, action string, object string, purpose string, "
     "audience string, rows long, destination string, status string, details string"

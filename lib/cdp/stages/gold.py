@@ -15,13 +15,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.audience.members import audience_frame, select_audience
-from cdp.audience.rules import compile_rule, referenced_tags
-from cdp.cleanse.entities import ENTITIES
-from cdp.cleanse.silver import silver_table
-from cdp.config import ConfigError, Settings
-from cdp.identity.mapping import IDENTITY_MAP, build_identity_map
+from cdp.conf import ConfigError, Settings
+from cdp.conf.audiences import compile_rule, referenced_tags
+from cdp.conf.model import ENTITIES
+from cdp.conf.tags import TagLibrary
+from cdp.identity.mapping import build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
-from cdp.identity.stage import ONEID_MAP, REGISTRY
 from cdp.lakehouse import append, overwrite_table, table_exists
 from cdp.logs import first_line
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
@@ -29,21 +28,14 @@ from cdp.privacy.protect import load_keys
 from cdp.privacy.views import build_role_views
 from cdp.profile.golden import build_customer_profile
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
+from cdp.tables import (
+    AUDIENCE_HISTORY, AUDIENCE_RUNS, AUDIENCES, CONSENT, IDENTITY_MAP, ONEID_MAP, PROFILE, REGISTRY, TAG_CATALOG,
+    TAG_HISTORY, TAGS, silver_table,
+)
 from cdp.tags.engine import Inputs, compile_library, compute_tags, empty_tags, to_long
-from cdp.tags.library import TagLibrary
 
 log = logging.getLogger(__name__)
 
-PROFILE = "gold.customer_profile"
-TAGS = "gold.customer_tags"
-TAG_HISTORY = "gold.tag_history"
-TAG_CATALOG = "gold.tag_catalog"
-CONSENT = "gold.consent_state"
-AUDIENCES = "gold.audience_members"
-AUDIENCE_HISTORY = "gold.audience_history"
-AUDIENCE_RUNS = "gold.audience_runs"
-
-AUDIENCE_SCHEMA = "audience string, one_id string, purpose string, entered_on date, run_date date, computed_at timestamp"
 AUDIENCE_RUNS_SCHEMA = (
     "run_id string, run_date date, audience string, purpose string, matched long, members long, "
     "entered long, exited long, computed_at timestamp"
@@ -63,7 +55,7 @@ class GoldResult:
 
 def _entity_rows(spark: SparkSession, entity: str) -> DataFrame:
     """A silver entity's rows with their one_id (empty, typed, when the entity has no table yet)."""
-    table = silver_table(ENTITIES[entity])
+    table = silver_table(entity)
     if not table_exists(spark, table):
         fields = ", ".join(f"{name} {kind}" for name, kind in ENTITIES[entity].fields.items())
         return spark.createDataFrame([], f"one_id string, source string, record_key string, channel string, {fields}")
@@ -211,7 +203,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
     for warning in warnings:
         log.warning("gold: %s", warning)
 
-    consent_table = silver_table(ENTITIES["consent_events"])
+    consent_table = silver_table("consent_events")
     if table_exists(spark, consent_table):
         state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP))
     else:

@@ -10,9 +10,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from cdp.audience.members import audience_frame, select_audience
-from cdp.config import Settings
-from cdp.gold import CONSENT, PROFILE, TAGS
+from cdp.conf import Settings
 from cdp.lakehouse import table_exists
+from cdp.tables import CONSENT, PROFILE, TAGS
 from cdp.tags.engine import to_wide
 
 DEFAULT_BREAKDOWN = ("lifecycle_stage", "value_tier")

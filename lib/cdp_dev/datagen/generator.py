@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
-from cdp.datagen import vocab
+from cdp_dev.datagen import vocab
 
 SOURCES = ("crm_members", "pos_orders", "ecom_orders", "wechat_events", "app_events", "consent_events")
 

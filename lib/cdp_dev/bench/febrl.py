@@ -2,7 +2,7 @@
 one Spark session, each dataset linked N times, min and median of the linkage time (data loaded,
 Spark running), and the scores.
 
-    python -m cdp.bench.febrl --repeat 5 [--out build/febrl.json]
+    python -m cdp_dev.bench.febrl --repeat 5 [--out build/febrl.json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from cdp.config import load_settings
-    from cdp.identity.febrl import evaluate
+    from cdp.conf import load_settings
+    from cdp_dev.febrl import evaluate
     from cdp.spark import spark_session
 
     settings = load_settings()

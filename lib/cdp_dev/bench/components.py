@@ -1,6 +1,6 @@
 """Connected components on a real identity graph, timed per engine setting.
 
-    python -m cdp.bench.components --lakehouse build/bench-oneid/lakehouse [--repeat 3]
+    python -m cdp_dev.bench.components --lakehouse build/bench-oneid/lakehouse [--repeat 3]
 
 Reads the identity graph of an existing lakehouse (silver.identifiers after hygiene), then times
 the DataFrame two-phase engine with checkpoints every 1, 2 and 4 rounds, each with adaptive query
@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cdp.bench.components", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cdp_dev.bench.components", description=__doc__.splitlines()[0])
     parser.add_argument("--lakehouse", type=Path, required=True)
     parser.add_argument("--profile", default="local")
     parser.add_argument("--repeat", type=int, default=3)
@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import functions as F
 
-    from cdp.bench.pipeline import identity_edges
-    from cdp.config import Components, load_settings
+    from cdp_dev.bench.pipeline import identity_edges
+    from cdp.conf import load_settings
+    from cdp.conf.identity import Components
     from cdp.identity.components import graphframes_available, graphframes_components, two_phase_components
     from cdp.spark import spark_session
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
-from cdp.config import Linkage
-from cdp.evaluate import PairMetrics
+from cdp.conf.identity import Linkage
+from cdp.identity.evaluate import PairMetrics
 from cdp.identity.linker import LinkResult, link
 
 FIELDS = ["given_name", "surname", "street_number", "address_1", "address_2", "suburb", "postcode", "state",

@@ -1,0 +1,58 @@
+"""conf/pipeline.yaml: environment profiles (where the lakehouse lives, how Spark starts) and the jars."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cdp.conf.base import Strict
+
+
+class Profile(Strict):
+    master: str | None = None
+    lakehouse: str
+    landing: str
+    metastore: Literal["embedded", "external"] = "embedded"
+    checkpoint_dir: str | None = None
+    timezone: str = "Asia/Shanghai"
+    # A laptop or test profile may fall back to fixed development keys when CDP_HASH_KEY /
+    # CDP_ENCRYPTION_KEY are unset; a cluster profile must not (privacy.yaml `secrets`).
+    dev_secrets: bool = False
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # YAML reads 8 as an int and true as a bool; Spark wants strings.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class Jars(Strict):
+    packages: list[str]
+    staged_dir: str | None = None
+    graphframes_package: str
+
+    @field_validator("packages")
+    @classmethod
+    def _maven_coordinates(cls, value: list[str]) -> list[str]:
+        for coordinate in value:
+            if coordinate.count(":") != 2:
+                raise ValueError(f"'{coordinate}' is not a Maven coordinate group:artifact:version")
+        return value
+
+
+class PipelineConfig(Strict):
+    default_profile: str
+    profiles: dict[str, Profile]
+    jars: Jars
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> PipelineConfig:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile '{self.default_profile}' is not one of {sorted(self.profiles)}"
+            )
+        return self

@@ -1,0 +1,96 @@
+"""Persons from the identity graph: records and identifier values are vertices, each record's
+identifiers its edges; connected components, then the over-merge guards, give the persons."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import reduce
+from typing import Callable
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp.conf import Settings
+from cdp.conf.identity import IdentityConfig
+from cdp.conf.model import ENTITIES
+from cdp.identity.components import connected_components
+from cdp.identity.guards import split_components
+from cdp.identity.hygiene import apply_hygiene
+from cdp.lakehouse import table_exists
+from cdp.tables import silver_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Persons:
+    """What the graph made of the records."""
+
+    clusters: DataFrame  # source, record_key, rid (record vertex), cluster: every record's person
+    identifiers: DataFrame  # source, record_key, id_type, id_value: the identifiers that could link
+    refused_values: DataFrame  # hygiene's refusals (apply_hygiene): values no record may link by
+    refused_edges: DataFrame  # source, record_key, id_type, id_value, reason, conflict: links the guards cut
+    engine: str  # the connected-components engine that ran
+
+
+def record_vertex(source: Column, record_key: Column) -> Column:
+    """A record's vertex id: a 64-bit hash of (source, record_key), domain-separated from identifiers."""
+    return F.xxhash64(F.lit("record"), source, record_key)
+
+
+def identifier_vertex(id_type: Column, id_value: Column) -> Column:
+    """An identifier's vertex id: a 64-bit hash of `id_type:value`, the same in every run."""
+    return F.xxhash64(F.lit("identifier"), F.concat_ws(":", id_type, id_value))
+
+
+def all_records(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Every silver record (with or without identifiers), with when it happened: each gets a one_id."""
+    frames = []
+    for entity_name in sorted({s.entity for s in settings.sources.sources.values()}):
+        entity = ENTITIES[entity_name]
+        table = silver_table(entity_name)
+        if table_exists(spark, table):
+            seen = F.col(entity.time_field) if entity.time_field else F.lit(None).cast("timestamp")
+            frames.append(spark.table(table).select("source", "record_key", seen.cast("timestamp").alias("seen_at")))
+    if not frames:
+        raise RuntimeError("identity: no silver tables found. Fix: run `cdp run --stage silver` first.")
+    return reduce(DataFrame.unionByName, frames)
+
+
+def resolve_persons(records: DataFrame, identifiers: DataFrame, config: IdentityConfig,
+                    linked: Callable[[DataFrame], DataFrame] | None = None) -> Persons:
+    """Hygiene, then the graph: records (source, record_key) grouped into persons by their identifiers
+    (source, record_key, id_type, id_value).
+
+    `linked`, given the values hygiene refused, returns more identifier rows (the probabilistic
+    engine's links); they enter the graph and the guards like any other identifier."""
+    usable, refused = apply_hygiene(identifiers, config)
+    if linked is not None:
+        refused = refused.persist()
+        usable = usable.unionByName(linked(refused).select(*usable.columns))
+    return group_persons(records, usable, refused, config)
+
+
+def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, config: IdentityConfig) -> Persons:
+    """Connected components of the record–identifier graph, split where a guard refuses a link."""
+    records = records.select("source", "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("rid"))
+    usable = usable.withColumn("rid", record_vertex(F.col("source"), F.col("record_key"))).persist()
+
+    edges = usable.select(F.col("rid").alias("src"), identifier_vertex(F.col("id_type"), F.col("id_value")).alias("dst"))
+    vertices = records.select(F.col("rid").alias("id")).unionByName(edges.select(F.col("dst").alias("id"))).distinct()
+    components, engine = connected_components(vertices, edges, config.components)
+    log.info("identity: connected components computed with the %s engine", engine)
+
+    labelled = records.join(components.withColumnRenamed("id", "rid"), "rid").persist()
+    split = split_components(
+        usable.join(labelled.select("rid", "component"), "rid").select("component", "rid", "id_type", "id_value"), config
+    ).persist()
+    regrouped = split.where(F.col("id_type").isNull()).select("rid", "cluster")
+    clusters = labelled.join(regrouped, "rid", "left").select(
+        "source", "record_key", "rid", F.coalesce("cluster", "component").alias("cluster")
+    )
+    refused_edges = split.where(F.col("id_type").isNotNull()).join(labelled.select("rid", "source", "record_key"), "rid").select(
+        "source", "record_key", "id_type", "id_value", "reason", "conflict"
+    )
+    return Persons(clusters, usable.drop("rid"), refused, refused_edges, engine)

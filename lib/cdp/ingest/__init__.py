@@ -1,1 +1,0 @@
-"""Landing files → bronze Delta tables."""

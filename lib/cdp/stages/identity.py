@@ -1,0 +1,139 @@
+"""The identity stage: hygiene, probabilistic links, the record–identifier graph, components,
+over-merge guards, stable one_ids.
+
+Tables written (all replaced atomically each run, except identity.changes which grows):
+  identity.suspicious_identifiers  values refused as links before the graph, with the evidence
+  identity.violations              record–identifier links the guards refused after the graph
+  identity.registry                every one_id ever issued: active or retired (and merged into what)
+  identity.changes                 new / merge / split / removed, per run, with their causes
+  identity.oneid_map               (source, record_key) -> one_id for every silver record
+  identity.probabilistic_links, identity.match_weights   the probabilistic engine's links and model
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp.conf import Settings
+from cdp.identity.graph import Persons, all_records, group_persons
+from cdp.identity.hygiene import apply_hygiene, summarise_refusals
+from cdp.identity.probabilistic import ProbabilisticLinks, probabilistic_links
+from cdp.identity.registry import StableIds, assign_stable_ids
+from cdp.lakehouse import overwrite_table, replace_where, table_exists
+from cdp.tables import CHANGES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IdentityResult:
+    records: int
+    one_ids: int
+    edges: int
+    refused_values: int
+    violations: int
+    changes: dict[str, int]
+    largest_one_id: int
+    engine: str
+    probabilistic_links: int = 0
+    candidate_pairs: int = 0
+
+
+def table_version(spark: SparkSession, name: str) -> int:
+    """The Delta version of a table, -1 when it does not exist yet."""
+    if not table_exists(spark, name):
+        return -1
+    return int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
+
+
+def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc") -> IdentityResult:
+    """Read silver, resolve persons, name them, publish: read → transform → write."""
+    config = settings.identity
+    usable, refused = apply_hygiene(spark.table(IDENTIFIERS), config)
+    refused = refused.persist()
+    links = link_probabilistically(spark, settings, refused, run_id)
+    if links is not None:
+        usable = usable.unionByName(links.edges.select(*usable.columns))
+    persons = group_persons(all_records(spark, settings), usable, refused, config)
+    basis = table_version(spark, ONEID_MAP)
+    stable = name_persons(spark, persons, run_id, basis)
+    publish(spark, persons, stable, links, run_id, basis)
+    result = summarise(spark, persons, stable, links)
+    # What the steps cached is spent: everything published is in Delta.
+    spark.catalog.clearCache()
+    return result
+
+
+def link_probabilistically(spark: SparkSession, settings: Settings, refused: DataFrame,
+                           run_id: str) -> ProbabilisticLinks | None:
+    """The probabilistic engine's links over the records' attributes (None when it is switched off);
+    values hygiene refused are no evidence there either."""
+    config = settings.identity
+    if not config.probabilistic.enabled:
+        return None
+    found = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id)
+    found.links = found.links.checkpoint()
+    return found
+
+
+def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int) -> StableIds:
+    """Stable one_ids for this run's persons, from the previous map and the registry, materialised
+    before any identity table is replaced (the plan reads the previous map and registry)."""
+    persons.clusters = persons.clusters.checkpoint()
+    persons.refused_edges = persons.refused_edges.checkpoint()
+    previous = spark.table(ONEID_MAP) if table_exists(spark, ONEID_MAP) else None
+    registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else None
+    stable = assign_stable_ids(
+        persons.clusters, previous, registry, persons.identifiers,
+        persons.refused_edges.select("source", "record_key", "id_type", "id_value"), run_id,
+        datetime.now(timezone.utc).replace(tzinfo=None), basis,
+    )
+    return StableIds(stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
+
+
+def publish(spark: SparkSession, persons: Persons, stable: StableIds, links: ProbabilisticLinks | None,
+            run_id: str, basis: int) -> None:
+    """Write every identity table; the map last, so a crash before it leaves the previous map in force."""
+    if links is not None:
+        overwrite_table(links.links, LINKS, "Probabilistic links: each record on each side, the score and the field comparisons")
+        overwrite_table(links.weights, WEIGHTS, "The probabilistic model: m, u and the match weight of each comparison level")
+    else:
+        for table in (LINKS, WEIGHTS):
+            if table_exists(spark, table):  # the engine was switched off: its old links no longer hold
+                spark.sql(f"DELETE FROM {table}")
+    overwrite_table(summarise_refusals(persons.refused_values).withColumn("run_id", F.lit(run_id)), REFUSED,
+                    "Identifier values refused as links before the graph: blocklisted or shared by strangers")
+    violations = persons.refused_edges.join(stable.oneid_map, ["source", "record_key"]).select(
+        F.lit(run_id).alias("run_id"), "one_id", "source", "record_key", "id_type", "id_value", "reason", "conflict"
+    )
+    overwrite_table(violations, VIOLATIONS, "Record-identifier links refused by the over-merge guards, and why")
+    # Registry, then changes, then the map: a crash between them is repaired by the next run, which
+    # recomputes the same decisions against the same previous map (changes are keyed by its version).
+    overwrite_table(stable.registry, REGISTRY, "Every one_id ever issued: active, or retired and merged into which")
+    replace_where(stable.changes, CHANGES, f"basis_version = {basis}")
+    overwrite_table(stable.oneid_map, ONEID_MAP, "Every silver record's OneID: (source, record_key) -> one_id")
+
+
+def summarise(spark: SparkSession, persons: Persons, stable: StableIds, links: ProbabilisticLinks | None) -> IdentityResult:
+    """The run's figures, read back from what was published."""
+    stats = spark.table(ONEID_MAP).groupBy("one_id").count().agg(
+        F.sum("count").alias("records"), F.count("*").alias("one_ids"), F.max("count").alias("largest")
+    ).first()
+    kinds = {r["kind"]: r["n"] for r in stable.changes.groupBy("kind").agg(F.count("*").alias("n")).collect()}
+    return IdentityResult(
+        records=int(stats["records"] or 0),
+        one_ids=int(stats["one_ids"] or 0),
+        edges=persons.identifiers.count(),
+        refused_values=spark.table(REFUSED).count(),
+        violations=spark.table(VIOLATIONS).count(),
+        changes=kinds,
+        largest_one_id=int(stats["largest"] or 0),
+        engine=persons.engine,
+        probabilistic_links=spark.table(LINKS).select("link_id").distinct().count() if links is not None else 0,
+        candidate_pairs=links.result.candidates if links is not None and links.result else 0,
+    )
