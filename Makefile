@@ -10,6 +10,15 @@ SEED    ?= 42
 JARS_DIR ?= jars/staged
 
 JARS_STAMP := $(JARS_DIR)/.staged
+# Maven repositories besides Maven Central (conf/pipeline.yaml jars.repositories reads the same variable),
+# for Spark and for `make jars`. A build machine whose Maven Central serves no GraphFrames keeps a file
+# repository of it beside the checkout, in ../shared/maven: used when present, unless set otherwise.
+SHARED_MAVEN := $(abspath ../shared/maven)
+ifneq ($(wildcard $(SHARED_MAVEN)/io/graphframes),)
+CDP_MAVEN_REPOSITORIES ?= file://$(SHARED_MAVEN)
+endif
+export CDP_MAVEN_REPOSITORIES
+MAVEN_SETTINGS := build/maven-settings.xml
 BUILD_STAMP := $(VENV)/.installed-build
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 UV  := $(BIN)/uv
@@ -23,7 +32,7 @@ help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
 	@echo "make test   - install and run the test suite"
 	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\")"
-	@echo "make jars   - stage the Delta (and, if reachable, GraphFrames) jars into $(JARS_DIR)"
+	@echo "make jars   - stage the Delta, GraphFrames and Derby network jars into $(JARS_DIR)"
 	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
 	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog"
 	@echo "make lock   - re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
@@ -84,14 +93,19 @@ sql-server: $(STAMP) $(JARS_STAMP)
 	CDP_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/cdp sql-server --port 10000
 
 # Stages the jars with Maven so a cluster without Maven Central (or a faster laptop start) can
-# use them: export CDP_JARS_DIR=$(JARS_DIR). GraphFrames is tried separately: its absence
-# (see README) must not stop Delta from being staged.
+# use them: export CDP_JARS_DIR=$(JARS_DIR). The repositories of CDP_MAVEN_REPOSITORIES are searched
+# besides Maven Central, through a generated settings file (Maven 3 reads repositories from a POM or
+# a settings file only).
 jars: $(JARS_STAMP)
 
 $(JARS_STAMP): jars/pom.xml
-	mvn -B -q -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) -DincludeScope=runtime
-	-mvn -B -q -f jars/pom.xml -P graphframes dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) -DincludeScope=runtime \
-	  || echo "GraphFrames jar not reachable from this machine's Maven repositories; staged Delta only."
+	@mkdir -p $(dir $(MAVEN_SETTINGS))
+	@{ echo '<settings><profiles><profile><id>cdp-repositories</id><repositories>'; \
+	   n=0; for url in $$(echo "$$CDP_MAVEN_REPOSITORIES" | tr ',' ' '); do n=$$((n+1)); \
+	     echo "<repository><id>cdp-$$n</id><url>$$url</url></repository>"; done; \
+	   echo '</repositories></profile></profiles><activeProfiles><activeProfile>cdp-repositories</activeProfile></activeProfiles></settings>'; \
+	 } > $(MAVEN_SETTINGS)
+	mvn -B -q -gs $(MAVEN_SETTINGS) -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) -DincludeScope=runtime
 	touch $(JARS_STAMP)
 	@ls $(JARS_DIR)
 

@@ -27,8 +27,8 @@ DELTA_CONF = {
 
 
 def wants_graphframes(settings: Settings) -> bool:
-    """GraphFrames' jar is added only when conf/identity.yaml selects that engine."""
-    return settings.identity.components.engine == "graphframes"
+    """GraphFrames' jar is added unless conf/identity.yaml asks for the DataFrame engine."""
+    return settings.identity.components.engine != "dataframe"
 
 
 def jar_packages(settings: Settings) -> list[str]:
@@ -63,6 +63,8 @@ def jar_settings(settings: Settings) -> dict[str, str]:
             )
         return {"spark.jars": ",".join(str(j) for j in staged_jars(folder, packages))}
     conf = {"spark.jars.packages": ",".join(packages)}
+    if jars.repositories:
+        conf["spark.jars.repositories"] = ",".join(jars.repositories)
     if os.environ.get("CDP_IVY_DIR"):
         conf["spark.jars.ivy"] = os.environ["CDP_IVY_DIR"]
     return conf
@@ -113,7 +115,8 @@ def release_conf(settings: Settings) -> dict[str, str]:
     """The part of session_conf that is the same on every deployment of a profile (a release's properties file).
 
     Left out because each site or run sets them: the master, the warehouse and metastore locations
-    (the session factory derives them from CDP_LAKEHOUSE at run time), staged jar paths, the Ivy cache.
+    (the session factory derives them from CDP_LAKEHOUSE at run time), staged jar paths, the Ivy cache,
+    the Maven repositories besides Central (a site's mirror: --repositories when submitting).
     """
     conf = dict(DELTA_CONF)
     conf["spark.jars.packages"] = ",".join(jar_packages(settings))
@@ -127,6 +130,7 @@ def submit_arguments(settings: Settings) -> list[str]:
     """The same configuration as spark-submit options (--master, --packages/--jars, --conf …)."""
     flags = {
         "spark.jars.packages": "--packages",
+        "spark.jars.repositories": "--repositories",
         "spark.jars": "--jars",
         "spark.driver.memory": "--driver-memory",
         "spark.driver.extraJavaOptions": "--driver-java-options",

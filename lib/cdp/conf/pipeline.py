@@ -34,6 +34,9 @@ class Jars(Strict):
     packages: list[str]
     staged_dir: str | None = None
     graphframes_package: str
+    # Maven repositories searched besides Maven Central (a corporate mirror, a file:// repository);
+    # a list, or one comma-separated string (what CDP_MAVEN_REPOSITORIES holds).
+    repositories: list[str] = Field(default_factory=list)
 
     @field_validator("packages")
     @classmethod
@@ -41,6 +44,25 @@ class Jars(Strict):
         for coordinate in value:
             if coordinate.count(":") != 2:
                 raise ValueError(f"'{coordinate}' is not a Maven coordinate group:artifact:version")
+        return value
+
+    @field_validator("repositories", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+        return value
+
+    @field_validator("repositories")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if "://" not in url and "${" not in url:
+                raise ValueError(f"'{url}' is not a repository URL (https://…, file:///…)")
         return value
 
 

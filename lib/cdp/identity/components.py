@@ -17,27 +17,39 @@ from cdp.conf.identity import Components
 log = logging.getLogger(__name__)
 
 
-def graphframes_available(spark: SparkSession) -> bool:
-    """True when GraphFrames' JVM classes are on the driver's classpath."""
+def graphframes_missing(spark: SparkSession) -> str | None:
+    """Why GraphFrames cannot run here (its JVM classes or its Python module missing), or None."""
     try:
         spark.sparkContext._jvm.java.lang.Class.forName(
             "org.graphframes.GraphFrame", False, spark.sparkContext._jvm.Thread.currentThread().getContextClassLoader()
         )
-        return True
     except Exception:  # py4j raises a generic Py4JJavaError for ClassNotFoundException
-        return False
+        return "org.graphframes.GraphFrame is not on the classpath"
+    try:
+        import graphframes  # noqa: F401  (the Python side, graphframes-py, pinned with the jar)
+    except ImportError as exc:
+        return f"the Python module graphframes does not import ({exc})"
+    return None
+
+
+def graphframes_available(spark: SparkSession) -> bool:
+    return graphframes_missing(spark) is None
 
 
 def choose_engine(spark: SparkSession, settings: Components) -> str:
+    if settings.engine == "dataframe":
+        return "dataframe"
+    missing = graphframes_missing(spark)
+    if missing is None:
+        return "graphframes"
     if settings.engine == "auto":
-        return "graphframes" if graphframes_available(spark) else "dataframe"
-    if settings.engine == "graphframes" and not graphframes_available(spark):
-        raise RuntimeError(
-            "conf/identity.yaml asks for components.engine: graphframes, but org.graphframes.GraphFrame is not on "
-            "the classpath. Fix: stage the GraphFrames jar (`make jars`) or let Spark resolve "
-            "jars.graphframes_package from Maven Central; or set engine: auto."
-        )
-    return settings.engine
+        log.warning("identity: GraphFrames cannot run (%s); using the DataFrame engine", missing)
+        return "dataframe"
+    raise RuntimeError(
+        f"conf/identity.yaml asks for components.engine: graphframes, but {missing}. Fix: let Spark resolve "
+        "jars.graphframes_package (from Maven Central, or a repository in CDP_MAVEN_REPOSITORIES), or stage it "
+        "with `make jars`; install graphframes-py from requirements/; or set engine: auto."
+    )
 
 
 def connected_components(vertices: DataFrame, edges: DataFrame, settings: Components) -> tuple[DataFrame, str]:
@@ -53,12 +65,21 @@ def graphframes_components(vertices: DataFrame, edges: DataFrame, settings: Comp
     """GraphFrames' connectedComponents with the configured algorithm, AQE threshold and checkpointing."""
     from graphframes import GraphFrame
 
+    spark = vertices.sparkSession
     graph = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
-    result = graph.connectedComponents(
-        algorithm=settings.algorithm,
-        checkpointInterval=settings.checkpoint_interval,
-        broadcastThreshold=settings.broadcast_threshold,
-    )
+    # GraphFrames runs with adaptive query execution: broadcastThreshold -1 hands skew to AQE, and
+    # randomized_contraction (0.11.0) fails without it, overwriting a checkpoint it still reads.
+    previous = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", "true")
+    try:
+        result = graph.connectedComponents(
+            algorithm=settings.algorithm,
+            checkpointInterval=settings.checkpoint_interval,
+            broadcastThreshold=settings.broadcast_threshold,
+        )
+        result.count()  # materialised (GraphFrames persists it) while AQE is on
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", previous)
     return result.select("id", "component")
 
 

@@ -9,7 +9,11 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
    transformation (bronze: the landed files with their declared columns; the other stages: the tables
    they read). A stage cannot be faster than its floor; the ratio says what the work costs beyond I/O;
 4. for OneID, a **single-machine reference**: the same edge list (records to identifiers, after
-   hygiene) collected to the driver and solved by scipy.sparse.csgraph.connected_components.
+   hygiene) collected to the driver and solved by scipy.sparse.csgraph.connected_components;
+5. on that edge list, each **connected-components engine** timed on its own: GraphFrames' two_phase,
+   graphx and randomized_contraction, each with broadcastThreshold -1 (AQE handles skew) and
+   1,000,000 (GraphFrames' default), and the project's DataFrame two-phase engine; each must give
+   scipy's partition of the vertices, or the run fails.
 
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the embedded metastore is one
@@ -108,14 +112,68 @@ def scipy_components(src, dst) -> tuple[int, int, Any]:
     return len(uniques), int(count), pd.Series(labels, index=uniques)
 
 
-def oneid_reference(spark, settings) -> dict[str, Any]:
-    """Collect the edge list to the driver (Arrow), then scipy's connected components on it."""
+def oneid_reference(spark, settings) -> tuple[dict[str, Any], Any]:
+    """Collect the edge list to the driver (Arrow), then scipy's connected components on it: the
+    figures, and scipy's label of each vertex."""
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     collect_seconds, edges = _timed(lambda: identity_edges(spark, settings).toPandas())
-    solve_seconds, (vertices, components, _) = _timed(lambda: scipy_components(edges["src"], edges["dst"]))
+    solve_seconds, (vertices, components, labels) = _timed(lambda: scipy_components(edges["src"], edges["dst"]))
     return {"edges": len(edges), "vertices": vertices, "components": components,
             "collect_seconds": round(collect_seconds, 2), "solve_seconds": round(solve_seconds, 2),
-            "seconds": round(collect_seconds + solve_seconds, 2)}
+            "seconds": round(collect_seconds + solve_seconds, 2)}, labels
+
+
+# graphx takes no broadcast threshold: it runs once.
+ENGINES = [("graphframes", "two_phase", -1), ("graphframes", "two_phase", 1_000_000), ("graphframes", "graphx", None),
+           ("graphframes", "randomized_contraction", -1), ("graphframes", "randomized_contraction", 1_000_000),
+           ("dataframe", "two_phase", None)]
+
+
+def same_partition(labels: Any, reference: Any) -> bool:
+    """Whether two labellings (pandas Series: vertex → label) group the same vertices together."""
+    joined = pd.DataFrame({"a": labels, "b": reference.reindex(labels.index)})
+    if len(labels) != len(reference) or joined["b"].isna().any():
+        return False
+    return joined.drop_duplicates().shape[0] == joined["a"].nunique() == joined["b"].nunique()
+
+
+def engine_timings(spark, settings, reference: Any) -> list[dict[str, Any]]:
+    """Each connected-components engine on the identity edge list, timed to materialised labels, its
+    partition checked against scipy's (the check is not timed)."""
+    from pyspark.sql import functions as F
+
+    from cdp.conf.identity import Components
+    from cdp.identity.components import graphframes_components, two_phase_components
+
+    edges = identity_edges(spark, settings).checkpoint()
+    vertices = edges.select(F.col("src").alias("id")).unionByName(edges.select(F.col("dst").alias("id"))).distinct().checkpoint()
+    interval = settings.identity.components.checkpoint_interval
+    # warm-up, untimed: the first engine must not pay for the JIT and the graph's first reads
+    graphframes_components(vertices.limit(1000), edges.limit(1000), Components(engine="graphframes")).count()
+    timings = []
+    for engine, algorithm, threshold in ENGINES:
+        def solve():
+            if engine == "dataframe":
+                labels = two_phase_components(vertices, edges, interval)
+            else:
+                labels = graphframes_components(vertices, edges, Components(
+                    engine="graphframes", algorithm=algorithm, broadcast_threshold=threshold or -1,
+                    checkpoint_interval=interval))
+            labels = labels.persist()
+            labels.write.format("noop").mode("overwrite").save()  # every label computed
+            return labels
+        seconds, labels = _timed(solve)
+        solved = labels.toPandas()
+        labels.unpersist()
+        agrees = same_partition(pd.Series(solved["component"].values, index=solved["id"].values), reference)
+        timings.append({"engine": engine, "algorithm": algorithm, "broadcast_threshold": threshold,
+                        "seconds": round(seconds, 2), "same_partition_as_scipy": agrees})
+        print(f"bench: {engine} {algorithm} broadcastThreshold={threshold}: {seconds:.1f}s, "
+              f"same partition as scipy: {agrees}", flush=True)
+        if not agrees:
+            raise SystemExit(f"bench: {engine} {algorithm} ({threshold}) disagrees with scipy's components")
+        spark.catalog.clearCache()
+    return timings
 
 
 def run_size(persons: int, work: Path) -> dict[str, Any]:
@@ -147,8 +205,10 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
                        "rows_out": sum(outcome.rows_out.values()), "tables_written": len(outcome.rows_out),
                        "floor": io_floor(spark, inputs)}
             if stage == "identity":
-                figures["reference"] = oneid_reference(spark, settings)
+                figures["reference"], labels = oneid_reference(spark, settings)
                 figures["one_ids"] = outcome.metrics["one_ids"]
+                figures["engine"] = outcome.metrics["engine"]
+                figures["engines"] = engine_timings(spark, settings, labels)
             result["stages"][stage] = with_ratios(figures)
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -177,6 +237,17 @@ def print_report(results: list[dict[str, Any]]) -> None:
                           f"{f['rows_per_second']:,}", f"{f['floor']['seconds']:.1f}", f"{f['ratio_to_floor']:.1f}",
                           f"{reference['seconds']:.1f}" if reference else "", f"{f['ratio_to_reference']:.1f}" if reference else "")
     Console(width=130).print(table)
+    engines = Table(title="connected components on the identity graph (seconds; × scipy = engine / scipy reference)")
+    for column in ("persons", "engine", "algorithm", "broadcastThreshold", "seconds", "× scipy", "same partition"):
+        engines.add_column(column, justify="left" if column in ("engine", "algorithm") else "right")
+    for result in results:
+        identity = result["stages"]["identity"]
+        for run in identity["engines"]:
+            engines.add_row(f"{result['persons']:,}", run["engine"], run["algorithm"], str(run["broadcast_threshold"] or ""),
+                            f"{run['seconds']:.1f}", f"{run['seconds'] / identity['reference']['seconds']:.1f}",
+                            "yes" if run["same_partition_as_scipy"] else "NO")
+        engines.add_row(f"{result['persons']:,}", "scipy", "(reference)", "", f"{identity['reference']['seconds']:.1f}", "1.0", "")
+    Console(width=130).print(engines)
     for result in results:
         ref = result["stages"]["identity"]["reference"]
         print(f"{result['persons']:,} persons: {result['landed_rows']:,} landed rows, generated in "
