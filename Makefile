@@ -110,6 +110,7 @@ $(JARS_STAMP): jars/pom.xml
 	@ls $(JARS_DIR)
 
 clean-lakehouse:
+	-[ -x $(BIN)/cdp ] && [ -f lakehouse/metastore.json ] && $(BIN)/cdp metastore stop
 	rm -rf lakehouse spark-warehouse metastore_db derby.log
 
 clean: clean-lakehouse

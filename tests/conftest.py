@@ -10,6 +10,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stop_catalog_servers(tmp_path_factory):
+    """Every lakehouse of the run shares its catalog through a Derby network server that outlives the
+    command which started it (cdp.metastore): stop those of this run's lakehouses at the end."""
+    yield
+    from cdp.metastore import terminate_servers_under
+
+    terminate_servers_under(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def lakehouse(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lakehouse")

@@ -1,19 +1,12 @@
-"""jobs/dags/cdp_daily.py as real Airflow parses it, and the spark-submit commands its tasks would run.
-
-Airflow runs in a child process with its home in a temporary folder: importing it configures logging
-and settings process-wide, which must not leak into the rest of the suite. No metadata database is
-used: the Variable and the connection come from AIRFLOW_VAR_… and AIRFLOW_CONN_… variables.
-"""
+"""jobs/dags/cdp_daily.py as real Airflow parses it, and the spark-submit commands its tasks would run
+(tests/test_cluster.py runs them against a standalone Spark cluster)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from dagprobe import render_dag
 
 from cdp.package import PROPERTIES_NAME, ZIP_NAME
 from cdp.pipeline import STAGES
@@ -22,53 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "/opt/cdp/releases/0.1.0"
 RUN_DATE = "2026-11-02"
 
-# Parses the DAG folder, renders every task's templates for RUN_DATE and asks the provider's hook
-# for the command line it would start; writes what it found as JSON to argv[3].
-PROBE = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk.execution_time.context import VariableAccessor
-
-folder, run_date, target = sys.argv[1:]
-bag = DagBag(dag_folder=folder)
-report = {"import_errors": bag.import_errors, "dag_ids": sorted(bag.dags), "tasks": {}}
-dag = bag.dags.get("cdp_daily")
-if dag is not None:
-    report.update(schedule=dag.schedule, cron=dag.timetable.expression, catchup=dag.catchup,
-                  max_active_runs=dag.max_active_runs)
-    for task in dag.tasks:
-        task.render_template_fields({"ds": run_date, "var": {"value": VariableAccessor(deserialize_json=False)}})
-        report["tasks"][task.task_id] = {
-            "operator": f"{type(task).__module__}.{type(task).__name__}",
-            "retries": task.retries,
-            "retry_delay_s": task.retry_delay.total_seconds(),
-            "timeout_s": task.execution_timeout.total_seconds() if task.execution_timeout else None,
-            "upstream": sorted(task.upstream_task_ids),
-            "downstream": sorted(task.downstream_task_ids),
-            "command": task._get_hook()._build_spark_submit_command(task.application),
-        }
-with open(target, "w") as out:
-    json.dump(report, out)
-"""
-
 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("airflow")
-    environment = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_VAR_CDP_RELEASE": RELEASE,
-        "AIRFLOW_CONN_CDP_SPARK": json.dumps({"conn_type": "spark", "host": "yarn", "extra": {"queue": "cdp"}}),
-    }
-    report = home / "dag.json"
-    result = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "jobs" / "dags"), RUN_DATE, str(report)],
-                            env=environment, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, (
-        f"{result.stderr[-3000:]}\nIs apache-airflow installed? `make test` installs it: pip install -e '.[dev,airflow]'"
-    )
-    return json.loads(report.read_text())
+    return render_dag(tmp_path_factory.mktemp("airflow"), RELEASE, {"conn_type": "spark", "host": "yarn",
+                                                                     "extra": {"queue": "cdp"}}, RUN_DATE)
 
 
 def test_dag_file_imports_without_errors(dag):

@@ -167,12 +167,28 @@ def test_bad_config_fails_fast_with_exit_2(env, tmp_path):
     conf.mkdir()
     for name in ("pipeline.yaml", "sources.yaml", "gold.yaml", "log4j2.properties"):
         (conf / name).write_text((ROOT / "conf" / name).read_text(encoding="utf-8"), encoding="utf-8")
-    (conf / "identity.yaml").write_text("components:\n  engine: quantum\nidentifiers:\n  phone: {priority: 1, max_per_person: 2}\n", encoding="utf-8")
+    (conf / "identity.yaml").write_text("components:\n  algorithm: quantum\nidentifiers:\n  phone: {priority: 1, max_per_person: 2}\n", encoding="utf-8")
     narrow = {**env, "COLUMNS": "40"}  # a narrow terminal must not break the file name or key across lines
     result = subprocess.run([str(BIN / "cdp"), "run", "--conf-dir", str(conf)], cwd=ROOT, env=narrow,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert str(conf / "identity.yaml") in result.stderr and "components.engine" in result.stderr
+    assert str(conf / "identity.yaml") in result.stderr and "components.algorithm" in result.stderr
+
+
+def test_a_spark_failure_is_one_line_with_its_fix_never_a_trace(env, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for source in (ROOT / "conf").iterdir():
+        (conf / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    pipeline_yaml = conf / "pipeline.yaml"
+    pipeline_yaml.write_text(pipeline_yaml.read_text(encoding="utf-8").replace(
+        "spark.driver.memory: 2g", "spark.driver.memory: two-gigabytes"), encoding="utf-8")  # the JVM cannot start
+    result = subprocess.run([str(BIN / "cdp"), "sql", "--local", "--conf-dir", str(conf), "-e", "SELECT 1"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "py4j" not in result.stderr.lower()
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Spark error: ")]
+    assert len(lines) == 1 and "JAVA_GATEWAY_EXITED" in lines[0] and " Fix: " in lines[0], result.stderr[-2000:]
 
 
 def free_port() -> int:
@@ -211,23 +227,55 @@ def jdbc_query(env, port: int, sql: str) -> str:
     return [line for line in result.stdout.splitlines() if line.strip()][-1]
 
 
-def test_sql_server_serves_gold_over_jdbc(env, pipeline, tmp_path):
-    """Last in this module: while it runs, the server holds the embedded metastore."""
+def test_a_run_two_sql_shells_a_notebook_and_the_sql_server_share_the_catalog(env, pipeline, tmp_path):
+    """Last in this module. At the same time: the SQL server with a beeline client and `cdp sql -e`
+    through it, a rerun of every stage, two `cdp sql` shells with Spark sessions of their own, and a
+    notebook — one catalog, shared through the lakehouse's Derby network server; every one succeeds."""
     import signal
+    from datetime import datetime, timezone
 
     jars = Path(os.environ.get("CDP_TEST_JARS_DIR", ROOT / "jars" / "staged"))
     assert any(jars.glob("delta-spark_*.jar")), f"no staged Delta jar in {jars}: run `make jars` (make test does)"
+    started = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"  # run ids begin with their UTC start
     port = free_port()
-    log = (tmp_path / "sql-server.log").open("w")
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("server", "run", "shell1", "shell2", "notebook")}
     server = subprocess.Popen([str(BIN / "cdp"), "sql-server", "--port", str(port)], cwd=ROOT,
-                              env={**env, "CDP_JARS_DIR": str(jars)}, stdout=log, stderr=log, start_new_session=True)
+                              env={**env, "CDP_JARS_DIR": str(jars)}, stdout=logs["server"], stderr=logs["server"],
+                              start_new_session=True)
+    statements = "SELECT count(*) AS profiles FROM gold.customer_profile;\nSELECT count(DISTINCT one_id) AS ids FROM identity.oneid_map;\n"
+    others = {
+        "run": subprocess.Popen([str(BIN / "cdp"), "run", "--stage", "all", "--as-of", "2026-11-01"], cwd=ROOT, env=env,
+                                stdout=logs["run"], stderr=subprocess.STDOUT),
+        **{shell: subprocess.Popen([str(BIN / "cdp"), "sql", "--local", "--format", "csv"], cwd=ROOT, env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[shell], text=True)
+           for shell in ("shell1", "shell2")},
+        "notebook": subprocess.Popen([sys.executable, str(ROOT / "notebooks" / "customer_insight.py")], cwd=ROOT,
+                                     env={**env, "CDP_NOTEBOOK_OUT": str(tmp_path / "figures")},
+                                     stdout=logs["notebook"], stderr=subprocess.STDOUT),
+    }
     try:
+        shell_output = {shell: others[shell].communicate(statements, timeout=900)[0] for shell in ("shell1", "shell2")}
         wait_for_port(port, server)
         profiles = int(jdbc_query(env, port, "SELECT count(*) AS n FROM gold.customer_profile"))
-        one_ids = int(jdbc_query(env, port, "SELECT count(DISTINCT one_id) AS n FROM identity.oneid_map"))
-        assert profiles == one_ids > 0
+        through_server = cdp(env, "sql", "-e", "SELECT count(DISTINCT one_id) AS n FROM identity.oneid_map", "--format", "csv")
+        outcomes = {name: others[name].wait(timeout=1200) for name in ("run", "notebook")}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-        log.close()
-
+        for process in others.values():
+            if process.poll() is None:
+                process.kill()
+        for log in logs.values():
+            log.close()
+    assert outcomes == {"run": 0, "notebook": 0}, {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in outcomes}
+    assert [others[shell].returncode for shell in ("shell1", "shell2")] == [0, 0]
+    # each shell read the committed tables: the same persons the first run published (the rerun changes none)
+    expected = f"profiles\n{profiles}\nids\n{profiles}\n"
+    assert shell_output == {"shell1": expected, "shell2": expected}
+    assert through_server.stdout == f"n\n{profiles}\n" and profiles > 0
+    assert "succeeded" in (tmp_path / "run.log").read_text() and "gold succeeded" in (tmp_path / "run.log").read_text()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "channel_overlap.png", "lifecycle_funnel.png", "rfm_heatmap.png"]
+    runs = json.loads(cdp(env, "sql", "--local", "-e", f"SELECT stage, status FROM ops.job_runs WHERE run_id >= "
+                          f"'{started}' ORDER BY run_id", "--format", "json").stdout)
+    assert runs == [{"stage": s, "status": "succeeded"} for s in ("bronze", "silver", "identity", "gold")]

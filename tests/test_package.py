@@ -20,14 +20,17 @@ from cdp.package import build_release
 
 ROOT = Path(__file__).resolve().parents[1]
 DELTA = "io.delta:delta-spark_4.1_2.13:4.4.0"
+GRAPHFRAMES = "io.graphframes:graphframes-spark4_2.13:0.11.0"
 STAGED_DELTA = "delta-spark_4.1_2.13-4.4.0.jar"
+STAGED_GRAPHFRAMES = "graphframes-spark4_2.13-0.11.0.jar"
 
 
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory) -> Path:
-    """A staged-jars folder as `make jars` leaves it, with the one jar the coordinates need."""
+    """A staged-jars folder as `make jars` leaves it, with the jars the coordinates need."""
     folder = tmp_path_factory.mktemp("staged")
     (folder / STAGED_DELTA).write_bytes(b"the staged Delta jar's bytes")
+    (folder / STAGED_GRAPHFRAMES).write_bytes(b"the staged GraphFrames jar's bytes")
     return folder
 
 
@@ -42,7 +45,7 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
         "cdp_lakehouse-0.1.0-py3-none-any.whl",
         "conf/audiences.yaml", "conf/gold.yaml", "conf/identity.yaml", "conf/log4j2.properties",
         "conf/pipeline.yaml", "conf/privacy.yaml", "conf/quality.yaml", "conf/sources.yaml", "conf/tags.yaml",
-        f"jars/{STAGED_DELTA}",
+        f"jars/{STAGED_DELTA}", f"jars/{STAGED_GRAPHFRAMES}",
         "jars/packages.txt",
         "jobs/_common.py", "jobs/all.py", "jobs/bronze.py", "jobs/gold.py", "jobs/identity.py", "jobs/silver.py",
         "requirements.txt",
@@ -54,7 +57,7 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
         for copied in (release.folder / folder).iterdir():
             assert copied.read_bytes() == (ROOT / folder / copied.name).read_bytes(), copied
     assert (release.folder / "jars" / STAGED_DELTA).read_bytes() == b"the staged Delta jar's bytes"
-    assert (release.folder / "jars" / "packages.txt").read_text() == f"{DELTA}\n"
+    assert (release.folder / "jars" / "packages.txt").read_text() == f"{DELTA}\n{GRAPHFRAMES}\n"
 
 
 def test_zip_holds_the_cdp_package_as_the_wheel_installs_it(release):
@@ -82,7 +85,7 @@ def test_properties_hold_the_cluster_confs_and_nothing_per_deployment(release):
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "0",
-        "spark.jars.packages": DELTA,
+        "spark.jars.packages": f"{DELTA},{GRAPHFRAMES}",
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.session.timeZone": "Asia/Shanghai",
         "spark.sql.shuffle.partitions": "200",
@@ -98,7 +101,7 @@ def test_a_staging_without_a_configured_jar_is_refused(tmp_path):
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / "delta-spark_4.1_2.13-4.3.0.jar").write_bytes(b"an older staging")
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(stale))}: staged jars lack \['{DELTA}'\]\. Fix: run `make jars`"):
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(stale))}: staged jars lack \['{DELTA}', '{GRAPHFRAMES}'\]\. Fix: run `make jars`"):
         build_release(tmp_path / "dist", conf_dir=ROOT / "conf", jars_dir=stale)
     assert not (tmp_path / "dist").exists()  # refused before anything was written
 

@@ -279,13 +279,13 @@ def test_rfm_segment_query_covers_every_buyer_in_the_window(spark, run):
     assert segments["重要价值客户"]["avg_spend"] > segments["一般挽留客户"]["avg_spend"]
 
 
-def test_job_runs_record_each_stage(spark, run):
+def test_job_runs_record_each_stage(spark, settings, run):
     rows = spark.table("ops.job_runs").where(F.col("status") == "succeeded").select("stage").collect()
     assert sorted({r["stage"] for r in rows}) == ["bronze", "gold", "identity", "silver"]
     identity = json.loads(
         spark.table("ops.job_runs").where(F.col("stage") == "identity").orderBy(F.col("ended_at").desc()).first()["metrics"]
     )
-    assert identity["engine"] == "dataframe"
+    assert identity["engine"] == f"graphframes ({settings.identity.components.algorithm})"
     assert identity["records"] == spark.table("identity.oneid_map").count()
 
 

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdp.conf import ConfigError, Settings, load_settings
-from cdp.logs import configure_logging, spark_message
+from cdp.logs import configure_logging, first_line, spark_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Customer data platform on a Spark lakehouse.")
 out = Console()
@@ -221,12 +222,14 @@ def sql(
     execute: Optional[str] = typer.Option(None, "--execute", "-e", help="SQL to run."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A file of SQL; the last statement's result prints."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+    local: bool = typer.Option(False, "--local", help="In a Spark session of this process, even when a SQL server runs."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL; no -e/-f: an interactive shell."""
-    from cdp.spark import spark_session
+    """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL; no -e/-f: an interactive shell.
 
+    Through the lakehouse's running `cdp sql-server` when there is one (an answer in well under a
+    second), else in a Spark session of its own."""
     if fmt not in ("table", "csv", "json"):
         err.print(f"--format '{fmt}' is not one of table, csv, json.")
         raise typer.Exit(2)
@@ -234,26 +237,42 @@ def sql(
         err.print("Give one of -e 'SQL' or -f FILE, or neither for the interactive shell.")
         raise typer.Exit(2)
     settings = _settings(profile, conf_dir)
-    if execute is None and file is None:
-        with spark_session(settings, app_name="cdp-sql") as spark:
-            sql_shell(spark, fmt)
-        return
-    text = execute if execute is not None else file.read_text(encoding="utf-8")
-    statements = [s.strip() for s in text.split(";") if s.strip()]
-    with spark_session(settings, app_name="cdp-sql") as spark:
+    with statement_runner(settings, local) as run:
+        if execute is None and file is None:
+            sql_shell(run, fmt)
+            return
+        text = execute if execute is not None else file.read_text(encoding="utf-8")
+        columns, rows = [], []
         try:
-            result = None
-            for statement in statements:
-                result = spark.sql(statement)
-            rows = result.collect() if result is not None else []
-        except Exception as exc:  # AnalysisException, ParseException: show Spark's own message
+            for statement in (s.strip() for s in text.split(";") if s.strip()):
+                columns, rows = run(statement)
+        except Exception as exc:  # AnalysisException, ParseException, the server's refusal: its own message
             err.print(f"[bold red]SQL error[/]: {spark_message(exc)}", markup=True, highlight=False)
             raise typer.Exit(1) from exc
-        columns = result.columns if result is not None else []
-        print_rows(columns, [list(r) for r in rows], fmt)
+        print_rows(columns, rows, fmt)
 
 
-def sql_shell(spark, fmt: str) -> None:
+@contextmanager
+def statement_runner(settings: Settings, local: bool = False):
+    """run(statement) -> (columns, rows): on the lakehouse's SQL server when it answers (unless `local`),
+    else in a session here."""
+    from cdp.endpoint import connect, running_server
+
+    server = None if local else running_server(settings)
+    if server is not None:
+        yield connect(server)
+        return
+    from cdp.spark import spark_session
+
+    with spark_session(settings, app_name="cdp-sql") as spark:
+        def run(statement: str):
+            result = spark.sql(statement)
+            return result.columns, [list(r) for r in result.collect()]
+
+        yield run
+
+
+def sql_shell(run, fmt: str) -> None:
     """Read statements ending in ';' from standard input and print each result; \\q or end of input quits."""
     interactive = sys.stdin.isatty()
     if interactive:
@@ -272,8 +291,7 @@ def sql_shell(spark, fmt: str) -> None:
         buffer = []
         for statement in (s.strip() for s in text.split(";") if s.strip()):
             try:
-                result = spark.sql(statement)
-                print_rows(result.columns, [list(r) for r in result.collect()], fmt)
+                print_rows(*run(statement), fmt)
             except Exception as exc:  # a bad statement must not end the session
                 err.print(f"SQL error: {spark_message(exc)}", highlight=False)
 
@@ -431,6 +449,37 @@ def print_scores(scores) -> None:
                  "over_merged_one_ids", "split_persons", "largest_one_id", "largest_person", "truth_records_unmatched"):
         table.add_row(name, f"{getattr(scores, name):,}")
     out.print(table)
+
+
+metastore_app = typer.Typer(no_args_is_help=True, help="The shared catalog of a laptop lakehouse (a Derby network server).")
+app.add_typer(metastore_app, name="metastore")
+
+
+@metastore_app.command("status")
+def metastore_status(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
+    """Whether this lakehouse's catalog server runs, and where (exit 1 when it does not)."""
+    from cdp.metastore import read_endpoint
+
+    settings = _settings(profile, conf_dir)
+    if settings.profile.metastore != "shared":
+        out.print(f"profile '{settings.profile_name}' uses the {settings.profile.metastore} metastore: nothing to run here")
+        return
+    endpoint = read_endpoint(settings)
+    if endpoint is None:
+        out.print(f"no catalog server runs for {settings.lakehouse}; the next cdp command starts one")
+        raise typer.Exit(1)
+    out.print(f"catalog server for {settings.lakehouse}: {endpoint.url()} (pid {endpoint.pid})", highlight=False)
+
+
+@metastore_app.command("stop")
+def metastore_stop(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
+    """Stop this lakehouse's catalog server (commands still running lose their catalog)."""
+    from cdp.metastore import stop_server
+
+    settings = _settings(profile, conf_dir)
+    stopped = stop_server(settings) if settings.profile.metastore == "shared" else None
+    out.print(f"stopped the catalog server on port {stopped.port} (pid {stopped.pid})" if stopped
+              else f"no catalog server was running for {settings.lakehouse}", highlight=False)
 
 
 quality_app = typer.Typer(no_args_is_help=True, help="Data-quality metrics and report.")
@@ -646,11 +695,13 @@ def package(
 @app.command("sql-server")
 def sql_server(
     port: int = typer.Option(10000, "--port", help="HiveServer2 (JDBC/ODBC) port."),
-    host: str = typer.Option("localhost", "--host", help="Address to bind."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (this machine only, unless told otherwise)."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Serve the catalog over JDBC/ODBC (Spark Thrift Server, HiveServer2 protocol) until stopped."""
+    """Serve the catalog over JDBC/ODBC (Spark Thrift Server, HiveServer2 protocol) until stopped;
+    `cdp sql` sends its statements here while it runs."""
+    from cdp.endpoint import record_server
     from cdp.spark import submit_arguments
 
     settings = _settings(profile, conf_dir)
@@ -661,15 +712,21 @@ def sql_server(
                   "(or run `make sql-server`, which does both).")
         raise typer.Exit(2)
     bin_dir = Path(sys.executable).parent
-    jars = sorted(str(j) for j in Path(settings.resolve(staged)).glob("*.jar"))
+    arguments = submit_arguments(settings)
+    class_path = sorted(str(j) for j in Path(settings.resolve(staged)).glob("*.jar"))
+    if "--driver-class-path" in arguments:  # the catalog's client driver: one class path holds both
+        at = arguments.index("--driver-class-path")
+        class_path.insert(0, arguments[at + 1])
+        del arguments[at:at + 2]
     command = [
         str(bin_dir / "spark-submit"), "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
-        "--name", "cdp-sql-server", *submit_arguments(settings), "--driver-class-path", os.pathsep.join(jars),
+        "--name", "cdp-sql-server", *arguments, "--driver-class-path", os.pathsep.join(class_path),
         "--hiveconf", f"hive.server2.thrift.port={port}", "--hiveconf", f"hive.server2.thrift.bind.host={host}",
         "spark-internal",
     ]
     environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                    "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+    record_server(settings, host, port, os.getpid())  # exec keeps the pid: the state names the server
     err.print(f"JDBC: jdbc:hive2://{host}:{port}/default  (stop with Ctrl-C)")
     os.execvpe(command[0], command, environment)
 
@@ -706,5 +763,46 @@ def demo(
     out.print(f"[green]demo finished in {time.perf_counter() - started:.0f}s[/]")
 
 
+# Known causes of a failed start, as they appear in Spark's or the metastore's message, and the fix.
+FIXES = (
+    ("Another instance of Derby may have already booted the database",
+     "another process holds this lakehouse's catalog with the embedded driver: stop it, or use `metastore: shared` "
+     "(conf/pipeline.yaml), which lets many processes share it"),
+    ("java.net.ConnectException", "the catalog server does not answer: `cdp metastore status`; the next cdp command "
+     "starts it again"),
+    ("Unable to open a test connection to the given database",
+     "the catalog's database cannot be opened: `cdp metastore status`, and see <lakehouse>/derby.log"),
+)
+
+
+def main() -> None:
+    """`cdp`: every error of Spark or the catalog ends as one line with its fix (exit 1), never a trace."""
+    from cdp.metastore import MetastoreError
+
+    try:
+        app()
+    except MetastoreError as exc:
+        err.print(f"[bold red]catalog error[/]: {exc}", markup=True, highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        if not _from_spark(exc):
+            raise
+        message = spark_message(exc)
+        fix = next((fix for cause, fix in FIXES if cause in message), "the cause above; the full trace is in the "
+                   "Spark log (CDP_SPARK_LOG_LEVEL=INFO shows more)")
+        err.print(f"[bold red]Spark error[/]: {first_line(exc)} Fix: {fix}.", markup=True, highlight=False)
+        sys.exit(1)
+
+
+def _from_spark(exc: BaseException) -> bool:
+    """A Py4J or PySpark error (the JVM's), as opposed to a bug of this program."""
+    kinds = []
+    if "py4j.protocol" in sys.modules:
+        kinds.append(sys.modules["py4j.protocol"].Py4JError)
+    if "pyspark.errors" in sys.modules:
+        kinds.append(sys.modules["pyspark.errors"].PySparkException)
+    return bool(kinds) and isinstance(exc, tuple(kinds))
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

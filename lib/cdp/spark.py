@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from cdp.conf import ConfigError, Settings
 from cdp.lakehouse import sql_string
+from cdp.metastore import CLIENT_DRIVER, client_jar, ensure_server
 from cdp.tables import DATABASES
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,9 @@ DELTA_CONF = {
 }
 
 
-def wants_graphframes(settings: Settings) -> bool:
-    """GraphFrames' jar is added unless conf/identity.yaml asks for the DataFrame engine."""
-    return settings.identity.components.engine != "dataframe"
-
-
 def jar_packages(settings: Settings) -> list[str]:
-    """The Maven coordinates the jobs need: jars.packages, plus GraphFrames when identity.yaml selects it."""
-    packages = list(settings.pipeline.jars.packages)
-    if wants_graphframes(settings):
-        packages.append(settings.pipeline.jars.graphframes_package)
-    return packages
+    """The Maven coordinates the jobs need: jars.packages, and GraphFrames for the identity stage."""
+    return [*settings.pipeline.jars.packages, settings.pipeline.jars.graphframes_package]
 
 
 def staged_jars(folder: Path, packages: list[str]) -> list[Path]:
@@ -76,27 +69,34 @@ def _jar_prefix(coordinate: str) -> str:
 
 
 def catalog_settings(settings: Settings) -> dict[str, str]:
-    """Hive catalog conf: an embedded Derby metastore under the lakehouse, or the cluster's own."""
+    """Hive catalog conf: the lakehouse's own metastore (shared through a Derby network server, or
+    embedded in this one process) under the lakehouse, or the cluster's own (`external`)."""
     conf = {
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": settings.warehouse,
     }
-    if settings.profile.metastore == "embedded":
-        lakehouse = settings.lakehouse
-        log4j = settings.conf_dir / "log4j2.properties"
-        conf.update(
-            {
-                "spark.hadoop.javax.jdo.option.ConnectionURL": (
-                    f"jdbc:derby:;databaseName={lakehouse}/metastore_db;create=true"
-                ),
-                "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
-                "spark.hadoop.hive.metastore.schema.verification": "false",
-                "spark.driver.extraJavaOptions": (
-                    f"-Dderby.system.home={lakehouse} -Dderby.stream.error.file={lakehouse}/derby.log"
-                    + (f" -Dlog4j.configurationFile=file:{log4j}" if log4j.is_file() else "")
-                ),
-            }
-        )
+    if settings.profile.metastore == "external":
+        return conf
+    lakehouse = settings.lakehouse
+    log4j = settings.conf_dir / "log4j2.properties"
+    java_options = f" -Dlog4j.configurationFile=file:{log4j}" if log4j.is_file() else ""
+    if settings.profile.metastore == "shared":
+        endpoint = ensure_server(settings)
+        conf.update({
+            "spark.hadoop.javax.jdo.option.ConnectionURL": endpoint.url(),
+            "spark.hadoop.javax.jdo.option.ConnectionDriverName": CLIENT_DRIVER,
+            # on the driver's own class path: the metastore client loads the driver there
+            "spark.driver.extraClassPath": str(client_jar(settings)),
+        })
+    else:
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={lakehouse}/metastore_db;create=true"
+        java_options = f"-Dderby.system.home={lakehouse} -Dderby.stream.error.file={lakehouse}/derby.log" + java_options
+    conf.update({
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+    })
+    if java_options.strip():
+        conf["spark.driver.extraJavaOptions"] = java_options.strip()
     return conf
 
 
@@ -134,6 +134,7 @@ def submit_arguments(settings: Settings) -> list[str]:
         "spark.jars": "--jars",
         "spark.driver.memory": "--driver-memory",
         "spark.driver.extraJavaOptions": "--driver-java-options",
+        "spark.driver.extraClassPath": "--driver-class-path",
     }
     arguments = ["--master", settings.profile.master] if settings.profile.master else []
     for key, value in session_conf(settings).items():
@@ -144,7 +145,7 @@ def submit_arguments(settings: Settings) -> list[str]:
 def build_session(settings: Settings, app_name: str = "cdp") -> SparkSession:
     """Start (or join) the SparkSession for this profile and make sure the databases exist."""
     settings.validate_all()
-    if settings.profile.metastore == "embedded":
+    if settings.profile.metastore != "external":
         Path(settings.lakehouse).mkdir(parents=True, exist_ok=True)
     if (settings.profile.master or "").startswith("local"):
         # Local Python workers must be this interpreter, so they import the same cdp package.

@@ -13,7 +13,8 @@ from cdp.conf.sources import NormaliserName
 
 
 class Components(Strict):
-    engine: Literal["auto", "graphframes", "dataframe"] = "auto"
+    """GraphFrames' connectedComponents: which algorithm, and how (docs/performance.md measures them)."""
+
     algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "two_phase"
     broadcast_threshold: int = -1
     checkpoint_interval: int = 2

@@ -13,7 +13,10 @@ class Profile(Strict):
     master: str | None = None
     lakehouse: str
     landing: str
-    metastore: Literal["embedded", "external"] = "embedded"
+    # shared: a Derby network server over <lakehouse>/metastore_db, started on demand, so that many
+    # processes use the catalog at once; embedded: Derby inside the one process (one JVM at a time);
+    # external: the cluster's own metastore (its hive-site.xml).
+    metastore: Literal["shared", "embedded", "external"] = "shared"
     checkpoint_dir: str | None = None
     timezone: str = "Asia/Shanghai"
     # A laptop or test profile may fall back to fixed development keys when CDP_HASH_KEY /

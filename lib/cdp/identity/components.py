@@ -1,21 +1,18 @@
-"""Connected components of the identity graph: GraphFrames when its jar is present, else the same
-two-phase (large-star / small-star, Kiveris et al., SoCC 2014) algorithm written on DataFrames.
+"""Connected components of the identity graph, by GraphFrames' `connectedComponents`.
 
-Both take vertices `id: long` and undirected edges `src: long, dst: long`, and return
-`id, component` where component is the smallest vertex id of the component.
+Takes vertices `id: long` and undirected edges `src: long, dst: long`; returns `id, component`.
+With integral ids, two_phase and graphx label a component with its smallest vertex id;
+randomized_contraction with a random long. The algorithm and its settings come from
+conf/identity.yaml `components`, chosen by measurement (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import logging
-
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from cdp.conf.identity import Components
 
-log = logging.getLogger(__name__)
-
+UNTIL_CONVERGENCE = 2**31 - 1  # the Scala API's own default for graphx: Int.MaxValue
 
 def graphframes_missing(spark: SparkSession) -> str | None:
     """Why GraphFrames cannot run here (its JVM classes or its Python module missing), or None."""
@@ -32,33 +29,21 @@ def graphframes_missing(spark: SparkSession) -> str | None:
     return None
 
 
-def graphframes_available(spark: SparkSession) -> bool:
-    return graphframes_missing(spark) is None
-
-
-def choose_engine(spark: SparkSession, settings: Components) -> str:
-    if settings.engine == "dataframe":
-        return "dataframe"
+def require_graphframes(spark: SparkSession) -> None:
+    """Raise, naming the fix, when GraphFrames cannot run in this session."""
     missing = graphframes_missing(spark)
-    if missing is None:
-        return "graphframes"
-    if settings.engine == "auto":
-        log.warning("identity: GraphFrames cannot run (%s); using the DataFrame engine", missing)
-        return "dataframe"
-    raise RuntimeError(
-        f"conf/identity.yaml asks for components.engine: graphframes, but {missing}. Fix: let Spark resolve "
-        "jars.graphframes_package (from Maven Central, or a repository in CDP_MAVEN_REPOSITORIES), or stage it "
-        "with `make jars`; install graphframes-py from requirements/; or set engine: auto."
-    )
+    if missing is not None:
+        raise RuntimeError(
+            f"the identity stage computes connected components with GraphFrames, but {missing}. Fix: let Spark "
+            "resolve jars.graphframes_package (from Maven Central, or a repository in CDP_MAVEN_REPOSITORIES), or "
+            "stage it with `make jars`; install graphframes-py from requirements/."
+        )
 
 
 def connected_components(vertices: DataFrame, edges: DataFrame, settings: Components) -> tuple[DataFrame, str]:
-    """Component labels for every vertex, and the name of the engine that computed them."""
-    spark = vertices.sparkSession
-    engine = choose_engine(spark, settings)
-    if engine == "graphframes":
-        return graphframes_components(vertices, edges, settings), engine
-    return two_phase_components(vertices, edges, settings.checkpoint_interval), engine
+    """Component labels for every vertex, and what computed them ('graphframes (<algorithm>)')."""
+    require_graphframes(vertices.sparkSession)
+    return graphframes_components(vertices, edges, settings), f"graphframes ({settings.algorithm})"
 
 
 def graphframes_components(vertices: DataFrame, edges: DataFrame, settings: Components) -> DataFrame:
@@ -76,75 +61,11 @@ def graphframes_components(vertices: DataFrame, edges: DataFrame, settings: Comp
             algorithm=settings.algorithm,
             checkpointInterval=settings.checkpoint_interval,
             broadcastThreshold=settings.broadcast_threshold,
+            # graphx runs until convergence: the Python API's default (31 rounds) silently cuts a
+            # component whose diameter is longer in pieces (tests/test_components.py catches it).
+            max_iter=UNTIL_CONVERGENCE,
         )
         result.count()  # materialised (GraphFrames persists it) while AQE is on
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", previous)
     return result.select("id", "component")
-
-
-def _undirected(edges: DataFrame) -> DataFrame:
-    """Edges as (hi, lo) pairs: one row per undirected edge, self-loops dropped."""
-    return (
-        edges.select(F.greatest("src", "dst").alias("hi"), F.least("src", "dst").alias("lo"))
-        .where(F.col("hi") != F.col("lo"))
-        .distinct()
-    )
-
-
-def large_star(edges: DataFrame) -> DataFrame:
-    """Every vertex's larger neighbours are re-attached to the smallest vertex of its neighbourhood."""
-    adjacency = edges.select(F.col("hi").alias("u"), F.col("lo").alias("v")).unionByName(
-        edges.select(F.col("lo").alias("u"), F.col("hi").alias("v"))
-    )
-    smallest = adjacency.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
-    return (
-        adjacency.join(smallest, "u")
-        .where(F.col("v") > F.col("u"))
-        .select(F.col("v").alias("hi"), F.col("m").alias("lo"))
-        .distinct()
-    )
-
-
-def small_star(edges: DataFrame) -> DataFrame:
-    """Every vertex and its smaller neighbours are re-attached to the smallest of them."""
-    smallest = edges.groupBy("hi").agg(F.min("lo").alias("m"))
-    neighbours = edges.join(smallest, "hi").select(F.col("lo").alias("hi"), F.col("m").alias("lo"))
-    own = smallest.select(F.col("hi"), F.col("m").alias("lo"))
-    return neighbours.unionByName(own).where(F.col("hi") != F.col("lo")).distinct()
-
-
-def is_star_forest(edges: DataFrame) -> bool:
-    """Converged when every vertex has one parent and no parent has a parent of its own."""
-    stats = edges.agg(
-        F.count("*").alias("edges"),
-        F.count_distinct("hi").alias("children"),
-    ).collect()[0]
-    if stats["edges"] != stats["children"]:
-        return False
-    parents = edges.select(F.col("lo").alias("hi")).distinct()
-    return parents.join(edges.select("hi"), "hi", "left_semi").limit(1).count() == 0
-
-
-def two_phase_components(
-    vertices: DataFrame, edges: DataFrame, checkpoint_interval: int = 2, max_iterations: int = 100
-) -> DataFrame:
-    """Alternate large-star and small-star until the graph is a forest of stars around each minimum."""
-    current = _undirected(edges).persist()
-    for iteration in range(1, max_iterations + 1):
-        following = small_star(large_star(current))
-        # Cut the lineage now and then: each round adds joins, and a long plan is slow to plan and to recover.
-        following = following.checkpoint() if iteration % max(checkpoint_interval, 1) == 0 else following.persist()
-        converged = is_star_forest(following)  # materialises `following` before its input is released
-        current.unpersist()
-        current = following
-        if converged:
-            log.info("two-phase connected components converged after %d rounds", iteration)
-            break
-    else:
-        raise RuntimeError(f"connected components did not converge in {max_iterations} rounds")
-    parent = current.select(F.col("hi").alias("id"), F.col("lo").alias("parent"))
-    labelled = vertices.select("id").distinct().join(parent, "id", "left").select(
-        "id", F.coalesce("parent", "id").alias("component")
-    )
-    return labelled

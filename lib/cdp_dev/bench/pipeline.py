@@ -10,10 +10,10 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
    they read). A stage cannot be faster than its floor; the ratio says what the work costs beyond I/O;
 4. for OneID, a **single-machine reference**: the same edge list (records to identifiers, after
    hygiene) collected to the driver and solved by scipy.sparse.csgraph.connected_components;
-5. on that edge list, each **connected-components engine** timed on its own: GraphFrames' two_phase,
-   graphx and randomized_contraction, each with broadcastThreshold -1 (AQE handles skew) and
-   1,000,000 (GraphFrames' default), and the project's DataFrame two-phase engine; each must give
-   scipy's partition of the vertices, or the run fails.
+5. on that edge list, each of **GraphFrames' connected-components algorithms** timed on its own:
+   two_phase and randomized_contraction with broadcastThreshold -1 (AQE handles skew) and 1,000,000
+   (GraphFrames' default), and graphx (which takes no threshold); each must give scipy's partition of
+   the vertices, or the run fails.
 
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the embedded metastore is one
@@ -125,8 +125,7 @@ def oneid_reference(spark, settings) -> tuple[dict[str, Any], Any]:
 
 # graphx takes no broadcast threshold: it runs once.
 ENGINES = [("graphframes", "two_phase", -1), ("graphframes", "two_phase", 1_000_000), ("graphframes", "graphx", None),
-           ("graphframes", "randomized_contraction", -1), ("graphframes", "randomized_contraction", 1_000_000),
-           ("dataframe", "two_phase", None)]
+           ("graphframes", "randomized_contraction", -1), ("graphframes", "randomized_contraction", 1_000_000)]
 
 
 def same_partition(labels: Any, reference: Any) -> bool:
@@ -138,28 +137,23 @@ def same_partition(labels: Any, reference: Any) -> bool:
 
 
 def engine_timings(spark, settings, reference: Any) -> list[dict[str, Any]]:
-    """Each connected-components engine on the identity edge list, timed to materialised labels, its
+    """Each GraphFrames algorithm on the identity edge list, timed to materialised labels, its
     partition checked against scipy's (the check is not timed)."""
     from pyspark.sql import functions as F
 
     from cdp.conf.identity import Components
-    from cdp.identity.components import graphframes_components, two_phase_components
+    from cdp.identity.components import graphframes_components
 
     edges = identity_edges(spark, settings).checkpoint()
     vertices = edges.select(F.col("src").alias("id")).unionByName(edges.select(F.col("dst").alias("id"))).distinct().checkpoint()
     interval = settings.identity.components.checkpoint_interval
     # warm-up, untimed: the first engine must not pay for the JIT and the graph's first reads
-    graphframes_components(vertices.limit(1000), edges.limit(1000), Components(engine="graphframes")).count()
+    graphframes_components(vertices.limit(1000), edges.limit(1000), Components()).count()
     timings = []
     for engine, algorithm, threshold in ENGINES:
         def solve():
-            if engine == "dataframe":
-                labels = two_phase_components(vertices, edges, interval)
-            else:
-                labels = graphframes_components(vertices, edges, Components(
-                    engine="graphframes", algorithm=algorithm, broadcast_threshold=threshold or -1,
-                    checkpoint_interval=interval))
-            labels = labels.persist()
+            labels = graphframes_components(vertices, edges, Components(
+                algorithm=algorithm, broadcast_threshold=threshold or -1, checkpoint_interval=interval)).persist()
             labels.write.format("noop").mode("overwrite").save()  # every label computed
             return labels
         seconds, labels = _timed(solve)
