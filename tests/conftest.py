@@ -52,6 +52,22 @@ def spark(settings):
 
 
 @pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of `cdp` processes over the CLI lakehouse (tests/cli.py)."""
+    from cli import cli_environment
+
+    return cli_environment(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="session")
+def cli_pipeline(cli_env):
+    """80 generated persons, every stage run once by `cdp run` in a process of its own."""
+    from cli import generate_and_run
+
+    return generate_and_run(cli_env)
+
+
+@pytest.fixture(scope="session")
 def pipeline_run(spark, settings, data_dir):
     """Every stage on 400 generated persons (200+: every identity trap is planted), in the suite's
     session: (generation summary, trap manifest, outcome per stage). tests/test_pipeline.py reads

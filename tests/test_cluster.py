@@ -18,16 +18,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date
 from pathlib import Path
 
 import pytest
+from cli import BIN, RUN_DATE, cdp
 from dagprobe import render_dag
 from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-RUN_DATE = "2026-11-01"
 ENCRYPTED = ("phone_enc", "email_enc")  # AES-GCM with a random IV: equal clear text, different bytes
 
 pytestmark = pytest.mark.slow
@@ -101,13 +99,6 @@ def _answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def cdp(environment: dict, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "cdp"), *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, f"cdp {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 def site_metastore(conf_dir: Path, lakehouse: Path) -> dict[str, str]:
     """What a site's Spark installation holds: hive-site.xml pointing at its metastore (a Derby network
     server over the lakehouse, started as cdp.metastore starts one) and the JDBC driver's jar."""
@@ -139,14 +130,12 @@ def site_metastore(conf_dir: Path, lakehouse: Path) -> dict[str, str]:
 
 
 def test_the_dags_commands_run_the_release_on_a_standalone_cluster_as_a_local_run_does(
-        cluster, spark, tmp_path_factory):
-    from cdp_dev.datagen import generate
-
+        cluster, spark, cli_env, cli_pipeline, tmp_path_factory):
+    """On the landing files of the CLI lakehouse (tests/cli.py), which `cdp run` processed locally."""
     work = tmp_path_factory.mktemp("cluster-run")
-    generate(60, 11, work / "data", as_of=date.fromisoformat(RUN_DATE))
     keys = {"CDP_HASH_KEY": base64.b64encode(os.urandom(32)).decode(),
             "CDP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
-    base = {**os.environ, **keys, "CDP_LANDING": str(work / "data" / "landing"), "CDP_ACTOR": "cdp-batch",
+    base = {**os.environ, **keys, "CDP_LANDING": cli_env["CDP_LANDING"], "CDP_ACTOR": "cdp-batch",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     release = work / "release"
@@ -170,15 +159,14 @@ def test_the_dags_commands_run_the_release_on_a_standalone_cluster_as_a_local_ru
         assert f"job {stage}: cdp 0.1.0 from {release / 'cdp.zip'}" in result.stdout + result.stderr
         assert f"{stage}: succeeded in " in result.stdout
 
-    local = work / "local"
-    cdp({**base, "CDP_LAKEHOUSE": str(local), "CDP_PROFILE": "test"}, "run", "--stage", "all", "--as-of", RUN_DATE)
+    local = Path(cli_env["CDP_LAKEHOUSE"])  # the local run of the same files (keys differ: profiles hold no hash)
 
     def table(where: Path, name: str):
         database, table_name = name.split(".")
         return spark.read.format("delta").load(str(where / "warehouse" / f"{database}.db" / table_name))
 
     cluster_map, local_map = table(lakehouse, "identity.oneid_map"), table(local, "identity.oneid_map")
-    assert cluster_map.select("one_id").distinct().count() == local_map.select("one_id").distinct().count() > 50
+    assert cluster_map.select("one_id").distinct().count() == local_map.select("one_id").distinct().count() > 70
     assert sorted(map(tuple, cluster_map.collect())) == sorted(map(tuple, local_map.collect()))
     cluster_profiles, local_profiles = table(lakehouse, "gold.customer_profile"), table(local, "gold.customer_profile")
     assert cluster_profiles.count() == local_profiles.count()

@@ -11,38 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from cli import BIN, ROOT, cdp
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    work = tmp_path_factory.mktemp("e2e")
-    environment = dict(os.environ)
-    environment.update(
-        CDP_PROFILE="test",
-        CDP_LAKEHOUSE=str(work / "lakehouse"),
-        CDP_LANDING=str(work / "data" / "landing"),
-        PATH=f"{BIN}{os.pathsep}{environment.get('PATH', '')}",
-        E2E_WORK=str(work),
-    )
-    return environment
-
-
-def cdp(env, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "cdp"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"cdp {' '.join(args)} failed:\n{result.stdout}\n{result.stderr[-3000:]}"
-    return result
+def env(cli_env) -> dict[str, str]:
+    return cli_env
 
 
 @pytest.fixture(scope="module")
-def pipeline(env):
-    work = Path(env["E2E_WORK"])
-    cdp(env, "generate", "--persons", "80", "--seed", "3", "--out", str(work / "data"))
-    return cdp(env, "run", "--stage", "all", "--as-of", "2026-11-01")
+def pipeline(cli_pipeline):
+    return cli_pipeline
 
 
 def test_run_reports_each_stage(pipeline):
