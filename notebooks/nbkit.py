@@ -40,8 +40,8 @@ PREFERRED_CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen 
 def session(opened: ExitStack) -> SparkSession:
     """The active SparkSession (a kernel's, the test suite's), else a new one on the configured lakehouse.
 
-    A new one is stopped when `opened` closes: the embedded metastore admits one process at a time,
-    so the notebook must let go of the lakehouse when it is done."""
+    A new one is stopped when `opened` closes; the catalog is shared with every other process of the
+    lakehouse meanwhile (docs/operations.md, "Sharing the catalog")."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

@@ -172,7 +172,7 @@ def ensure_databases(spark: SparkSession, settings: Settings) -> None:
 
 @contextmanager
 def spark_session(settings: Settings, app_name: str = "cdp") -> Iterator[SparkSession]:
-    """A session for one command or job, stopped at the end so the embedded metastore is released."""
+    """A session for one command or job, stopped at the end (its JVM and its catalog connection with it)."""
     spark = build_session(settings, app_name)
     try:
         yield spark

@@ -51,9 +51,10 @@ def run_demo(settings: Settings, truth_dir: Path, as_of: date, console: Console,
         identity = next(o for o in outcomes if o.stage == "identity").metrics
         console.rule("Rows per layer")
         print_rows(["database", "table", "rows"], layer_counts(spark), "table")
-        console.print(f"OneIDs: {identity['one_ids']:,} for {identity['records']:,} records "
-                      f"(connected components engine: {identity['engine']}; probabilistic links: "
-                      f"{identity['probabilistic_links']:,} of {identity['candidate_pairs']:,} candidate pairs)")
+        console.print(f"OneIDs: {identity['one_ids']:,} for {identity['records']:,} records", highlight=False)
+        console.print(f"connected components engine: {identity['engine']}", highlight=False, soft_wrap=True)
+        console.print(f"probabilistic links: {identity['probabilistic_links']:,} of {identity['candidate_pairs']:,} "
+                      "candidate pairs", highlight=False)
         console.rule("OneID evaluation")
         scores = pairwise_scores(spark.table(ONEID_MAP), read_truth(spark, str(truth_dir)))
         print_scores(scores)

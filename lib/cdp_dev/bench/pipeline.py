@@ -16,7 +16,7 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
    the vertices, or the run fails.
 
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
-prints the stages with their ratios. Each size runs in a child process: the embedded metastore is one
+prints the stages with their ratios. Each size runs in a child process: the catalog is one
 per lakehouse, and a fresh JVM per size keeps one size's memory out of the next one's figures.
 """
 
@@ -204,6 +204,9 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
                 figures["engine"] = outcome.metrics["engine"]
                 figures["engines"] = engine_timings(spark, settings, labels)
             result["stages"][stage] = with_ratios(figures)
+    from cdp.metastore import stop_server
+
+    stop_server(settings)  # the lakehouse's catalog server goes with the lakehouse
     shutil.rmtree(work, ignore_errors=True)
     return result
 
