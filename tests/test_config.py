@@ -117,3 +117,81 @@ def test_suspicion_anchors_must_be_declared_identifiers(conf):
     edit(conf / "identity.yaml", lambda d: d["suspicious"].update(anchors=["member_id", "passport"]))
     with pytest.raises(ConfigError, match=r"(?s)identity.yaml.*suspicious.anchors names unknown identifier types \['passport'\]"):
         load_settings("local", conf).validate_all()
+
+
+# ---------------------------------------------------------------- the data model (model.yaml) and mappings
+
+
+def test_an_unknown_entity_names_the_entities_of_the_model(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"].update(entity="purchases"))
+    with pytest.raises(ConfigError, match=r"(?s)sources.yaml.*sources.pos_orders.*entity 'purchases' is not one of "
+                                          r"\['consent_events', 'customers', 'events', 'leads', 'orders', 'service_tickets'\]"):
+        load_settings("local", conf).validate_all()
+
+
+def test_an_unknown_identifier_type_in_a_mapping(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["app_events"].update(
+        identifiers=[{"type": "jd_pin", "column": "member_id"}]))
+    with pytest.raises(ConfigError, match=r"(?s)sources.yaml.*identifiers\[0\].type 'jd_pin' is not one of the "
+                                          r"identifier_types.*Fix: declare it there and in identity.yaml"):
+        load_settings("local", conf).validate_all()
+
+
+def test_a_new_identifier_type_needs_its_rule_in_identity_yaml(conf):
+    edit(conf / "model.yaml", lambda d: d["identifier_types"].update(jd_pin={"normaliser": "lower"}))
+    with pytest.raises(ConfigError, match=r"(?s)identity.yaml.*identifier types \['jd_pin'\] of conf/model.yaml have "
+                                          r"no rule here"):
+        load_settings("local", conf).validate_all()
+
+
+def test_an_identifier_read_with_another_normaliser_than_its_types(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"]["mapping"]["phone"].update(normaliser="trim"))
+    with pytest.raises(ConfigError, match=r"(?s)mapping.phone: field 'phone' carries identifier type 'phone', whose "
+                                          r"normaliser is 'cn_mobile'.*leave `normaliser` out"):
+        load_settings("local", conf).validate_all()
+
+
+def test_a_format_that_does_not_parse_names_the_letter(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"]["mapping"]["order_time"].update(
+        formats=["dd/MM/yyyy HH:mm:ss.ffff"]))
+    with pytest.raises(ConfigError, match=r"(?s)sources.pos_orders.mapping.order_time.formats.*format "
+                                          r"'dd/MM/yyyy HH:mm:ss.ffff' uses \['f'\], which are no datetime pattern letters"):
+        load_settings("local", conf).validate_all()
+
+
+def test_a_condition_that_does_not_parse(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["app_events"].update(
+        identifiers=[{"type": "idfa", "column": "idfa", "when": "lower(os = 'ios'"}]))
+    with pytest.raises(ConfigError, match=r"(?s)identifiers.0.when.*condition 'lower\(os = 'ios'' has unbalanced "
+                                          r"parentheses"):
+        load_settings("local", conf).validate_all()
+
+
+def test_codes_mapped_onto_values_outside_the_closed_set(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["consent_events"]["mapping"]["purpose"].update(
+        values={"SMS01": "marketing_sms", "TEL01": "telemarketing"}))
+    with pytest.raises(ConfigError, match=r"(?s)mapping.purpose.values maps codes onto \['telemarketing'\], which are "
+                                          r"not among the canonical values of 'purpose'"):
+        load_settings("local", conf).validate_all()
+
+
+def test_codes_on_a_field_that_is_no_text(conf):
+    edit(conf / "sources.yaml", lambda d: d["sources"]["pos_orders"]["mapping"]["amount"].update(values={"free": "0"}))
+    with pytest.raises(ConfigError, match=r"(?s)mapping.amount: values and unmapped apply to string fields; 'amount' "
+                                          r"is a decimal"):
+        load_settings("local", conf).validate_all()
+
+
+def test_a_model_field_naming_an_undeclared_code_map(conf):
+    edit(conf / "model.yaml", lambda d: d["entities"]["customers"]["fields"]["gender"].update(values="sex"))
+    with pytest.raises(ConfigError, match=r"(?s)model.yaml.*entities.customers.fields.gender: values 'sex' is not one "
+                                          r"of the value_maps"):
+        load_settings("local", conf).validate_all()
+
+
+def test_docs_model_md_is_the_rendered_model():
+    from cdp.cleanse.docs import render
+
+    committed = (ROOT / "docs" / "model.md").read_text(encoding="utf-8")
+    assert committed == render(load_settings("local", ROOT / "conf")), \
+        "docs/model.md is stale: run `cdp model doc -o docs/model.md`"

@@ -70,11 +70,6 @@ def test_id_card_check_digit(spark):
     ]
 
 
-def test_gender_codes(spark):
-    values = ["男", "女", "M", "f", "1", "2", "Male", "未知", None]
-    assert [o for _, o in normalised(spark, N.normalise_gender, values)] == ["M", "F", "M", "F", "M", "F", "M", None, None]
-
-
 def test_timestamps_in_channel_formats(spark):
     # Rendered in the session time zone (Asia/Shanghai, from conf): China wall-clock values read back unchanged.
     values = [
@@ -94,6 +89,22 @@ def test_timestamps_in_channel_formats(spark):
     ]
 
 
+def test_timestamps_in_declared_formats_zones_and_epochs(spark):
+    """What a source may declare per field (sources.yaml: formats, timezone, epoch)."""
+    def shown(**declared):
+        return lambda c: F.date_format(N.normalise_timestamp(c, **declared), "yyyy-MM-dd HH:mm")
+
+    values = ["03/11/2026 09:05", "2026-11-03 09:05", None]
+    assert [o for _, o in normalised(spark, shown(formats=("dd/MM/yyyy HH:mm",)), values)] == [
+        "2026-11-03 09:05", None, None]
+    assert [o for _, o in normalised(spark, shown(formats=("dd/MM/yyyy HH:mm",), timezone="Europe/London"), values)] == [
+        "2026-11-03 17:05", None, None]  # 09:05 in London (GMT in November) is 17:05 in Shanghai
+    assert [o for _, o in normalised(spark, shown(epoch="seconds"), ["1793671500", "soon", None])] == [
+        "2026-11-03 10:05", None, None]  # 02:05 UTC
+    assert [o for _, o in normalised(spark, shown(epoch="milliseconds"), ["1793671500000", "soon"])] == [
+        "2026-11-03 10:05", None]
+
+
 def test_dates(spark):
     values = ["1990-05-17", "1990/05/17", "19900517", "1990.05.17", "17/05/1990", None]
     got = [o for _, o in normalised(spark, N.normalise_date, values, "date")]
@@ -101,9 +112,10 @@ def test_dates(spark):
 
 
 def test_amounts(spark):
-    values = ["128.50", "1,280.00", "¥99", " 12 ", "12O.50", "abc", "", None]
+    values = ["128.50", "1,280.00", "¥99", " 12 ", "12O.50", "abc", "", None, "￥1,299.00", "RMB 1,299", "1299元", "$12.5"]
     got = [o for _, o in normalised(spark, N.normalise_amount, values, "decimal(12,2)")]
-    assert got == [Decimal("128.50"), Decimal("1280.00"), Decimal("99.00"), Decimal("12.00"), None, None, None, None]
+    assert got == [Decimal("128.50"), Decimal("1280.00"), Decimal("99.00"), Decimal("12.00"), None, None, None, None,
+                   Decimal("1299.00"), Decimal("1299.00"), Decimal("1299.00"), Decimal("12.50")]
 
 
 def test_province_full_names(spark):

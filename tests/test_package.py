@@ -43,7 +43,7 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
     assert release.files == [
         "cdp.zip",
         "cdp_lakehouse-0.1.0-py3-none-any.whl",
-        "conf/audiences.yaml", "conf/gold.yaml", "conf/identity.yaml", "conf/log4j2.properties",
+        "conf/audiences.yaml", "conf/gold.yaml", "conf/identity.yaml", "conf/log4j2.properties", "conf/model.yaml",
         "conf/pipeline.yaml", "conf/privacy.yaml", "conf/quality.yaml", "conf/sources.yaml", "conf/tags.yaml",
         f"jars/{STAGED_DELTA}", f"jars/{STAGED_GRAPHFRAMES}",
         "jars/packages.txt",

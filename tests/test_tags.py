@@ -72,7 +72,7 @@ def inputs(spark):
         ("p5", at(3), "add_to_cart", "/pages/goods/detail?id=1", "wechat"),
         ("p1", at(40), "coupon_claim", "/pages/coupon/center", "wechat"),
     ], EVENTS_SCHEMA)
-    return Inputs(profile=profile, orders=orders, events=events)
+    return Inputs(profile, {"orders": (orders, "order_time"), "events": (events, "event_time")})
 
 
 @pytest.fixture(scope="module")

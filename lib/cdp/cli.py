@@ -531,6 +531,26 @@ def tags_doc(
         sys.stdout.write(text)
 
 
+model_app = typer.Typer(no_args_is_help=True, help="The data model (字段标准库) in conf/model.yaml.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("doc")
+def model_doc(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of standard output."),
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Render the data model and which source column feeds each field as Markdown (docs/model.md)."""
+    from cdp.cleanse.docs import render
+
+    text = render(_settings(None, conf_dir))
+    if output:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
 audience_app = typer.Typer(no_args_is_help=True, help="Audiences (人群圈选) in conf/audiences.yaml.")
 app.add_typer(audience_app, name="audience")
 
@@ -605,6 +625,8 @@ def erase(
     phone: Optional[str] = typer.Option(None, "--phone", help="The subject's mobile number."),
     email: Optional[str] = typer.Option(None, "--email", help="The subject's e-mail address."),
     one_id: Optional[str] = typer.Option(None, "--one-id", help="The subject's one_id (a retired id is followed)."),
+    ids: Optional[list[str]] = typer.Option(None, "--id", help="TYPE:VALUE, any identifier type of conf/model.yaml "
+                                            "(jd_pin:jd_4711, member_id:M1001); repeatable."),
     reason: str = typer.Option("subject request", "--reason", help="Why (the request's reference), kept in the ledger."),
     actor: Optional[str] = ActorOption,
     profile: Optional[str] = ProfileOption,
@@ -616,13 +638,18 @@ def erase(
     from cdp.spark import spark_session
 
     configure_logging()
-    if not (phone or email or one_id):
-        err.print("give the subject: --phone, --email or --one-id")
+    if not (phone or email or one_id or ids):
+        err.print("give the subject: --phone, --email, --id TYPE:VALUE or --one-id")
+        raise typer.Exit(2)
+    pairs = [tuple(i.split(":", 1)) for i in ids or []]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        err.print("--id takes TYPE:VALUE, e.g. --id member_id:M1001")
         raise typer.Exit(2)
     settings = _settings(profile, conf_dir)
     with spark_session(settings, app_name="cdp-erase") as spark:
         try:
-            result = erase_subject(spark, settings, phone=phone, email=email, one_id=one_id, reason=reason, actor=actor)
+            result = erase_subject(spark, settings, phone=phone, email=email, one_id=one_id, identifiers=pairs,
+                                   reason=reason, actor=actor)
         except (ErasureError, ConfigError) as exc:
             err.print(str(exc), highlight=False)
             raise typer.Exit(2) from exc

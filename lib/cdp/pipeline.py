@@ -13,7 +13,6 @@ from pyspark.sql import SparkSession
 
 from cdp.audit import audit
 from cdp.conf import Settings
-from cdp.conf.model import ENTITIES
 from cdp.lakehouse import OnWrite, append, new_run_id, recording_writes, table_exists
 from cdp.operations.erasure import enforce_ledger
 from cdp.privacy.protect import load_keys
@@ -102,8 +101,8 @@ def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> 
             "seconds": result.seconds}
 
 
-def _silver_entity_tables() -> list[str]:
-    return [silver_table(e) for e in ENTITIES]
+def _silver_entity_tables(settings: Settings) -> list[str]:
+    return [silver_table(e) for e in settings.model.entities]
 
 
 def _counts(spark: SparkSession, tables: list[str]) -> dict[str, int]:
@@ -111,7 +110,7 @@ def _counts(spark: SparkSession, tables: list[str]) -> dict[str, int]:
     return {t: spark.table(t).count() for t in tables if table_exists(spark, t)}
 
 
-def rows_in(spark: SparkSession, stage: str, metrics: dict[str, Any]) -> dict[str, int]:
+def rows_in(spark: SparkSession, settings: Settings, stage: str, metrics: dict[str, Any]) -> dict[str, int]:
     """What the stage read: bronze the landed files' rows per source, silver the bronze rows it
     accounted for, identity and gold the tables they read, counted once the stage is done."""
     if stage == "bronze":
@@ -119,8 +118,8 @@ def rows_in(spark: SparkSession, stage: str, metrics: dict[str, Any]) -> dict[st
     if stage == "silver":
         return {bronze_table(source): m["landed"] for source, m in metrics.items()}
     if stage == "identity":
-        return _counts(spark, [IDENTIFIERS, *_silver_entity_tables()])
-    return _counts(spark, [*_silver_entity_tables(), ONEID_MAP])
+        return _counts(spark, [IDENTIFIERS, *_silver_entity_tables(settings)])
+    return _counts(spark, [*_silver_entity_tables(settings), ONEID_MAP])
 
 
 RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date], dict[str, Any]]] = {
@@ -167,7 +166,7 @@ def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date,
     with recording_writes(on_write) as written:
         try:
             metrics = RUNNERS[stage](spark, settings, run_id, as_of)
-            read, status, error = rows_in(spark, stage, metrics), "succeeded", None
+            read, status, error = rows_in(spark, settings, stage, metrics), "succeeded", None
         except Exception as exc:
             metrics, read, status = {"as_of": as_of.isoformat()}, {}, "failed"
             error = "".join(traceback.format_exception_only(exc)).strip()

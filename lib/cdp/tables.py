@@ -31,7 +31,10 @@ class Table:
 
 # bronze's own columns beside the delivered ones (docs/tables.md, bronze)
 CORRUPT_RECORD = "_corrupt_record"  # the whole line when it could not be parsed, else null
-INGEST_COLUMNS = ["_file", "_batch_id", "_ingested_at"]  # which file, which run, when
+# which file (its modification time, the record's line in it), which run, when: the first three order
+# re-sent records (the latest delivery wins)
+INGEST_COLUMNS = {"_file": "string", "_file_modified_at": "timestamp", "_line": "bigint", "_batch_id": "string",
+                  "_ingested_at": "timestamp"}
 
 
 def bronze_table(source: str) -> str:

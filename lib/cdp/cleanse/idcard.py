@@ -50,18 +50,22 @@ def id_card_conflicts(id_card: Column, declared_birth_date: Column, declared_gen
 
 def with_id_card_checks(
     id_card_field: str = "id_card",
-    birth_date_field: str = "birth_date",
-    gender_field: str = "gender",
+    birth_date_field: str | None = "birth_date",
+    gender_field: str | None = "gender",
 ) -> Callable[[DataFrame], DataFrame]:
-    """A ``df.transform`` step adding id_card_birth_date, id_card_gender and id_card_conflicts."""
+    """A ``df.transform`` step adding id_card_birth_date, id_card_gender and id_card_conflicts (with
+    the declared birth date and gender, where the entity has them)."""
 
     def transform(df: DataFrame) -> DataFrame:
         id_card = F.col(id_card_field)
+        none = F.lit(None)
+        declared_birth = F.col(birth_date_field) if birth_date_field else none.cast("date")
+        declared_gender = F.col(gender_field) if gender_field else none.cast("string")
         return df.withColumns(
             {
                 "id_card_birth_date": id_card_birth_date(id_card),
                 "id_card_gender": id_card_gender(id_card),
-                "id_card_conflicts": id_card_conflicts(id_card, F.col(birth_date_field), F.col(gender_field)),
+                "id_card_conflicts": id_card_conflicts(id_card, declared_birth, declared_gender),
             }
         )
 

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from cdp.conf.sources import NORMALISER_NAMES
+from cdp.conf.vocabulary import NORMALISER_NAMES
 
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, as typed on Chinese keyboards.
 _FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
@@ -35,9 +35,6 @@ TIMESTAMP_FORMATS = (
     "yyyy-MM-dd",
 )
 DATE_FORMATS = ("yyyy-MM-dd", "yyyy/MM/dd", "yyyyMMdd", "yyyy.MM.dd")
-
-_MALE = ("男", "m", "male", "1", "先生")
-_FEMALE = ("女", "f", "female", "2", "0", "女士")
 
 _PROVINCE_FULL_NAMES = {
     "北京": "北京市", "上海": "上海市", "天津": "天津市", "重庆": "重庆市",
@@ -95,28 +92,34 @@ def normalise_id_card(col: Column) -> Column:
     return F.when(well_formed & (F.substring(text, 18, 1) == expected), text)
 
 
-def normalise_gender(col: Column) -> Column:
-    """男/女/M/F/1/2/male/female… to 'M' or 'F'; anything else null."""
-    text = F.lower(normalise_text(col))
-    return F.when(text.isin(*_MALE), F.lit("M")).when(text.isin(*_FEMALE), F.lit("F"))
-
-
-def normalise_timestamp(col: Column) -> Column:
-    """The channels' timestamp shapes (and 13-digit epoch millis) in the session time zone."""
+def normalise_timestamp(col: Column, formats: tuple[str, ...] = TIMESTAMP_FORMATS, timezone: str | None = None,
+                        epoch: str | None = None) -> Column:
+    """A timestamp: the first of `formats` that parses (default: the channels' shapes, and 13-digit
+    epoch milliseconds), read in `timezone` (default: the session's) unless the text carries an
+    offset; or seconds / milliseconds since 1970-01-01 UTC (`epoch`). Anything else: null."""
     text = normalise_text(col)
-    parsed = [F.try_to_timestamp(text, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS]
-    millis = F.when(text.rlike(r"^\d{13}$"), F.timestamp_millis(text.cast("long")))
-    return F.coalesce(millis, *parsed)
+    if epoch is not None:
+        number = F.when(text.rlike(r"^-?\d+$"), text.cast("long"))
+        return F.timestamp_seconds(number) if epoch == "seconds" else F.timestamp_millis(number)
+    if timezone is None:
+        parsed = [F.try_to_timestamp(text, F.lit(fmt)) for fmt in formats]
+    else:  # the wall-clock time of that zone: the zone's id is appended and parsed with the text
+        zoned = F.concat(text, F.lit(f" {timezone}"))
+        parsed = [F.try_to_timestamp(zoned, F.lit(f"{fmt} VV")) for fmt in formats]
+    if formats is TIMESTAMP_FORMATS:
+        parsed.insert(0, F.when(text.rlike(r"^\d{13}$"), F.timestamp_millis(text.cast("long"))))
+    return F.coalesce(*parsed)
 
 
-def normalise_date(col: Column) -> Column:
+def normalise_date(col: Column, formats: tuple[str, ...] = DATE_FORMATS) -> Column:
     text = normalise_text(col)
-    return F.coalesce(*[F.to_date(F.try_to_timestamp(text, F.lit(fmt))) for fmt in DATE_FORMATS])
+    return F.coalesce(*[F.to_date(F.try_to_timestamp(text, F.lit(fmt))) for fmt in formats])
 
 
 def normalise_amount(col: Column) -> Column:
-    """Money as decimal(12,2); '12O.50' or 'abc' become null rather than a guess."""
-    text = F.regexp_replace(normalise_text(col), r"[,¥￥\s]", "")
+    """Money as decimal(12,2): thousands separators, currency signs and words (¥ ￥ $ € RMB CNY 元)
+    go; '12O.50' or 'abc' become null rather than a guess."""
+    text = F.regexp_replace(F.upper(normalise_text(col)), r"[,¥￥$€£\s]|RMB|CNY|元", "")
     return F.when(text.rlike(r"^-?\d+(\.\d+)?$"), text.try_cast("decimal(12,2)"))
 
 
@@ -180,7 +183,6 @@ NORMALISERS: dict[str, Callable[[Column], Column]] = {
     "email": normalise_email,
     "cn_mobile": normalise_cn_mobile,
     "id_card": normalise_id_card,
-    "gender": normalise_gender,
     "timestamp": normalise_timestamp,
     "date": normalise_date,
     "amount": normalise_amount,

@@ -71,8 +71,10 @@ def expand_tree(node: Any, *, file: Path, key: str = "") -> Any:
     return node
 
 
-def load_model(path: Path, model: type[M], *, expand: bool = True) -> M:
-    """Read one YAML file into a pydantic model, or raise ConfigError naming file, key and fix."""
+def load_model(path: Path, model: type[M], *, expand: bool = True, context: dict[str, Any] | None = None) -> M:
+    """Read one YAML file into a pydantic model, or raise ConfigError naming file, key and fix.
+
+    `context` reaches the validators that check this file against others (the data model, purposes)."""
     if not path.is_file():
         raise ConfigError(f"{path}: file not found. Fix: create it, or point CDP_CONF_DIR at the conf folder.")
     try:
@@ -84,7 +86,7 @@ def load_model(path: Path, model: type[M], *, expand: bool = True) -> M:
     if expand:
         raw = expand_tree(raw, file=path)
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context=context)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

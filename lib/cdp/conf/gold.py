@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from cdp.conf.base import Strict, require_snake_case
-from cdp.conf.model import ENTITIES
 
 
 Criterion = Literal["verified", "priority", "recency", "frequency", "completeness"]
@@ -23,10 +22,11 @@ class Candidate(Strict):
 
     @field_validator("entity")
     @classmethod
-    def _known_entity(cls, value: str) -> str:
-        if value not in ENTITIES or value == "consent_events":
+    def _known_entity(cls, value: str, info: ValidationInfo) -> str:
+        model = (info.context or {}).get("model")
+        if model is not None and (value not in model.entities or model.entities[value].subject is not None):
             raise ValueError(f"'{value}' is not a silver entity with person attributes; one of "
-                             f"{sorted(e for e in ENTITIES if e != 'consent_events')}")
+                             f"{sorted(e for e, spec in model.entities.items() if spec.subject is None)}")
         return value
 
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cdp.conf.base import Strict
-from cdp.conf.model import ENTITIES
-from cdp.conf.sources import NormaliserName
 
 
 class Components(Strict):
     """GraphFrames' connectedComponents: which algorithm, and how (docs/performance.md measures them)."""
 
-    algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "two_phase"
+    algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "graphx"
     broadcast_threshold: int = -1
     checkpoint_interval: int = 2
 
@@ -37,11 +35,11 @@ class Blocklist(Strict):
 
 
 class IdentifierType(Strict):
-    """One kind of identifier: how strongly it links, and how many of it one person may have."""
+    """How strongly one identifier type (declared in conf/model.yaml, with its normaliser) links, and
+    how many of it one person may have."""
 
     priority: int = Field(ge=1)  # 1 is the strongest; stronger links are kept first when a component must split
     max_per_person: int = Field(ge=1)  # more distinct values in one person is an over-merge: the weakest links go
-    normaliser: NormaliserName = "trim"  # the silver normaliser that produced the value (see docs/configuration.md)
     max_shared_by: int | None = Field(default=None, ge=1)  # distinct anchor identities one value may link; more = suspended
     gold: Literal["clear", "hash"] = "clear"  # how gold.identity_map shows the value
 
@@ -106,7 +104,7 @@ class Linkage(Strict):
     em_tolerance: float = Field(default=1e-6, gt=0)
 
     @model_validator(mode="after")
-    def _complete(self) -> Linkage:
+    def _complete(self, info: ValidationInfo) -> Linkage:
         if self.enabled and (not self.blocking or not self.comparisons):
             raise ValueError("an enabled probabilistic engine needs blocking rules and comparisons")
         for rule in [*self.blocking, *self.training]:
@@ -117,10 +115,11 @@ class Linkage(Strict):
             if training and all(comparison.column in rule_columns(rule) for rule in training):
                 raise ValueError(f"every training rule reads '{comparison.column}', so comparison '{name}' cannot be "
                                  "trained: add a training rule that does not use it")
-        for entity, mapping in self.attributes.items():
-            if entity not in ENTITIES:
-                raise ValueError(f"attributes names unknown entity '{entity}'; one of {sorted(ENTITIES)}")
-            missing = sorted(set(mapping.values()) - set(ENTITIES[entity].fields))
+        model = (info.context or {}).get("model")
+        for entity, mapping in self.attributes.items() if model is not None else ():
+            if entity not in model.entities:
+                raise ValueError(f"attributes names unknown entity '{entity}'; one of {sorted(model.entities)}")
+            missing = sorted(set(mapping.values()) - set(model.entities[entity].fields))
             if missing:
                 raise ValueError(f"attributes.{entity} maps columns {missing} that silver {entity} does not have")
         if self.attributes:
@@ -144,7 +143,18 @@ class IdentityConfig(Strict):
         return list(self.identifiers)
 
     @model_validator(mode="after")
-    def _types_known(self) -> IdentityConfig:
+    def _types_known(self, info: ValidationInfo) -> IdentityConfig:
+        model = (info.context or {}).get("model")
+        if model is not None:
+            declared = set(model.identifier_types) | {"probabilistic"}
+            unknown = sorted(set(self.identifiers) - declared)
+            if unknown:
+                raise ValueError(f"identifiers {unknown} are not declared in conf/model.yaml identifier_types. "
+                                 "Fix: declare each there with its normaliser")
+            unruled = sorted(set(model.identifier_types) - set(self.identifiers))
+            if unruled:
+                raise ValueError(f"identifier types {unruled} of conf/model.yaml have no rule here. Fix: give each "
+                                 "identifiers.<type>: {priority: …, max_per_person: …}")
         for where, names in (
             ("blocklist.values", self.blocklist.values),
             ("blocklist.patterns", self.blocklist.patterns),

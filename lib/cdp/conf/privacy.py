@@ -25,6 +25,8 @@ MASK_SQL = {
     # a date kept to its year (1990-01-01)
     "year": "trunc({c}, 'year')",
     "hide": "CAST(NULL AS STRING)",
+    # any other identifier: its first 4 characters (oDF3…, a member number's prefix)
+    "prefix": "concat(substring({c}, 1, 4), '****')",
 }
 MASKS: tuple[str, ...] = tuple(MASK_SQL)
 

@@ -11,6 +11,7 @@ from cdp.conf.audiences import AudiencesConfig, RuleError, compile_rule
 from cdp.conf.base import ConfigError, expand_tree, load_model
 from cdp.conf.gold import PROFILE_COLUMNS, GoldConfig
 from cdp.conf.identity import IdentityConfig
+from cdp.conf.model import DataModel
 from cdp.conf.pipeline import Jars, PipelineConfig, Profile
 from cdp.conf.privacy import PrivacyConfig
 from cdp.conf.quality import QualityConfig
@@ -73,16 +74,21 @@ class Settings:
         return f"{self.lakehouse}/reports"
 
     @cached_property
+    def model(self) -> DataModel:
+        return load_model(self.conf_dir / "model.yaml", DataModel)
+
+    @cached_property
     def sources(self) -> SourcesConfig:
-        return load_model(self.conf_dir / "sources.yaml", SourcesConfig)
+        return load_model(self.conf_dir / "sources.yaml", SourcesConfig,
+                          context={"model": self.model, "purposes": list(self.privacy.purposes)})
 
     @cached_property
     def identity(self) -> IdentityConfig:
-        return load_model(self.conf_dir / "identity.yaml", IdentityConfig)
+        return load_model(self.conf_dir / "identity.yaml", IdentityConfig, context={"model": self.model})
 
     @cached_property
     def gold(self) -> GoldConfig:
-        return load_model(self.conf_dir / "gold.yaml", GoldConfig)
+        return load_model(self.conf_dir / "gold.yaml", GoldConfig, context={"model": self.model})
 
     @cached_property
     def privacy(self) -> PrivacyConfig:
@@ -91,7 +97,7 @@ class Settings:
     @cached_property
     def tags(self) -> TagLibrary:
         # ${name} in tags.yaml are the library's own params, not environment variables
-        return load_model(self.conf_dir / "tags.yaml", TagLibrary, expand=False)
+        return load_model(self.conf_dir / "tags.yaml", TagLibrary, expand=False, context={"model": self.model})
 
     @cached_property
     def audiences(self) -> AudiencesConfig:
@@ -105,8 +111,8 @@ class Settings:
 
     def validate_all(self) -> None:
         """Load every conf file now, so a bad one fails before any Spark work starts."""
-        _ = self.sources, self.identity, self.gold, self.privacy, self.tags, self.audiences
-        check_quality_rules(self.quality, self.sources, self.conf_dir / "quality.yaml")
+        _ = self.model, self.sources, self.identity, self.gold, self.privacy, self.tags, self.audiences
+        check_quality_rules(self.quality, self.sources, self.model, self.conf_dir / "quality.yaml")
 
 
 def check_audiences(config: AudiencesConfig, gold: GoldConfig, privacy: PrivacyConfig, tags: TagLibrary,
@@ -122,7 +128,7 @@ def check_audiences(config: AudiencesConfig, gold: GoldConfig, privacy: PrivacyC
             raise ConfigError(f"{file}: key 'audiences.{name}.rule': {exc}") from exc
 
 
-def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, file: Path) -> None:
+def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, model: DataModel, file: Path) -> None:
     """Every rule names a configured source and, where it has one, a field that source maps."""
     for index, rule in enumerate(quality.rules):
         where = f"{file}: key 'rules[{index}]' ({rule.name})"
@@ -134,8 +140,9 @@ def check_quality_rules(quality: QualityConfig, sources: SourcesConfig, file: Pa
                 f"{where}: field '{rule.field}' is not mapped by source '{rule.source}'. "
                 f"Fix: one of {sorted(source.mapping)}."
             )
-        if rule.family == "consistency" and source.entity != "customers":
-            raise ConfigError(f"{where}: consistency rules apply to customers sources only.")
+        if rule.family == "consistency" and "id_card" not in model.entities[source.entity].identifiers.values():
+            raise ConfigError(f"{where}: consistency rules check an id_card field, which entity '{source.entity}' "
+                              "does not have. Fix: name a source whose entity has one (customers).")
 
 
 def load_settings(profile: str | None = None, conf_dir: Path | str | None = None, *, expand: bool = True) -> Settings:

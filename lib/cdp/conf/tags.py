@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cdp.conf.base import Strict, require_snake_case
 
@@ -58,8 +58,8 @@ class Tag(Strict):
     version: int = Field(1, ge=1)
     status: Literal["active", "deprecated"] = "active"
     type: TagType
-    # atomic: profile (a row expression) | orders | events (an aggregate per person)
-    source: Literal["profile", "orders", "events"] | None = None
+    # atomic: profile (a row expression) | an entity with a time field (an aggregate over the person's rows)
+    source: str | None = None
     value: str
     default: str | int | float | bool | None = None  # atomic aggregates: for persons with no rows
     score: Score | None = None
@@ -68,10 +68,15 @@ class Tag(Strict):
     history: bool | None = None
 
     @model_validator(mode="after")
-    def _layer_fields(self) -> Tag:
+    def _layer_fields(self, info: ValidationInfo) -> Tag:
+        model = (info.context or {}).get("model")
+        sources = ["profile", *model.with_time()] if model is not None else None
+        if self.source is not None and sources is not None and self.source not in sources:
+            raise ValueError(f"source '{self.source}' is neither `profile` nor an entity with a time field: "
+                             f"one of {sources} (conf/model.yaml)")
         if self.layer == "atomic":
             if self.source is None:
-                raise ValueError("an atomic tag needs `source: profile | orders | events`")
+                raise ValueError("an atomic tag needs `source: profile` or an entity with a time field (orders, events …)")
         else:
             for key in ("source", "score", "default"):
                 if getattr(self, key) is not None:

@@ -13,7 +13,6 @@ from pyspark.sql import functions as F
 
 from cdp.conf import Settings
 from cdp.conf.identity import IdentityConfig
-from cdp.conf.model import ENTITIES
 from cdp.identity.components import connected_components
 from cdp.identity.guards import split_components
 from cdp.identity.hygiene import apply_hygiene
@@ -48,7 +47,7 @@ def all_records(spark: SparkSession, settings: Settings) -> DataFrame:
     """Every silver record (with or without identifiers), with when it happened: each gets a one_id."""
     frames = []
     for entity_name in sorted({s.entity for s in settings.sources.sources.values()}):
-        entity = ENTITIES[entity_name]
+        entity = settings.model.entities[entity_name]
         table = silver_table(entity_name)
         if table_exists(spark, table):
             seen = F.col(entity.time_field) if entity.time_field else F.lit(None).cast("timestamp")

@@ -6,20 +6,21 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.conf import Settings
+from cdp.conf.model import DataModel
 from cdp.identity.graph import all_records
 from cdp.lakehouse import table_exists
 from cdp.privacy.protect import Keys, identifier_hash, masked
 from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, VIOLATIONS
 
 
-def mask_value(id_type: str, value: str) -> Column:
-    """A display form a person recognises but cannot use: 138****8000, 110***********002X, z***@qq.com."""
-    return (
-        F.when(F.col(id_type) == "phone", masked("phone", value))
-        .when(F.col(id_type) == "id_card", masked("id_card", value))
-        .when(F.col(id_type) == "email", masked("email", value))
-        .otherwise(F.concat(F.substring(value, 1, 4), F.lit("****")))
-    )
+def mask_value(model: DataModel, id_type: str, value: str) -> Column:
+    """A display form a person recognises but cannot use, by the type's mask (conf/model.yaml):
+    138****8000, 110***********002X, z***@qq.com, oDF3****."""
+    shown = masked("prefix", value)
+    for name, spec in model.identifier_types.items():
+        if spec.mask != "prefix":
+            shown = F.when(F.col(id_type) == name, masked(spec.mask, value)).otherwise(shown)
+    return shown
 
 
 def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys) -> DataFrame:
@@ -50,6 +51,6 @@ def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys) -> D
         "one_id", "id_type",
         F.when(is_hashed, F.lit(None).cast("string")).otherwise(F.col("id_value")).alias("id_value"),
         identifier_hash(F.col("id_type"), F.col("id_value"), keys.hash_key).alias("id_hash"),
-        mask_value("id_type", "id_value").alias("id_masked"),
+        mask_value(settings.model, "id_type", "id_value").alias("id_masked"),
         "first_seen", "last_seen", "sources", "records",
     )

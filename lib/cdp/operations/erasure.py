@@ -31,10 +31,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.audit import audit, current_actor
-from cdp.cleanse.mapping import entity_identifiers, map_to_entity, with_consent_subject
-from cdp.cleanse.normalisers import NORMALISERS, normalise_text, to_half_width
+from cdp.cleanse.mapping import Reading, entity_identifiers, map_to_entity, record_key
+from cdp.cleanse.normalisers import NORMALISERS, to_half_width
 from cdp.conf import ConfigError, Settings
-from cdp.conf.model import ENTITIES
 from cdp.lakehouse import filesystem, table_exists
 from cdp.tables import ERASURE_LEDGER as LEDGER
 from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, bronze_table
@@ -73,11 +72,14 @@ class Erasure:
 
 def normalised_key(spark: SparkSession, settings: Settings, id_type: str, raw: str) -> str:
     """The value as silver stores it (a phone as +86…, an e-mail lower-case), or ErasureError."""
-    normaliser = NORMALISERS[settings.identity.identifiers[id_type].normaliser]
+    types = settings.model.identifier_types
+    if id_type not in types:
+        raise ErasureError(f"'{id_type}' is not an identifier type. Fix: one of {sorted(types)} (conf/model.yaml).")
+    normaliser = NORMALISERS[types[id_type].normaliser]
     value = spark.range(1).select(normaliser(F.lit(raw)).alias("v")).first()["v"]
     if value is None:
         raise ErasureError(f"'{raw}' is not a valid {id_type}: nothing to erase. Fix: give it as silver would "
-                           f"accept it (a CN mobile number, an e-mail address).")
+                           f"accept it (normaliser '{types[id_type].normaliser}': a CN mobile number, an e-mail …).")
     return value
 
 
@@ -162,7 +164,7 @@ def _flat_text(columns: list[tuple[str, str]]) -> Column:
 _SEP = "\u0001"
 
 
-def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key: str | None,
+def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key: Column | None,
                   by_text: bool) -> list[str]:
     """The content fingerprints of the table's rows that belong to the subject (one pass over it)."""
     frame = spark.table(table)
@@ -174,8 +176,8 @@ def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key:
         conditions.append(F.col("one_id").isin(*sorted(subject.one_ids)))
     if {"source", "record_key"} <= names and records:
         conditions.append(F.concat_ws(_SEP, "source", "record_key").isin(*records))
-    if bronze_key and bronze_key in names and "_source" in names and records:
-        conditions.append(F.concat_ws(_SEP, F.col("_source"), normalise_text(F.col(f"`{bronze_key}`"))).isin(*records))
+    if bronze_key is not None and "_source" in names and records:  # a bronze row: its key as silver makes it
+        conditions.append(F.concat_ws(_SEP, F.col("_source"), bronze_key).isin(*records))
     if by_text and subject.needles:
         flat = _flat_text(columns)
         conditions.append(F.exists(F.array(*[F.lit(n) for n in subject.needles]), lambda n: F.instr(flat, n) > 0))
@@ -202,7 +204,7 @@ def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, table
                 by_text: bool = True) -> dict[str, int]:
     """Per table: the subject's rows found by a query, then deleted by one MERGE on their content
     fingerprint. The MERGE's condition (which the Delta log records) names columns, never a value."""
-    bronze_keys = {bronze_table(name): source.record_key for name, source in settings.sources.sources.items()}
+    bronze_keys = {bronze_table(name): record_key(source) for name, source in settings.sources.sources.items()}
 
     def erase_from(table: str) -> tuple[str, int]:
         fingerprints = matching_rows(spark, table, subject, bronze_keys.get(table), by_text)
@@ -233,22 +235,22 @@ def _record_tombstones(spark: SparkSession, key: bytes, erasure_id: str, actor: 
 
 
 def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, email: str | None = None,
-          one_id: str | None = None, reason: str = "subject request", actor: str | None = None) -> Erasure:
+          one_id: str | None = None, identifiers: list[tuple[str, str]] = (), reason: str = "subject request",
+          actor: str | None = None) -> Erasure:
     """Erase one subject everywhere; the tombstone is written before any row is deleted, so a crash
-    mid-way is finished by running the same erase again (or, for newly landed data, by bronze)."""
-    if not (phone or email or one_id):
-        raise ErasureError("an erasure needs the subject: --phone, --email or --one-id")
+    mid-way is finished by running the same erase again (or, for newly landed data, by bronze).
+
+    The subject: a phone, an e-mail, any identifier (type, value) of conf/model.yaml, or a one_id."""
+    if not (phone or email or one_id or identifiers):
+        raise ErasureError("an erasure needs the subject: --phone, --email, --id TYPE:VALUE or --one-id")
     if not table_exists(spark, IDENTIFIERS) or not table_exists(spark, ONEID_MAP):
         raise ConfigError("erasure resolves subjects through silver.identifiers and identity.oneid_map, which do "
                           "not exist yet. Fix: run `cdp run --stage all` first.")
     hash_key = load_keys(settings).hash_key  # a missing secret fails before anything is deleted
     started = time.perf_counter()
     actor = actor or current_actor()
-    seeds = []
-    if phone:
-        seeds.append(("phone", normalised_key(spark, settings, "phone", phone)))
-    if email:
-        seeds.append(("email", normalised_key(spark, settings, "email", email)))
+    asked = [*([("phone", phone)] if phone else []), *([("email", email)] if email else []), *identifiers]
+    seeds = [(id_type, normalised_key(spark, settings, id_type, raw)) for id_type, raw in asked]
     one_ids, records, values = resolve_subject(spark, seeds, one_id)
     erasure_id = f"erasure-{uuid4().hex[:12]}"
     tombstones = _record_tombstones(spark, hash_key, erasure_id, actor, reason, values, set(seeds))
@@ -272,16 +274,14 @@ def enforce_ledger(spark: SparkSession, settings: Settings, batch_id: str) -> di
     if tombstones.isEmpty():
         return {}
     key = load_keys(settings).hash_key
+    reading = Reading(settings.model, tuple(settings.privacy.purposes))
     hits = []
     for name, source in settings.sources.sources.items():
         table = bronze_table(name)
         if not table_exists(spark, table):
             continue
-        entity = ENTITIES[source.entity]
-        mapped = spark.table(table).where(F.col("_batch_id") == batch_id).transform(map_to_entity(name, source))
-        if entity.table == "consent_events":
-            mapped = mapped.transform(with_consent_subject)
-        hashed = entity_identifiers(entity, mapped).withColumn(
+        mapped = spark.table(table).where(F.col("_batch_id") == batch_id).transform(map_to_entity(name, source, reading))
+        hashed = entity_identifiers(mapped).withColumn(
             "key_hash", identifier_hash(F.col("id_type"), F.col("id_value"), key))
         hits.append(hashed.join(F.broadcast(tombstones), "key_hash").select("source", "record_key"))
     if not hits:

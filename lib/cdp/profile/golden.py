@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from cdp.conf import Settings
 from cdp.conf.gold import PROFILE_COLUMNS, Survivorship
-from cdp.conf.model import ENTITIES
+from cdp.conf.model import DataModel
 from cdp.lakehouse import sql_string, table_exists
 from cdp.privacy.consent import allows
 from cdp.privacy.protect import Keys, encrypt, masked
@@ -22,7 +22,7 @@ def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
     return df.join(spark.table(ONEID_MAP), ["source", "record_key"])
 
 
-def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) -> DataFrame:
+def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship], model: DataModel) -> DataFrame:
     """(one_id, attribute, value, priority, observed_at, verified, source, record_key): every non-null
     candidate value of every golden attribute, from each silver entity that has been built.
 
@@ -33,7 +33,7 @@ def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) ->
             by_entity.setdefault(candidate.entity, []).append((attribute, rule, priority, candidate))
     frames = []
     for entity_name, candidates in by_entity.items():
-        entity = ENTITIES[entity_name]
+        entity = model.entities[entity_name]
         table = silver_table(entity_name)
         if not table_exists(spark, table):
             continue
@@ -42,7 +42,8 @@ def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship]) ->
                 F.lit(attribute).alias("attribute"),
                 F.expr(candidate.value).cast(rule.type).cast("string").alias("value"),
                 F.lit(priority).alias("priority"),
-                F.col(candidate.time or entity.time_field).cast("timestamp").alias("observed_at"),
+                (F.col(candidate.time or entity.time_field) if (candidate.time or entity.time_field)
+                 else F.lit(None)).cast("timestamp").alias("observed_at"),
                 F.coalesce(F.expr(candidate.verified).cast("boolean"), F.lit(False)).alias("verified"),
             )
             for attribute, rule, priority, candidate in candidates
@@ -97,16 +98,18 @@ def golden_attributes(candidates: DataFrame, rules: dict[str, Survivorship]) -> 
     )
 
 
-def activity(spark: SparkSession) -> DataFrame:
-    """(one_id, channel, ts, is_interaction) for every record: when and where the person was seen."""
+def activity(spark: SparkSession, model: DataModel) -> DataFrame:
+    """(one_id, channel, ts, is_interaction) for every record: when and where the person was seen
+    (interactions: records of the entities the model marks as such — orders, events, tickets)."""
     frames = []
-    for entity_name, entity in ENTITIES.items():
+    for entity_name, entity in model.entities.items():
         table = silver_table(entity_name)
         if table_exists(spark, table):
+            seen = F.col(entity.time_field) if entity.time_field else F.lit(None)
             frames.append(
                 _with_one_id(spark, spark.table(table)).select(
-                    "one_id", "channel", F.col(entity.time_field).alias("ts"),
-                    F.lit(entity.table in ("orders", "events")).alias("is_interaction"),
+                    "one_id", "channel", seen.cast("timestamp").alias("ts"),
+                    F.lit(entity.interaction).alias("is_interaction"),
                 )
             )
     return reduce(DataFrame.unionByName, frames)
@@ -165,7 +168,7 @@ def build_customer_profile(spark: SparkSession, settings: Settings, consent: Dat
     """One row per one_id: golden attributes with provenance, reachability, activity, purchases, consent."""
     rules = settings.gold.survivorship
     people = spark.table(ONEID_MAP).groupBy("one_id").agg(F.count("*").alias("record_count"))
-    seen = activity(spark).groupBy("one_id").agg(
+    seen = activity(spark, settings.model).groupBy("one_id").agg(
         F.min("ts").alias("first_seen"),
         F.max("ts").alias("last_seen"),
         F.max(F.when(F.col("is_interaction"), F.col("ts"))).alias("last_active_at"),
@@ -182,7 +185,7 @@ def build_customer_profile(spark: SparkSession, settings: Settings, consent: Dat
         **{name: F.coalesce(F.col(name), default) for name, default in no_events.items()},
     }
     return (
-        people.join(golden_attributes(attribute_candidates(spark, rules), rules), "one_id", "left")
+        people.join(golden_attributes(attribute_candidates(spark, rules, settings.model), rules), "one_id", "left")
         .join(contact_points(spark, keys), "one_id", "left")
         .join(seen, "one_id", "left")
         .join(order_summary(spark), "one_id", "left")

@@ -9,7 +9,6 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.cleanse.mapping import MALFORMED, REASON, given
-from cdp.conf.model import ENTITIES
 from cdp.conf.quality import QualityRule
 from cdp.conf.sources import Source
 from cdp.quality.metrics import MetricRow
@@ -69,13 +68,14 @@ def rule_columns(rule: QualityRule, source: Source) -> tuple[Column, Column]:
 
 
 def evaluate_source_rules(
-    mapped: DataFrame, source_name: str, source: Source, rules: list[QualityRule], as_of: date
+    mapped: DataFrame, source_name: str, source: Source, rules: list[QualityRule], as_of: date,
+    time_field: str | None,
 ) -> list[RuleResult]:
-    """All rules of one source in one pass over its mapped rows."""
+    """All rules of one source in one pass over its mapped rows (`time_field`: the entity's, for freshness)."""
     rows = mapped.where(F.col("source") == source_name)
-    time_field = ENTITIES[source.entity].time_field
     # The newest record's calendar day in the session time zone (the channels' local time).
-    aggregates: list[Column] = [F.to_date(F.max(F.when(F.col(REASON).isNull(), F.col(time_field)))).alias("_latest")]
+    newest = F.max(F.when(F.col(REASON).isNull(), F.col(time_field))) if time_field else F.lit(None)
+    aggregates: list[Column] = [F.to_date(newest).alias("_latest")]
     for i, rule in enumerate(rules):
         if rule.family != "freshness":
             checked, failed = rule_columns(rule, source)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -135,7 +135,7 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
             columns = list(header) or declared  # an empty file still yields the declared shape
             # enforceSchema=false makes Spark check each file's header against these names.
             frame = _permissive(spark, columns).option("header", True).option("enforceSchema", False).csv(files)
-            frames.append(frame.withColumn("_file", F.col("_metadata.file_path")))
+            frames.append(frame.transform(with_position))
             new = tuple(c for c in header if c not in declared)
             missing = tuple(c for c in declared if header and c not in header)
             drift += [SchemaDrift(f, new, missing) for f in files if new or missing]
@@ -145,8 +145,8 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
         for path in paths:
             # Typed Parquet is kept as text, like every other bronze column; structures as JSON.
             typed = spark.read.parquet(path)
-            frames.append(typed.select(*[_as_text(typed, c) for c in typed.columns]).withColumn(CORRUPT, F.lit(None).cast("string"))
-                          .withColumn("_file", F.col("_metadata.file_path")))
+            frames.append(typed.select(*[_as_text(typed, c) for c in typed.columns], "_metadata")
+                          .withColumn(CORRUPT, F.lit(None).cast("string")).transform(with_position))
             new = tuple(c for c in typed.columns if c not in declared)
             missing = tuple(c for c in declared if c not in typed.columns)
             if new or missing:
@@ -155,7 +155,7 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
     else:
         keys = json_keys_per_file(spark, paths)
         extra = sorted(set().union(*keys.values()) - set(declared)) if keys else []
-        df = _permissive(spark, declared + extra).json(paths).withColumn("_file", F.col("_metadata.file_path"))
+        df = _permissive(spark, declared + extra).json(paths).transform(with_position)
         # Optional JSON keys are often absent, so only new keys count as drift.
         drift += [SchemaDrift(f, tuple(sorted(k - set(declared))), ()) for f, k in sorted(keys.items()) if k - set(declared)]
     for column in declared:
@@ -164,12 +164,28 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
     return df, drift
 
 
+def with_position(df: DataFrame) -> DataFrame:
+    """Where each row was delivered: its file and the file's modification time (from the reader's
+    own metadata), and what orders the rows within the file (_block, _order; see with_line)."""
+    return df.select(
+        *[F.col(f"`{c}`") for c in df.columns if c != "_metadata"],
+        F.col("_metadata.file_path").alias("_file"),
+        F.col("_metadata.file_modification_time").alias("_file_modified_at"),
+        F.col("_metadata.file_block_start").alias("_block"),
+        F.monotonically_increasing_id().alias("_order"),
+    )
+
+
 def with_ingestion_metadata(source_name: str, batch_id: str):
-    """Bronze's bookkeeping columns, as a transform."""
+    """Bronze's bookkeeping columns, as a transform: the source, the run, when, and each row's line
+    in its file (its position among the file's records: blocks in order, rows in order within one)."""
 
     def transform(df: DataFrame) -> DataFrame:
+        in_file = Window.partitionBy("_file").orderBy("_block", "_order")
         return (
-            df.withColumn("_source", F.lit(source_name))
+            df.withColumn("_line", F.row_number().over(in_file).cast("bigint"))
+            .drop("_block", "_order")
+            .withColumn("_source", F.lit(source_name))
             .withColumn("_batch_id", F.lit(batch_id))
             .withColumn("_ingested_at", F.current_timestamp())
         )

@@ -17,7 +17,6 @@ from pyspark.sql import functions as F
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf import ConfigError, Settings
 from cdp.conf.audiences import compile_rule, referenced_tags
-from cdp.conf.model import ENTITIES
 from cdp.conf.tags import TagLibrary
 from cdp.identity.mapping import build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
@@ -53,13 +52,20 @@ class GoldResult:
     views: list[str] = field(default_factory=list)  # the role views (re)built
 
 
-def _entity_rows(spark: SparkSession, entity: str) -> DataFrame:
+def _entity_rows(spark: SparkSession, settings: Settings, entity: str) -> DataFrame:
     """A silver entity's rows with their one_id (empty, typed, when the entity has no table yet)."""
     table = silver_table(entity)
     if not table_exists(spark, table):
-        fields = ", ".join(f"{name} {kind}" for name, kind in ENTITIES[entity].fields.items())
+        fields = ", ".join(f"`{name}` {kind}" for name, kind in settings.model.entities[entity].types.items())
         return spark.createDataFrame([], f"one_id string, source string, record_key string, channel string, {fields}")
     return spark.table(table).join(spark.table(ONEID_MAP), ["source", "record_key"])
+
+
+def tag_inputs(spark: SparkSession, settings: Settings, profile: DataFrame) -> Inputs:
+    """The profile, and the rows of every entity the tag library counts over."""
+    sources = {t.source for t in settings.tags.tags.values() if t.source not in (None, "profile")}
+    entities = settings.model.entities
+    return Inputs(profile, {name: (_entity_rows(spark, settings, name), entities[name].time_field) for name in sources})
 
 
 def deprecated_in_use(library: TagLibrary, audiences: dict) -> list[str]:
@@ -208,8 +214,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
         state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP))
     else:
         state = spark.createDataFrame([], CONSENT_STATE_SCHEMA)
-    inputs = Inputs(profile=build_customer_profile(spark, settings, state, keys),
-                    orders=_entity_rows(spark, "orders"), events=_entity_rows(spark, "events"))
+    inputs = tag_inputs(spark, settings, build_customer_profile(spark, settings, state, keys))
     with _step("check", seconds):
         check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
 

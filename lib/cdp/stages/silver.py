@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.cleanse.idcard import with_id_card_checks
 from cdp.cleanse.mapping import (
-    META, RAW, REASON, entity_identifiers, helper_columns, latest_per_record_key, map_to_entity, quarantine_rule,
-    with_consent_subject, with_quality_flags, with_rejection_reason,
+    META, RAW, REASON, Reading, entity_identifiers, helper_columns, latest_per_record_key, map_to_entity,
+    quarantine_rule, with_checks, with_quality_flags, with_rejection_reason,
 )
-from cdp.conf import Settings
-from cdp.conf.model import ENTITIES
+from cdp.conf import ConfigError, Settings
+from cdp.conf.sources import Source
 from cdp.lakehouse import append, overwrite_table, table_exists
+from cdp.logs import first_line
 from cdp.quality.rules import RuleResult, evaluate_source_rules, metrics_frame
 from cdp.tables import IDENTIFIERS, QUALITY_METRICS, QUARANTINE, ROW_ACCOUNTING, bronze_table, silver_table
 
@@ -52,7 +53,8 @@ def check_quality(
     for source_name, source in sources.items():
         rules = [r for r in settings.quality.rules if r.source == source_name]
         if rules and source.entity in checked:
-            results += evaluate_source_rules(checked[source.entity], source_name, source, rules, as_of)
+            results += evaluate_source_rules(checked[source.entity], source_name, source, rules, as_of,
+                                             settings.model.entities[source.entity].time_field)
     if results:
         append(metrics_frame(spark, run_id, results), QUALITY_METRICS)
     for warning in (r for r in results if r.status == "warn"):
@@ -68,15 +70,16 @@ def check_quality(
 def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> list[SourceAccounting]:
     """Recompute silver from bronze: one table per entity, the quarantine, identifiers and accounting."""
     sources = settings.sources.sources
+    reading = Reading(settings.model, tuple(settings.privacy.purposes))
     by_entity: dict[str, list[DataFrame]] = {}
     for name, source in sources.items():
         if not table_exists(spark, bronze_table(name)):
             log.warning("silver: no bronze table for source %s yet; run the bronze stage first", name)
             continue
-        entity = ENTITIES[source.entity]
-        mapped = spark.table(bronze_table(name)).transform(map_to_entity(name, source))
-        if entity.table == "customers":
-            mapped = mapped.transform(with_id_card_checks())
+        entity = reading.entity(source)
+        bronze = spark.table(bronze_table(name))
+        check_conditions(bronze, name, source, settings)
+        mapped = bronze.transform(map_to_entity(name, source, reading)).transform(with_checks(entity))
         by_entity.setdefault(source.entity, []).append(mapped.transform(with_rejection_reason(entity)))
 
     checked = {
@@ -95,19 +98,17 @@ def publish_silver(
     spark: SparkSession, settings: Settings, checked: dict[str, DataFrame], run_id: str
 ) -> list[SourceAccounting]:
     """Write each entity table, the quarantine and the identifiers, then account for every row."""
-    quarantine_parts, identifier_parts = [], []
+    quarantine_parts, identifier_parts, persisted = [], [], []
     accepted_by_source: dict[str, int] = {}
     for entity_name, df in checked.items():
-        entity = ENTITIES[entity_name]
+        entity = settings.model.entities[entity_name]
         for row in df.where(F.col(REASON).isNull()).groupBy("source").count().collect():
             accepted_by_source[row["source"]] = row["count"]
-        accepted = latest_per_record_key(df.where(F.col(REASON).isNull()))
-        if entity_name == "consent_events":
-            accepted = accepted.transform(with_consent_subject)
-        accepted = accepted.transform(with_quality_flags(entity))
+        accepted = latest_per_record_key(df.where(F.col(REASON).isNull())).transform(with_quality_flags(entity)).persist()
         overwrite_table(accepted.drop(*helper_columns(accepted.columns)), silver_table(entity_name),
-                        f"Canonical {entity_name}, cleansed")
-        identifier_parts.append(entity_identifiers(entity, spark.table(silver_table(entity_name))))
+                        f"Canonical {entity_name}, cleansed: {entity.description}")
+        identifier_parts.append(entity_identifiers(accepted))
+        persisted.append(accepted)
         quarantine_parts.append(
             df.where(F.col(REASON).isNotNull()).select(
                 "source", "record_key", quarantine_rule(F.col(REASON)).alias("rule"),
@@ -118,7 +119,22 @@ def publish_silver(
         overwrite_table(reduce(DataFrame.unionByName, quarantine_parts), QUARANTINE, "Rows refused by silver, with the reason")
     if identifier_parts:
         overwrite_table(reduce(DataFrame.unionByName, identifier_parts).distinct(), IDENTIFIERS, "Normalised identifiers per record")
+    for frame in persisted:
+        frame.unpersist()
     return account_rows(spark, settings, accepted_by_source, run_id)
+
+
+def check_conditions(bronze: DataFrame, name: str, source: Source, settings: Settings) -> None:
+    """Every `when` of the source analysed by Spark against its delivered columns, before anything is
+    written: a ConfigError naming sources.yaml, the key and Spark's reason otherwise."""
+    conditions = {f"sources.{name}.mapping.{field}.when": m.when for field, m in source.mapping.items() if m.when}
+    conditions |= {f"sources.{name}.identifiers[{i}].when": x.when for i, x in enumerate(source.identifiers) if x.when}
+    for key, condition in conditions.items():
+        try:
+            bronze.where(F.expr(condition)).schema
+        except PySparkException as exc:
+            raise ConfigError(f"{settings.conf_dir / 'sources.yaml'}: key '{key}': Spark cannot use '{condition}': "
+                              f"{first_line(exc)}. Fix: a SQL condition over the delivered columns {source.columns}.") from exc
 
 
 def account_rows(

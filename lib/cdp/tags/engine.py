@@ -1,12 +1,13 @@
 """Compute the tag library: atomic tags from profile, orders and events, scores, then derived and scenario tags.
 
 The inputs are plain DataFrames keyed by one_id, so the engine runs on a hand-built dataset as well
-as on gold: `profile` (one row per one_id), `orders` and `events` (one row per record, with one_id).
+as on gold: `profile` (one row per one_id), and the rows of each entity a tag counts over (orders,
+events, service tickets … one row per record, with one_id).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from pyspark.errors import PySparkException
@@ -14,12 +15,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StructType
 
-from cdp.conf.model import ENTITIES
 from cdp.logs import first_line
 from cdp.conf.tags import TagLibrary
-
-AGGREGATE_SOURCES = ("orders", "events")
-
 
 class TagDefinitionError(ValueError):
     """A tag whose expression Spark cannot use: names the tag, what is wrong and the fix."""
@@ -27,18 +24,19 @@ class TagDefinitionError(ValueError):
 
 @dataclass(frozen=True)
 class Inputs:
+    """What tags read: the profile (one row per one_id), and each entity's rows with their one_id and
+    the field that says when each happened (entity → (rows, time field))."""
+
     profile: DataFrame
-    orders: DataFrame
-    events: DataFrame
+    entities: dict[str, tuple[DataFrame, str]] = field(default_factory=dict)
 
     def source(self, name: str, run_date: date) -> DataFrame:
         """The source's rows as the tags see them: with run_date, and days_ago for the aggregates."""
         run = F.lit(run_date).cast("date")
         if name == "profile":
             return self.profile.withColumn("run_date", run)
-        time = ENTITIES[name].time_field  # when the row happened: windows count days back from the run date
-        rows = getattr(self, name).withColumn("run_date", run)
-        rows = rows.withColumn("days_ago", F.datediff(run, F.to_date(time)))
+        rows, time = self.entities[name]  # windows count days back from the run date
+        rows = rows.withColumn("run_date", run).withColumn("days_ago", F.datediff(run, F.to_date(time)))
         return rows.where(F.col("days_ago") >= 0)  # a run as of a past date does not see the future
 
 
@@ -126,7 +124,7 @@ def compute_tags(spark: SparkSession, library: TagLibrary, inputs: Inputs, run_d
     frame = inputs.source("profile", run_date).select(
         "one_id", *[typed(c, F.expr(library.expression(c))) for c in atomic if library.tags[c].source == "profile"]
     )
-    for source in AGGREGATE_SOURCES:
+    for source in sorted({library.tags[c].source for c in atomic} - {"profile"}):
         codes = [c for c in atomic if library.tags[c].source == source]
         if codes:
             aggregated = inputs.source(source, run_date).groupBy("one_id").agg(
