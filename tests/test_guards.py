@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdp.conf.identity import IdentityConfig
-from cdp.identity.guards import DroppedEdge, Limits, split_components, split_greedy
+from cdp.identity.guards import Attributes, DroppedEdge, Limits, split_components, split_greedy
 from cdp.identity.hygiene import apply_hygiene, shared_values
 
 LIMITS = Limits(
@@ -51,6 +51,45 @@ def test_the_group_with_more_records_keeps_a_contested_value_and_ties_go_to_the_
         DroppedEdge(9, "phone", "P", "id_card: the person would hold 2 distinct values, at most 1", ("X", "Y")),
         DroppedEdge(21, "phone", "Q", "id_card: the person would hold 2 distinct values, at most 1", ("U", "V")),
     ]
+
+
+VETO_LIMITS = Limits(priority=LIMITS.priority, max_per_person=LIMITS.max_per_person, max_records=100, veto_below=-4.0)
+
+
+def test_a_family_phone_without_id_cards_is_vetoed_by_the_attributes():
+    """Mother: CRM record 1 (attribute row 10) and her order 2 (row 10 too: same attributes); son: orders 3
+    and 4 on his own account (row 30). All carry phone P. Rows 10 and 30 contradict on name and birth
+    date (weight -15.5). The son's group is the larger, so it holds the phone first; the mother's
+    records are refused by it, and record 2 joins record 1, the holder it agrees with: two persons."""
+    edges = [(1, "member_id", "M"), (1, "phone", "P"), (2, "phone", "P"),
+             (3, "buyer_account", "T"), (3, "phone", "P"), (4, "buyer_account", "T"), (4, "phone", "P")]
+    attributes = Attributes.of([(1, 10), (2, 10), (3, 30), (4, 30)], [(10, 30, "phone", -15.5, ["name", "birth_date"])])
+    groups, dropped = split_greedy(edges, VETO_LIMITS, attributes)
+    assert groups == {1: 1, 2: 1, 3: 3, 4: 3}
+    reason = "veto: name, birth_date contradict (match weight -15.5 < -4): kept apart as a household"
+    assert sorted(dropped) == [DroppedEdge(1, "phone", "P", reason, ("name", "birth_date")),
+                               DroppedEdge(2, "phone", "P", reason, ("name", "birth_date"))]
+
+
+def test_one_agreeing_pair_across_the_groups_lets_a_weak_link_join():
+    """The person's orders (row 20: receiver name a nickname) contradict her CRM row 10, but her second
+    CRM record (row 11) agrees with row 20 above the threshold: one agreeing pair is enough."""
+    edges = [(1, "member_id", "M"), (1, "phone", "P"), (5, "member_id", "M"), (5, "phone", "P"), (2, "phone", "P")]
+    attributes = Attributes.of([(1, 10), (5, 11), (2, 20)],
+                               [(10, 20, "phone", -6.0, ["name"]), (11, 20, "phone", 3.5, []), (10, 11, "phone", 9.0, [])])
+    groups, dropped = split_greedy(edges, VETO_LIMITS, attributes)
+    assert groups == {1: 1, 2: 1, 5: 1}
+    assert dropped == []
+
+
+def test_a_group_with_nothing_to_compare_joins_and_other_types_are_not_vetoed():
+    """Record 3 (app events, no attributes) joins by the phone; records 1 and 4 contradict under phone
+    but share a member id, which no veto rules: one person."""
+    edges = [(1, "phone", "P"), (3, "phone", "P"), (1, "member_id", "M"), (4, "member_id", "M")]
+    attributes = Attributes.of([(1, 10), (4, 40)], [(10, 40, "phone", -20.0, ["name", "gender"])])
+    groups, dropped = split_greedy(edges, VETO_LIMITS, attributes)
+    assert groups == {1: 1, 3: 1, 4: 1}
+    assert dropped == []
 
 
 def test_the_hard_cap_on_records():

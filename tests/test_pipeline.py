@@ -104,6 +104,24 @@ def test_every_planted_identity_trap_is_caught(spark, run):
     assert all(caught[k]["planted"] >= 1 for k in guarded)
 
 
+def test_households_stay_apart_and_name_variants_stay_one_person(spark, run, data_dir):
+    """The planted households (one phone, no 身份证, different name and birth year) are two persons
+    each, and their phones — with the family phones the 身份证 guard splits — are the households;
+    persons whose orders spell their name in pinyin, full-width or as a 小-name stay one person."""
+    from cdp_dev.bench.oneid import households_and_variants
+
+    manifest = run[1]
+    figures = households_and_variants(spark, manifest, read_truth(spark, str(data_dir / "truth")))
+    assert figures == {"household_pairs": 2, "household_pairs_kept_apart": 2, "households_listed": 3,
+                       "name_variant_persons": 4, "name_variant_persons_one_one_id": 4}
+    values = manifest["trap_values"]
+    listed = {r["id_value"] for r in spark.table("identity.households").select("id_value").distinct().collect()}
+    assert listed == set(values["household_phones_e164"]) | set(values["family_shared_phones_e164"])
+    vetoed = spark.table("identity.violations").where(F.col("reason").startswith("veto")).collect()
+    assert {r["id_value"] for r in vetoed} == set(values["household_phones_e164"])
+    assert all(set(r["conflict"]) <= {"name", "birth_date", "gender"} and r["conflict"] for r in vetoed)
+
+
 def test_explain_shows_links_and_refusals(spark, run):
     from cdp.identity.explain import explain
 

@@ -425,12 +425,17 @@ def print_explanation(found) -> None:
             out.print(fields)
     out.print(f"{found.own_identifiers} more identifier value(s) each on a single record (no link)", style="dim")
     if found.refused:
-        refused = Table("identifier", "value", "refused because", "conflicting values", "on records", "value links one_ids",
+        refused = Table("identifier", "value", "refused because", "conflicting values or fields", "on records", "value links one_ids",
                         title="Links refused")
         for item in found.refused:
             refused.add_row(item["id_type"], item["id_value"], item["reason"], ", ".join(item["conflict"]),
                             ", ".join(item["records"]), ", ".join(item["also_on"]))
         out.print(refused)
+    if found.households:
+        households = Table("household", "identifier", "value", "other members", title="Households (a shared value, two or more persons)")
+        for item in found.households:
+            households.add_row(item["household_id"], item["id_type"], item["id_value"], ", ".join(item["members"]))
+        out.print(households)
     if found.changes:
         history = Table("run", "change", "one_id", "old ids", "caused by", title="History")
         for change in found.changes:

@@ -53,6 +53,7 @@ IDENTIFIERS = "silver.identifiers"
 ONEID_MAP = "identity.oneid_map"
 REFUSED = "identity.suspicious_identifiers"
 VIOLATIONS = "identity.violations"
+HOUSEHOLDS = "identity.households"
 REGISTRY = "identity.registry"
 CHANGES = "identity.changes"
 LINKS = "identity.probabilistic_links"
@@ -82,6 +83,7 @@ TABLES: tuple[Table, ...] = (
     Table(ONEID_MAP, "every silver record's one_id"),
     Table(REFUSED, "identifier values refused as links before the graph, with the evidence"),
     Table(VIOLATIONS, "record–identifier links the over-merge guards refused, and why"),
+    Table(HOUSEHOLDS, "weak values (a family's phone) shared by persons the attribute veto kept apart"),
     Table(REGISTRY, "every one_id ever issued: active, or retired and merged into which"),
     Table(CHANGES, "new, merged, split and removed one_ids per run, with their causes"),
     Table(LINKS, "the probabilistic engine's links, with the score and the field comparisons"),

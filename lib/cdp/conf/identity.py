@@ -42,11 +42,17 @@ class IdentifierType(Strict):
     max_per_person: int = Field(ge=1)  # more distinct values in one person is an over-merge: the weakest links go
     max_shared_by: int | None = Field(default=None, ge=1)  # distinct anchor identities one value may link; more = suspended
     gold: Literal["clear", "hash"] = "clear"  # how gold.identity_map shows the value
-
+    # A weak type (a family's phone, a shared e-mail): a link by it between two groups of records is
+    # refused when these comparisons of the probabilistic model say the groups are different people.
+    veto_on_conflict: list[str] = Field(default_factory=list)
 
 
 class Guards(Strict):
     max_records_per_person: int = Field(default=5000, ge=1)  # hard cap on a OneID's size
+    # A pair of records contradicts when the match weights of its veto comparisons sum below this
+    # (log2 odds: -4 is 16 to 1 against being one person); two groups linked only by a weak value
+    # are kept apart when every compared pair across them contradicts.
+    veto_below: float = -4.0
 
 
 class Suspicion(Strict):
@@ -169,4 +175,17 @@ class IdentityConfig(Strict):
                                  "max_per_person rule its links in the guards)")
             if not self.probabilistic.attributes:
                 raise ValueError("probabilistic.enabled needs probabilistic.attributes (which silver fields are compared)")
+        for id_type, rule in self.identifiers.items():
+            if rule.veto_on_conflict and not self.probabilistic.enabled:
+                raise ValueError(f"identifiers.{id_type}.veto_on_conflict uses the probabilistic model's comparisons. "
+                                 "Fix: set probabilistic.enabled: true, or remove veto_on_conflict")
+            unknown = sorted(set(rule.veto_on_conflict) - set(self.probabilistic.comparisons))
+            if unknown:
+                raise ValueError(f"identifiers.{id_type}.veto_on_conflict names {unknown}, which are not comparisons; "
+                                 f"one of {sorted(self.probabilistic.comparisons)}")
         return self
+
+    @property
+    def vetoes(self) -> dict[str, list[str]]:
+        """Weak identifier type -> the comparisons whose contradiction refuses a link by it."""
+        return {t: rule.veto_on_conflict for t, rule in self.identifiers.items() if rule.veto_on_conflict}

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from cdp.identity.probabilistic import PROBABILISTIC
 from cdp.lakehouse import table_exists
-from cdp.tables import CHANGES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
+from cdp.tables import CHANGES, HOUSEHOLDS, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
 
 MAX_LISTED = 50
 
@@ -33,6 +33,8 @@ class Explanation:
     # id_type, id_value, reason, records, conflict (values over the limit), also_on (one_ids where the value links)
     refused: list[dict] = field(default_factory=list)
     changes: list[dict] = field(default_factory=list)  # run_id, kind, one_id, old_ids, causes
+    # household_id, id_type, id_value, members: weak values this person shares with others kept apart
+    households: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +95,20 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
     return Explanation(
         one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
         links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,
+        households=households_of(spark, current),
     )
+
+
+def households_of(spark: SparkSession, one_id: str) -> list[dict]:
+    """The households (identity.households) the person belongs to, with the other members."""
+    if not table_exists(spark, HOUSEHOLDS):
+        return []
+    table = spark.table(HOUSEHOLDS)
+    mine = table.where(F.col("one_id") == one_id).select("household_id")
+    rows = (table.join(mine, "household_id").groupBy("household_id", "id_type", "id_value")
+            .agg(F.sort_array(F.collect_set("one_id")).alias("members")).orderBy("household_id").collect())
+    return [{"household_id": r["household_id"], "id_type": r["id_type"], "id_value": r["id_value"],
+             "members": [m for m in r["members"] if m != one_id]} for r in rows]
 
 
 def registry_status(spark: SparkSession, one_id: str) -> tuple[str, str | None]:

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from cdp.conf import Settings
 from cdp.conf.identity import IdentityConfig
 from cdp.identity.components import connected_components
-from cdp.identity.guards import split_components
+from cdp.identity.guards import PAIR_COLUMNS, split_components
 from cdp.identity.hygiene import apply_hygiene
 from cdp.lakehouse import table_exists
 from cdp.tables import silver_table
@@ -71,7 +71,16 @@ def resolve_persons(records: DataFrame, identifiers: DataFrame, config: Identity
     return group_persons(records, usable, refused, config)
 
 
-def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, config: IdentityConfig) -> Persons:
+@dataclass
+class Veto:
+    """What the attribute veto on weak links needs (cdp.identity.veto)."""
+
+    attribute_rows: DataFrame  # source, record_key, uid: each record's attribute row
+    pairs: DataFrame  # id_type, id_value, uid_l, uid_r, weight, fields: compared pairs under each weak value
+
+
+def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, config: IdentityConfig,
+                  veto: Veto | None = None) -> Persons:
     """Connected components of the record–identifier graph, split where a guard refuses a link."""
     records = records.select("source", "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("rid"))
     usable = usable.withColumn("rid", record_vertex(F.col("source"), F.col("record_key"))).persist()
@@ -82,9 +91,16 @@ def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, con
     log.info("identity: connected components computed with the %s engine", engine)
 
     labelled = records.join(components.withColumnRenamed("id", "rid"), "rid").persist()
-    split = split_components(
-        usable.join(labelled.select("rid", "component"), "rid").select("component", "rid", "id_type", "id_value"), config
-    ).persist()
+    edges_in = usable.join(labelled.select("rid", "component"), "rid")
+    if veto is None:
+        split = split_components(edges_in.select("component", "rid", "id_type", "id_value"), config).persist()
+    else:
+        rows = veto.attribute_rows.select(record_vertex(F.col("source"), F.col("record_key")).alias("rid"), "uid")
+        value_component = edges_in.select("id_type", "id_value", "component").distinct()
+        pairs = veto.pairs.join(value_component, ["id_type", "id_value"]).select("component", *PAIR_COLUMNS)
+        split = split_components(
+            edges_in.join(rows, "rid", "left").select("component", "rid", "id_type", "id_value", "uid"), config, pairs
+        ).persist()
     regrouped = split.where(F.col("id_type").isNull()).select("rid", "cluster")
     clusters = labelled.join(regrouped, "rid", "left").select(
         "source", "record_key", "rid", F.coalesce("cluster", "component").alias("cluster")

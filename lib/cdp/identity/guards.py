@@ -8,6 +8,11 @@ A component over a limit is rebuilt greedily: identifier values are taken strong
 deterministic), and each value joins the groups of records that carry it unless the join would
 break a limit; a refused join leaves the smaller group apart and every record–identifier edge it
 refused is reported with the reason.
+
+Weak identifier types (`veto_on_conflict`) add one more limit: a weak value joins two groups only
+when some compared pair of attribute rows across them does not contradict (cdp.identity.veto); when
+every compared pair contradicts, the join is refused with reason `veto` and the comparisons that
+spoke against. Groups with no compared pair across them (an app's events carry no name) join.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pyspark.sql import functions as F
 
 from cdp.conf.identity import IdentityConfig
 
+PAIR_COLUMNS = ("uid_l", "uid_r", "id_type", "weight", "fields")
+
 SPLIT_SCHEMA = (
     "component long, rid long, cluster long, id_type string, id_value string, reason string, conflict array<string>"
 )
@@ -33,6 +40,7 @@ class Limits:
     priority: dict[str, int]
     max_per_person: dict[str, int]
     max_records: int
+    veto_below: float = 0.0
 
     @classmethod
     def of(cls, config: IdentityConfig) -> Limits:
@@ -40,7 +48,28 @@ class Limits:
             priority={t: s.priority for t, s in config.identifiers.items()},
             max_per_person={t: s.max_per_person for t, s in config.identifiers.items()},
             max_records=config.guards.max_records_per_person,
+            veto_below=config.guards.veto_below,
         )
+
+
+@dataclass
+class Attributes:
+    """What the veto knows of one component: each record's attribute row, and the compared pairs of
+    attribute rows under each weak type."""
+
+    uid: dict[int, int]  # record id -> attribute row (records without attributes are absent)
+    pairs: dict[tuple[str, int], list[tuple[int, float, tuple[str, ...]]]]  # (id_type, uid) -> (other uid, weight, fields)
+
+    @classmethod
+    def of(cls, uids: Iterable[tuple[int, int | None]], pairs: Iterable[tuple[int, int, str, float, Iterable[str]]]) -> Attributes:
+        compared: dict[tuple[str, int], list[tuple[int, float, tuple[str, ...]]]] = defaultdict(list)
+        for uid_l, uid_r, id_type, weight, fields in pairs:
+            compared[(id_type, uid_l)].append((uid_r, weight, tuple(fields)))
+            compared[(id_type, uid_r)].append((uid_l, weight, tuple(fields)))
+        return cls({rid: uid for rid, uid in uids if uid is not None}, dict(compared))
+
+
+NO_ATTRIBUTES = Attributes({}, {})
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +81,8 @@ class DroppedEdge:
     conflict: tuple[str, ...] = ()  # the values of the type over its limit, both sides together
 
 
-def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits) -> tuple[dict[int, int], list[DroppedEdge]]:
+def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
+                 attributes: Attributes = NO_ATTRIBUTES) -> tuple[dict[int, int], list[DroppedEdge]]:
     """Group the records of one component within the limits: record → group root, and the refused edges.
 
     `edges` are (record id, id_type, id_value). The root of a group is one of its record ids.
@@ -67,6 +97,7 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits) -> tuple
             values[rid] = defaultdict(set)
         values[rid][id_type].add(id_value)
     size = dict.fromkeys(parent, 1)
+    rows: dict[int, set[int]] = {rid: ({attributes.uid[rid]} if rid in attributes.uid else set()) for rid in parent}
 
     def find(rid: int) -> int:
         root = rid
@@ -76,38 +107,76 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits) -> tuple
             parent[rid], rid = root, parent[rid]
         return root
 
-    def conflict(a: int, b: int) -> tuple[str, tuple[str, ...]] | None:
+    def contradiction(a: int, b: int, id_type: str) -> tuple[str, tuple[str, ...]] | None:
+        """The veto: every compared pair of attribute rows across the groups contradicts."""
+        if rows[a] & rows[b]:
+            return None
+        small, large = sorted((rows[a], rows[b]), key=len)
+        best: tuple[float, tuple[str, ...]] | None = None
+        for uid in small:
+            for other, weight, fields in attributes.pairs.get((id_type, uid), ()):
+                if other in large and (best is None or weight > best[0]):
+                    best = (weight, fields)
+        if best is None or best[0] >= limits.veto_below:
+            return None
+        weight, fields = best
+        against = ", ".join(fields) or "the compared fields"
+        return (f"veto: {against} contradict (match weight {weight:.1f} < {limits.veto_below:g}): "
+                "kept apart as a household", fields)
+
+    def over_limit(a: int, b: int) -> tuple[str, tuple[str, ...]] | None:
         if size[a] + size[b] > limits.max_records:
             return f"records: the person would hold {size[a] + size[b]} records, at most {limits.max_records}", ()
-        for id_type in sorted(values[a].keys() | values[b].keys()):
-            both = values[a].get(id_type, set()) | values[b].get(id_type, set())
-            most = limits.max_per_person.get(id_type)
+        for limited in sorted(values[a].keys() | values[b].keys()):
+            both = values[a].get(limited, set()) | values[b].get(limited, set())
+            most = limits.max_per_person.get(limited)
             if most is not None and len(both) > most:
-                reason = f"{id_type}: the person would hold {len(both)} distinct values, at most {most}"
+                reason = f"{limited}: the person would hold {len(both)} distinct values, at most {most}"
                 return reason, tuple(sorted(both)[:MAX_CONFLICT_VALUES])
         return None
+
+    def join(base: int, other: int) -> None:
+        parent[other] = base
+        size[base] += size[other]
+        rows[base] |= rows.pop(other)
+        for t, vs in values.pop(other).items():
+            values[base][t] |= vs
 
     dropped: list[DroppedEdge] = []
     order = sorted(carriers, key=lambda k: (limits.priority.get(k[0], 1 << 30), -len(carriers[k]), k[0], k[1]))
     for id_type, id_value in order:
         rids = carriers[(id_type, id_value)]
         roots = sorted({find(r) for r in rids}, key=lambda r: (-size[r], r))
-        base = roots[0]
+        # The value's holders: the first group, and the households the veto keeps apart from it. A group
+        # over a limit with the first is refused; one the veto refuses joins the first holder it agrees with.
+        holders = [roots[0]]
         for other in roots[1:]:
-            found = conflict(base, other)
+            found = over_limit(holders[0], other) or (
+                contradiction(holders[0], other, id_type) if attributes.pairs else None)
             if found is None:
-                parent[other] = base
-                size[base] += size[other]
-                for t, vs in values.pop(other).items():
-                    values[base][t] |= vs
-            else:
-                dropped.extend(DroppedEdge(r, id_type, id_value, *found) for r in rids if find(r) == other)
+                join(holders[0], other)
+                continue
+            dropped.extend(DroppedEdge(r, id_type, id_value, *found) for r in rids if find(r) == other)
+            if found[0].startswith("veto"):
+                agreeing = next((h for h in holders[1:]
+                                 if over_limit(h, other) is None and contradiction(h, other, id_type) is None), None)
+                if agreeing is None:
+                    holders.append(other)
+                else:
+                    join(agreeing, other)
     return {rid: find(rid) for rid in parent}, dropped
 
 
-def split_frame(pdf: pd.DataFrame, limits: Limits) -> pd.DataFrame:
-    """One component's edges (component, rid, id_type, id_value) → SPLIT_SCHEMA rows."""
-    groups, dropped = split_greedy(zip(pdf["rid"].tolist(), pdf["id_type"].tolist(), pdf["id_value"].tolist()), limits)
+def split_frame(pdf: pd.DataFrame, limits: Limits, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One component's edges (component, rid, id_type, id_value, uid) and its compared pairs
+    (component, uid_l, uid_r, id_type, weight, fields) → SPLIT_SCHEMA rows."""
+    attributes = NO_ATTRIBUTES
+    if pairs is not None and len(pairs):
+        uids = zip(pdf["rid"].tolist(), [None if pd.isna(u) else int(u) for u in pdf["uid"].tolist()])
+        attributes = Attributes.of(uids, zip(pairs["uid_l"].tolist(), pairs["uid_r"].tolist(), pairs["id_type"].tolist(),
+                                             pairs["weight"].tolist(), pairs["fields"].tolist()))
+    groups, dropped = split_greedy(zip(pdf["rid"].tolist(), pdf["id_type"].tolist(), pdf["id_value"].tolist()), limits,
+                                   attributes)
     rows = [(rid, root, None, None, None, None) for rid, root in groups.items()]
     rows += [(d.rid, groups[d.rid], d.id_type, d.id_value, d.reason, list(d.conflict)) for d in dropped]
     out = pd.DataFrame(rows, columns=["rid", "cluster", "id_type", "id_value", "reason", "conflict"])
@@ -137,10 +206,20 @@ def violating_components(labelled: DataFrame, config: IdentityConfig) -> DataFra
     )
 
 
-def split_components(labelled: DataFrame, config: IdentityConfig) -> DataFrame:
-    """Split every component over a limit. Returns SPLIT_SCHEMA rows: one per record with its new
-    cluster (id_type null), plus one per refused record–identifier edge (with the reason)."""
-    bad = violating_components(labelled, config).select("component")
-    rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value")
+def split_components(labelled: DataFrame, config: IdentityConfig, pairs: DataFrame | None = None) -> DataFrame:
+    """Split every component over a limit, or holding a weak link whose attributes contradict.
+    `labelled` is (component, rid, id_type, id_value, uid); `pairs`, the veto's compared pairs
+    (component, uid_l, uid_r, id_type, weight, fields). Returns SPLIT_SCHEMA rows: one per record
+    with its new cluster (id_type null), plus one per refused record–identifier edge (with the reason)."""
     limits = Limits.of(config)
-    return rows.groupBy("component").applyInPandas(lambda pdf: split_frame(pdf, limits), SPLIT_SCHEMA)
+    bad = violating_components(labelled, config).select("component")
+    if pairs is None:
+        rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value")
+        return rows.groupBy("component").applyInPandas(lambda pdf: split_frame(pdf, limits), SPLIT_SCHEMA)
+    contradicted = pairs.where(F.col("weight") < limits.veto_below).select("component")
+    bad = bad.unionByName(contradicted).distinct()
+    rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value", "uid")
+    compared = pairs.join(bad, "component").select("component", *PAIR_COLUMNS)
+    return rows.groupBy("component").cogroup(compared.groupBy("component")).applyInPandas(
+        lambda pdf, pairs_pdf: split_frame(pdf, limits, pairs_pdf), SPLIT_SCHEMA
+    )

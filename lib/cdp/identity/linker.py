@@ -50,9 +50,13 @@ def jaro_winkler(left: pd.Series, right: pd.Series) -> pd.Series:
 @F.pandas_udf(StringType())
 def pinyin(names: pd.Series) -> pd.Series:
     """Toneless pinyin of a Chinese name (张伟 -> zhangwei), so homophone typos still compare close."""
+    import re
+
     from pypinyin import lazy_pinyin
 
-    return pd.Series(["".join(lazy_pinyin(n)) if isinstance(n, str) else None for n in names], dtype="object")
+    # A name written in pinyin (Wang Fang, WANG FANG) compares as the characters' pinyin does.
+    return pd.Series([re.sub(r"[^a-z]", "", "".join(lazy_pinyin(n)).lower()) if isinstance(n, str) else None for n in names],
+                     dtype="object")
 
 
 def level_labels(comparison: FieldComparison) -> list[str]:
@@ -214,6 +218,7 @@ class LinkResult:
     scored: DataFrame  # uid_l, uid_r, rule, <comparison> level, w_<comparison>, match_weight, match_probability
     seconds: dict[str, float] = field(default_factory=dict)
     pairs_per_rule: dict[str, int] = field(default_factory=dict)  # pairs first proposed by each blocking rule
+    prepared: DataFrame | None = None  # the compared records (uid, attributes, pinyin): other pairs can be scored
 
     @property
     def links(self) -> DataFrame:
@@ -427,4 +432,4 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
     scored = score(compared, model, spec, prepared)
     keep = ["uid_l", "uid_r", "rule", *names, *[f"w_{n}" for n in names], "match_weight", "match_probability"]
     timings["total"] = time.perf_counter() - started
-    return LinkResult(spec, model, candidates, scored.select(*keep), timings, per_rule)
+    return LinkResult(spec, model, candidates, scored.select(*keep), timings, per_rule, prepared)

@@ -35,6 +35,7 @@ class ProbabilisticLinks:
     links: DataFrame  # identity.probabilistic_links: one row per link and record, with the score and the field comparisons
     weights: DataFrame  # identity.match_weights: the model, one row per comparison level
     result: LinkResult | None  # None when the model could not be trained on this data
+    attribute_rows: DataFrame | None = None  # source, record_key, uid: each compared record's attribute row
 
     @property
     def edges(self) -> DataFrame:
@@ -124,7 +125,7 @@ def probabilistic_links(
     log.info("identity: probabilistic engine: %d candidate pairs %s, training %s, random match %.3g", result.candidates,
              json.dumps(result.pairs_per_rule, ensure_ascii=False), json.dumps(model["training"], ensure_ascii=False),
              model["random_match"])
-    return ProbabilisticLinks(table, weights, result)
+    return ProbabilisticLinks(table, weights, result, keyed.select("source", "record_key", "uid"))
 
 
 LINKS_SCHEMA = (

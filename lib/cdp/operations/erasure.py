@@ -36,7 +36,7 @@ from cdp.cleanse.normalisers import NORMALISERS, to_half_width
 from cdp.conf import ConfigError, Settings
 from cdp.lakehouse import filesystem, table_exists
 from cdp.tables import ERASURE_LEDGER as LEDGER
-from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, bronze_table
+from cdp.tables import HOUSEHOLDS, IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, bronze_table
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,11 @@ def resolve_subject(spark: SparkSession, seeds: list[tuple[str, str]], one_id: s
     records = (oneid_map.where(F.col("one_id").isin(*one_ids)).select("source", "record_key")
                .unionByName(seed_records).distinct())
     found = ids.join(records, ["source", "record_key"]).select("id_type", "id_value").distinct()
-    if table_exists(spark, REFUSED):  # shared values (a store's walk-in phone) belong to nobody in particular
-        found = found.join(spark.table(REFUSED).select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
+    # Shared values belong to nobody in particular: a store's walk-in phone (refused), a family's phone
+    # (a household): the subject's own records go, the other holders' records stay.
+    for shared in (REFUSED, HOUSEHOLDS):
+        if table_exists(spark, shared):
+            found = found.join(spark.table(shared).select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
     values = sorted({(r["id_type"], r["id_value"]) for r in found.collect()} | set(seeds))
     value_frame = spark.createDataFrame(values, "id_type string, id_value string")
     records = records.unionByName(ids.join(value_frame, ["id_type", "id_value"]).select("source", "record_key")).distinct()

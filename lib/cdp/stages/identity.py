@@ -4,6 +4,7 @@ over-merge guards, stable one_ids.
 Tables written (all replaced atomically each run, except identity.changes which grows):
   identity.suspicious_identifiers  values refused as links before the graph, with the evidence
   identity.violations              record–identifier links the guards refused after the graph
+  identity.households              weak values shared by persons the attribute veto kept apart
   identity.registry                every one_id ever issued: active or retired (and merged into what)
   identity.changes                 new / merge / split / removed, per run, with their causes
   identity.oneid_map               (source, record_key) -> one_id for every silver record
@@ -20,12 +21,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.conf import Settings
-from cdp.identity.graph import Persons, all_records, group_persons
+from cdp.identity.graph import Persons, Veto, all_records, group_persons
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
 from cdp.identity.probabilistic import ProbabilisticLinks, probabilistic_links
 from cdp.identity.registry import StableIds, assign_stable_ids
+from cdp.identity.veto import households, scored_pairs, weak_pairs
 from cdp.lakehouse import overwrite_table, replace_where, table_exists
-from cdp.tables import CHANGES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
+from cdp.tables import CHANGES, HOUSEHOLDS, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,10 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     links = link_probabilistically(spark, settings, refused, run_id)
     if links is not None:
         usable = usable.unionByName(links.edges.select(*usable.columns))
-    persons = group_persons(all_records(spark, settings), usable, refused, config)
+    persons = group_persons(all_records(spark, settings), usable, refused, config, attribute_veto(settings, usable, links))
     basis = table_version(spark, ONEID_MAP)
     stable = name_persons(spark, persons, run_id, basis)
-    publish(spark, persons, stable, links, run_id, basis)
+    publish(spark, settings, persons, stable, links, run_id, basis)
     result = summarise(spark, persons, stable, links)
     # What the steps cached is spent: everything published is in Delta.
     spark.catalog.clearCache()
@@ -81,6 +83,18 @@ def link_probabilistically(spark: SparkSession, settings: Settings, refused: Dat
     return found
 
 
+def attribute_veto(settings: Settings, usable: DataFrame, links: ProbabilisticLinks | None) -> Veto | None:
+    """The veto on weak links (identifiers' veto_on_conflict), scored by this run's probabilistic model;
+    None when no type asks for it or the model could not be trained on this data."""
+    vetoes = settings.identity.vetoes
+    if not vetoes or links is None or links.result is None or links.attribute_rows is None:
+        if vetoes:
+            log.warning("identity: no probabilistic model this run, so weak links are not vetoed on attributes")
+        return None
+    pairs = scored_pairs(weak_pairs(usable, links.attribute_rows, vetoes), links.result, vetoes).checkpoint()
+    return Veto(links.attribute_rows, pairs)
+
+
 def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int) -> StableIds:
     """Stable one_ids for this run's persons, from the previous map and the registry, materialised
     before any identity table is replaced (the plan reads the previous map and registry)."""
@@ -96,7 +110,7 @@ def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int)
     return StableIds(stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
 
 
-def publish(spark: SparkSession, persons: Persons, stable: StableIds, links: ProbabilisticLinks | None,
+def publish(spark: SparkSession, settings: Settings, persons: Persons, stable: StableIds, links: ProbabilisticLinks | None,
             run_id: str, basis: int) -> None:
     """Write every identity table; the map last, so a crash before it leaves the previous map in force."""
     if links is not None:
@@ -112,6 +126,9 @@ def publish(spark: SparkSession, persons: Persons, stable: StableIds, links: Pro
         F.lit(run_id).alias("run_id"), "one_id", "source", "record_key", "id_type", "id_value", "reason", "conflict"
     )
     overwrite_table(violations, VIOLATIONS, "Record-identifier links refused by the over-merge guards, and why")
+    weak = list(settings.identity.vetoes)
+    overwrite_table(households(persons.refused_edges, persons.identifiers, stable.oneid_map, weak, run_id), HOUSEHOLDS,
+                    "Weak values shared by persons the attribute veto kept apart: one row per value and person")
     # Registry, then changes, then the map: a crash between them is repaired by the next run, which
     # recomputes the same decisions against the same previous map (changes are keyed by its version).
     overwrite_table(stable.registry, REGISTRY, "Every one_id ever issued: active, or retired and merged into which")

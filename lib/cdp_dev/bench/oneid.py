@@ -26,12 +26,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cdp.tables import REFUSED, VIOLATIONS
+from cdp.tables import HOUSEHOLDS, REFUSED, VIOLATIONS
 
 # Trap families in truth/manifest.json trap_values, in the form the identity tables hold them.
 TRAP_KEYS = (
     "placeholder_phones_e164", "test_emails", "zero_idfas", "junk_android_ids", "store_walkin_phones_e164",
     "shared_tablet_android_ids", "shared_tablet_anonymous_ids", "family_shared_phones_e164", "mistyped_id_cards",
+    "household_phones_e164",
 )
 
 
@@ -104,6 +105,25 @@ def caught_traps(spark: SparkSession, trap_values: dict[str, list[str]]) -> dict
     return result
 
 
+def households_and_variants(spark: SparkSession, manifest: dict[str, Any], truth: DataFrame) -> dict[str, int]:
+    """The planted households (two persons, one phone, no 身份证) kept apart — no one_id holds records of
+    both — and the persons whose orders spell their name otherwise whose records all share one one_id."""
+    from cdp.tables import ONEID_MAP
+
+    persons = truth.join(spark.table(ONEID_MAP), ["source", "record_key"]).groupBy("person_id").agg(
+        F.collect_set("one_id").alias("one_ids")).collect()
+    one_ids = {r["person_id"]: set(r["one_ids"]) for r in persons}
+    pairs = manifest.get("trap_values", {}).get("household_person_pairs", [])
+    variants = manifest.get("name_variants", {})
+    return {
+        "household_pairs": len(pairs),
+        "household_pairs_kept_apart": sum(1 for a, b in pairs if not one_ids.get(a, set()) & one_ids.get(b, set())),
+        "households_listed": spark.table(HOUSEHOLDS).select("household_id").distinct().count(),
+        "name_variant_persons": len(variants),
+        "name_variant_persons_one_one_id": sum(1 for p in variants if len(one_ids.get(p, set())) == 1),
+    }
+
+
 def run_all(spark: SparkSession, settings, as_of: date) -> dict[str, float]:
     from cdp.pipeline import run_stages
 
@@ -156,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = pairwise_scores(spark.table(ONEID_MAP), read_truth(spark, str(data / "truth")))
         report["accuracy"] = scores.as_dict()
         report["traps"] = caught_traps(spark, manifest.get("trap_values", {}))
+        report["households"] = households_and_variants(spark, manifest, read_truth(spark, str(data / "truth")))
     target = work / "oneid.json"
     target.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     json.dump(report, sys.stdout, indent=2, default=str)

@@ -48,6 +48,7 @@ TRAPS = (
     "placeholder_phone_orders", "empty_phone_orders", "bad_amount_orders", "test_email_members",
     "missing_member_id_rows", "typo_receiver_names", "zero_idfa_persons", "junk_android_id_persons",
     "malformed_json_lines", "store_walkin_phones", "shared_tablets", "family_shared_phones", "mistyped_id_cards",
+    "household_phones", "name_variant_persons",
 )
 
 PLACEHOLDER_PHONE = "13800138000"
@@ -61,6 +62,8 @@ WALKIN_PHONE_RATE = 1 / 5_000  # per person
 TABLET_RATE = 1 / 5_000  # per person
 FAMILY_PHONE_RATE = 0.005  # pairs per CRM person
 MISTYPED_ID_CARD_RATE = 0.003  # per CRM person
+HOUSEHOLD_RATE = 0.01  # pairs per CRM person: one phone, no 身份证 anywhere, different name, birth date (and gender)
+NAME_VARIANT_RATE = 0.02  # per e-commerce person: every order's receiver name is a variant of theirs
 WALKIN_MIN_MEMBERS = 8
 MEMBER_CARD_RATE = 0.60  # POS orders of a member on which the card is scanned
 APP_LOGIN_RATE = 0.85  # later app sessions that are still logged in; the first one always is
@@ -154,6 +157,8 @@ class _Person:
     member_id: str = ""
     email_on_file: bool = False  # a CRM row of theirs carries their real email (not the test address)
     openids: tuple[tuple[str, str], ...] = ()  # (appid, openid) of the mini-programs they used
+    hidden: bool = False  # never shows a 身份证 (a household member: only the attributes tell them apart)
+    variant: str = ""  # the spelling of their name on every e-commerce order (pinyin, full-width, 小-name)
 
 
 @dataclass(slots=True)
@@ -166,6 +171,8 @@ class _Plan:
     walkin: dict[str, tuple[str, ...]]  # store_id -> the store's own mobile numbers
     tablets: list[tuple[str, str]]  # (android_id, anonymous_id) of in-store tablets
     second_registrations: list[tuple[str, str]] = field(default_factory=list)  # (member id, mistyped 身份证)
+    households: list[tuple[str, str]] = field(default_factory=list)  # person ids sharing a phone, no 身份证
+    household_phones: list[str] = field(default_factory=list)
 
 
 class _Clock:
@@ -435,6 +442,57 @@ def _plan_traps(rng: random.Random, persons: list[_Person], traps: dict[str, int
     return plan
 
 
+def _plan_households(rng: random.Random, persons: list[_Person], plan: _Plan, traps: dict[str, int]) -> None:
+    """Households: two persons (at least one a CRM member) share one phone and never show a 身份证, so
+    only their names, birth dates and genders tell them apart; and people whose e-commerce orders
+    spell their name another way. Drawn with a generator of their own, so every other record is
+    what it was without them."""
+    taken = plan.shown | set(plan.mistyped)
+    crm = [p for p in persons if p.crm and p.person_id not in taken]
+    others = [p for p in persons if p.person_id not in taken]
+    count = min(_trap_count(len(persons), len(crm), HOUSEHOLD_RATE), len(crm) // 2)
+    members: set[str] = set()
+    for first in rng.sample(crm, count):
+        if first.person_id in members:
+            continue
+        second = next((p for p in rng.sample(others, min(50, len(others)))
+                       if p.person_id not in members and p.person_id != first.person_id
+                       and abs(p.birth.year - first.birth.year) >= 15), None)
+        if second is None:
+            continue
+        members |= {first.person_id, second.person_id}
+        first.hidden = second.hidden = True
+        plan.households.append((first.person_id, second.person_id))
+    plan.household_phones = _share_phones([(a, b) for a, b in _pairs_of(persons, plan.households)])
+    traps["household_phones"] = len(plan.household_phones)
+    ecom = [p for p in persons if p.ecom and p.person_id not in members and p.person_id not in taken]
+    for person in rng.sample(ecom, min(_trap_count(len(persons), len(ecom), NAME_VARIANT_RATE), len(ecom))):
+        person.variant = _name_variant(rng, person.name)
+    traps["name_variant_persons"] = sum(1 for p in persons if p.variant)
+
+
+def _pairs_of(persons: list[_Person], ids: list[tuple[str, str]]) -> list[tuple[_Person, _Person]]:
+    by_id = {p.person_id: p for p in persons}
+    return [(by_id[a], by_id[b]) for a, b in ids]
+
+
+_GIVEN_PINYIN = dict(vocab.MALE_GIVEN + vocab.FEMALE_GIVEN + vocab.NEUTRAL_GIVEN)
+
+
+def _name_variant(rng: random.Random, name: str) -> str:
+    """The same name written otherwise: its pinyin (Wang Fang), that in full-width letters, or a
+    小-name keeping the surname (王小芳)."""
+    surname, surname_py = max((s for s in vocab.SURNAMES if name.startswith(s[0])), key=lambda s: len(s[0]))
+    given_py = "".join(_GIVEN_PINYIN[c] for c in name[len(surname):])
+    latin = f"{surname_py.capitalize()} {given_py.capitalize()}"
+    style = _choice(rng, ("pinyin", "full_width", "xiao"))
+    if style == "pinyin":
+        return latin
+    if style == "full_width":
+        return "".join("\u3000" if c == " " else chr(ord(c) + 0xFEE0) for c in latin)
+    return surname + "小" + name[-1]
+
+
 def _e164(phones: Iterable[str]) -> list[str]:
     return [f"+86{phone}" for phone in phones]
 
@@ -459,6 +517,8 @@ def _trap_values(plan: _Plan, traps: dict[str, int]) -> dict[str, list[str]]:
         "family_shared_phones_e164": _e164(family),
         "mistyped_id_cards": [id_card for _, id_card in plan.second_registrations],
         "mistyped_id_card_member_ids": [member_id for member_id, _ in plan.second_registrations],
+        "household_phones_e164": _e164(sorted(plan.household_phones)),
+        "household_person_pairs": [list(pair) for pair in plan.households],
     }
 
 
@@ -486,8 +546,10 @@ def _crm_email(rng: random.Random, person: _Person, traps: dict[str, int]) -> st
     return _messy_email(rng, person.email) if person.email else ""
 
 
-def _crm_id_card(rng: random.Random, id_card: str, shown: bool) -> str:
+def _crm_id_card(rng: random.Random, id_card: str, shown: bool, hidden: bool = False) -> str:
     roll = rng.random()
+    if hidden:
+        return ""
     if roll < 0.30:
         return id_card if shown else ""
     # Hand-typed numbers often carry a lowercase x check character.
@@ -512,7 +574,7 @@ def _crm_row(
         # Members register by SMS code, so the number is always there, if not always typed the same way.
         _messy_phone(rng, person.phone),
         _crm_email(rng, person, traps),
-        _crm_id_card(rng, id_card, shown),
+        _crm_id_card(rng, id_card, shown, person.hidden),
         _crm_gender(rng, person.gender),
         _crm_birth(rng, person.birth),
         person.province.name if rng.random() < 0.75 else person.province.short,
@@ -697,8 +759,11 @@ def _ecom_status(rng: random.Random, age_days: int) -> str:
 def _ecom_receiver(rng: random.Random, person: _Person, traps: dict[str, int]) -> tuple[str, str]:
     name = person.name
     if rng.random() < 0.05:
-        name = _typo(rng, name)
-        traps["typo_receiver_names"] += 1
+        typo = _typo(rng, name)
+        if not person.variant:
+            name = typo
+            traps["typo_receiver_names"] += 1
+    name = person.variant or name
     phone = _messy_phone(rng, person.phone) if rng.random() < ECOM_RECEIVER_PHONE_RATE else ""
     return name, phone
 
@@ -1007,6 +1072,7 @@ def generate(persons: int, seed: int, out: Path | str, as_of: date = date(2026, 
     people = _make_persons(rng, persons, as_of)
     traps = dict.fromkeys(TRAPS, 0)
     plan = _plan_traps(rng, people, traps)  # shares family phones before any record shows a phone
+    _plan_households(random.Random(f"households-{seed}"), people, plan, traps)
     # Order matters: POS and app events reuse CRM member ids, consent reuses WeChat openids.
     records: dict[str, list[_Record]] = {}
     records["crm_members"] = _crm_records(rng, people, clock, plan, traps)
@@ -1025,6 +1091,7 @@ def generate(persons: int, seed: int, out: Path | str, as_of: date = date(2026, 
     manifest = {
         "persons": persons, "seed": seed, "as_of": as_of.isoformat(), "rows": rows, "traps": traps,
         "trap_values": _trap_values(plan, traps),
+        "name_variants": {p.person_id: p.variant for p in people if p.variant},
     }
     _write_truth(out / "truth", people, records, manifest)
     return GenerationSummary(persons=persons, seed=seed, out=out, rows=rows)
