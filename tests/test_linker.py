@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from cdp.conf import ConfigError, load_model
 from cdp.conf.identity import IdentityConfig, Linkage
-from cdp.identity.linker import candidate_pairs, compare, expectation_maximisation, level_labels, prepare
+from cdp.conf.model import DataModel
+from cdp.identity.linker import (
+    candidate_pairs,
+    compare,
+    expectation_maximisation,
+    level_labels,
+    prepare,
+)
 
 SPEC = Linkage.model_validate({
     "blocking": ["l.surname = r.surname", "l.dob = r.dob AND l.state = r.state"],
@@ -117,9 +124,13 @@ def test_bad_probabilistic_config_fails_naming_the_file_and_key(tmp_path, probab
     import yaml
 
     path = tmp_path / "identity.yaml"
-    path.write_text(yaml.safe_dump({"identifiers": {"phone": {"priority": 1, "max_per_person": 2}},
-                                    "probabilistic": probabilistic}, allow_unicode=True), encoding="utf-8")
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    # the shipped rules for every declared identifier type, without the probabilistic engine's
+    identifiers = yaml.safe_load((conf / "identity.yaml").read_text(encoding="utf-8"))["identifiers"]
+    identifiers.pop("probabilistic")
+    path.write_text(yaml.safe_dump({"identifiers": identifiers, "probabilistic": probabilistic}, allow_unicode=True),
+                    encoding="utf-8")
     with pytest.raises(ConfigError) as failure:
-        load_model(path, IdentityConfig)
+        load_model(path, IdentityConfig, context={"model": load_model(conf / "model.yaml", DataModel)})
     text = str(failure.value)
     assert str(path) in text and "probabilistic" in text and message in text
