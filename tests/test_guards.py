@@ -82,6 +82,20 @@ def test_one_agreeing_pair_across_the_groups_lets_a_weak_link_join():
     assert dropped == []
 
 
+def test_records_with_nothing_to_compare_stay_apart_from_a_household():
+    """Phone P: the mother's CRM record 1 (row 10) and her son's order 3 (row 30) contradict; the son's
+    app events 5 and 6 (one device, no name) carry P too. Two persons hold P, so nothing says whose
+    the events are: they stay a group of their own, refused with the reason."""
+    edges = [(1, "phone", "P"), (3, "phone", "P"), (5, "phone", "P"), (5, "android_id", "D"), (6, "android_id", "D")]
+    attributes = Attributes.of([(1, 10), (3, 30)], [(10, 30, "phone", -15.5, ["name", "birth_date", "gender"])])
+    groups, dropped = split_greedy(edges, VETO_LIMITS, attributes)
+    assert groups == {1: 1, 3: 3, 5: 5, 6: 5}
+    assert sorted((d.rid, d.reason) for d in dropped) == [
+        (3, "veto: name, birth_date, gender contradict (match weight -15.5 < -4): kept apart as a household"),
+        (5, "household: phone is held by 2 persons the veto kept apart, and these records carry nothing that tells which"),
+    ]
+
+
 def test_a_group_with_nothing_to_compare_joins_and_other_types_are_not_vetoed():
     """Record 3 (app events, no attributes) joins by the phone; records 1 and 4 contradict under phone
     but share a member id, which no veto rules: one person."""

@@ -97,7 +97,9 @@ def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, con
     else:
         rows = veto.attribute_rows.select(record_vertex(F.col("source"), F.col("record_key")).alias("rid"), "uid")
         value_component = edges_in.select("id_type", "id_value", "component").distinct()
-        pairs = veto.pairs.join(value_component, ["id_type", "id_value"]).select("component", *PAIR_COLUMNS)
+        # materialised (pairs of a few attribute rows per weak value): the split groups it beside the
+        # edges, and both come from the same labelled plan
+        pairs = veto.pairs.join(value_component, ["id_type", "id_value"]).select("component", *PAIR_COLUMNS).localCheckpoint()
         split = split_components(
             edges_in.join(rows, "rid", "left").select("component", "rid", "id_type", "id_value", "uid"), config, pairs
         ).persist()

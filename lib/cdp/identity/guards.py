@@ -68,6 +68,10 @@ class Attributes:
             compared[(id_type, uid_r)].append((uid_l, weight, tuple(fields)))
         return cls({rid: uid for rid, uid in uids if uid is not None}, dict(compared))
 
+    def weak(self, id_type: str) -> bool:
+        """Whether pairs were compared under this type (it has a veto)."""
+        return any(key[0] == id_type for key in self.pairs)
+
 
 NO_ATTRIBUTES = Attributes({}, {})
 
@@ -149,10 +153,17 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
         roots = sorted({find(r) for r in rids}, key=lambda r: (-size[r], r))
         # The value's holders: the first group, and the households the veto keeps apart from it. A group
         # over a limit with the first is refused; one the veto refuses joins the first holder it agrees with.
+        if attributes.weak(id_type):
+            # groups with attributes to compare first: they decide how many persons hold the value
+            roots = [r for r in roots if rows[r]] + [r for r in roots if not rows[r]]
         holders = [roots[0]]
         for other in roots[1:]:
-            found = over_limit(holders[0], other) or (
-                contradiction(holders[0], other, id_type) if attributes.pairs else None)
+            found = over_limit(holders[0], other)
+            if found is None and len(holders) > 1 and not rows[other]:
+                found = (f"household: {id_type} is held by {len(holders)} persons the veto kept apart, and these "
+                         "records carry nothing that tells which", ())
+            if found is None and attributes.pairs:
+                found = contradiction(holders[0], other, id_type)
             if found is None:
                 join(holders[0], other)
                 continue
@@ -172,7 +183,8 @@ def split_frame(pdf: pd.DataFrame, limits: Limits, pairs: pd.DataFrame | None = 
     (component, uid_l, uid_r, id_type, weight, fields) → SPLIT_SCHEMA rows."""
     attributes = NO_ATTRIBUTES
     if pairs is not None and len(pairs):
-        uids = zip(pdf["rid"].tolist(), [None if pd.isna(u) else int(u) for u in pdf["uid"].tolist()])
+        # uid arrives as text: a nullable 64-bit column would reach pandas as float and lose digits
+        uids = zip(pdf["rid"].tolist(), [None if u is None or pd.isna(u) else int(u) for u in pdf["uid"].tolist()])
         attributes = Attributes.of(uids, zip(pairs["uid_l"].tolist(), pairs["uid_r"].tolist(), pairs["id_type"].tolist(),
                                              pairs["weight"].tolist(), pairs["fields"].tolist()))
     groups, dropped = split_greedy(zip(pdf["rid"].tolist(), pdf["id_type"].tolist(), pdf["id_value"].tolist()), limits,
@@ -217,8 +229,9 @@ def split_components(labelled: DataFrame, config: IdentityConfig, pairs: DataFra
         rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value")
         return rows.groupBy("component").applyInPandas(lambda pdf: split_frame(pdf, limits), SPLIT_SCHEMA)
     contradicted = pairs.where(F.col("weight") < limits.veto_below).select("component")
-    bad = bad.unionByName(contradicted).distinct()
-    rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value", "uid")
+    # A handful of component ids, materialised: the joins below read the same plans again.
+    bad = bad.unionByName(contradicted).distinct().localCheckpoint()
+    rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value", F.col("uid").cast("string"))
     compared = pairs.join(bad, "component").select("component", *PAIR_COLUMNS)
     return rows.groupBy("component").cogroup(compared.groupBy("component")).applyInPandas(
         lambda pdf, pairs_pdf: split_frame(pdf, limits, pairs_pdf), SPLIT_SCHEMA

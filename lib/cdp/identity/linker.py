@@ -51,12 +51,14 @@ def jaro_winkler(left: pd.Series, right: pd.Series) -> pd.Series:
 def pinyin(names: pd.Series) -> pd.Series:
     """Toneless pinyin of a Chinese name (张伟 -> zhangwei), so homophone typos still compare close."""
     import re
+    import unicodedata
 
     from pypinyin import lazy_pinyin
 
     # A name written in pinyin (Wang Fang, WANG FANG) compares as the characters' pinyin does.
-    return pd.Series([re.sub(r"[^a-z]", "", "".join(lazy_pinyin(n)).lower()) if isinstance(n, str) else None for n in names],
-                     dtype="object")
+    # (full-width letters too: NFKC makes Ｗａｎｇ Wang).
+    return pd.Series([re.sub(r"[^a-z]", "", "".join(lazy_pinyin(unicodedata.normalize("NFKC", n))).lower())
+                      if isinstance(n, str) else None for n in names], dtype="object")
 
 
 def level_labels(comparison: FieldComparison) -> list[str]:

@@ -41,15 +41,17 @@ def weak_pairs(usable: DataFrame, attribute_rows: DataFrame, vetoes: dict[str, l
 def scored_pairs(pairs: DataFrame, result: LinkResult, vetoes: dict[str, list[str]]) -> DataFrame:
     """(id_type, id_value, uid_l, uid_r, weight, fields): each pair's veto weight under its type — the
     sum of the model's weights over the type's veto comparisons (a null side weighs 0) — and the
-    comparisons that spoke against (weight below 0)."""
+    comparisons that spoke against (weight below 0). Pairs that share none of the fields are left out."""
     distinct = pairs.select("uid_l", "uid_r").distinct()
     weighed = score(compare(distinct, result.prepared, result.spec), result.model, result.spec, result.prepared)
     per_type = []
     for id_type, names in sorted(vetoes.items()):
         total = reduce(lambda a, b: a + b, [F.col(f"w_{n}") for n in names])
         against = F.filter(F.array(*[F.when(F.col(f"w_{n}") < 0, F.lit(n)) for n in names]), lambda c: c.isNotNull())
-        per_type.append(weighed.select("uid_l", "uid_r", F.lit(id_type).alias("id_type"),
-                                       total.alias("weight"), against.alias("fields")))
+        # a pair with none of the type's fields on both sides (a POS order has no name) says nothing
+        compared = reduce(lambda a, b: a | b, [F.col(n) >= 0 for n in names])
+        per_type.append(weighed.where(compared).select("uid_l", "uid_r", F.lit(id_type).alias("id_type"),
+                                                       total.alias("weight"), against.alias("fields")))
     weights = reduce(DataFrame.unionByName, per_type)
     return pairs.join(weights, ["uid_l", "uid_r", "id_type"])
 

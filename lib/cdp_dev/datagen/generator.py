@@ -443,13 +443,13 @@ def _plan_traps(rng: random.Random, persons: list[_Person], traps: dict[str, int
 
 
 def _plan_households(rng: random.Random, persons: list[_Person], plan: _Plan, traps: dict[str, int]) -> None:
-    """Households: two persons (at least one a CRM member) share one phone and never show a 身份证, so
+    """Households: two persons (one a CRM member, the other a member or an online buyer) share one phone and never show a 身份证, so
     only their names, birth dates and genders tell them apart; and people whose e-commerce orders
     spell their name another way. Drawn with a generator of their own, so every other record is
     what it was without them."""
     taken = plan.shown | set(plan.mistyped)
     crm = [p for p in persons if p.crm and p.person_id not in taken]
-    others = [p for p in persons if p.person_id not in taken]
+    others = [p for p in persons if p.person_id not in taken and (p.crm or p.ecom)]  # someone whose name shows
     count = min(_trap_count(len(persons), len(crm), HOUSEHOLD_RATE), len(crm) // 2)
     members: set[str] = set()
     for first in rng.sample(crm, count):
