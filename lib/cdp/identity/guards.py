@@ -57,7 +57,7 @@ class Attributes:
     """What the veto knows of one component: each record's attribute row, and the compared pairs of
     attribute rows under each weak type."""
 
-    uid: dict[int, int]  # record id -> attribute row (records without attributes are absent)
+    uid: dict[int, int]  # record id -> attribute row (records whose row was never compared are absent)
     pairs: dict[tuple[str, int], list[tuple[int, float, tuple[str, ...]]]]  # (id_type, uid) -> (other uid, weight, fields)
 
     @classmethod
@@ -66,7 +66,10 @@ class Attributes:
         for uid_l, uid_r, id_type, weight, fields in pairs:
             compared[(id_type, uid_l)].append((uid_r, weight, tuple(fields)))
             compared[(id_type, uid_r)].append((uid_l, weight, tuple(fields)))
-        return cls({rid: uid for rid, uid in uids if uid is not None}, dict(compared))
+        # Only rows that were compared count: a POS order's row (a phone, no name) is the same row for
+        # every member of a household, and tells nobody apart.
+        seen = {uid for _, uid in compared}
+        return cls({rid: uid for rid, uid in uids if uid in seen}, dict(compared))
 
     def weak(self, id_type: str) -> bool:
         """Whether pairs were compared under this type (it has a veto)."""
