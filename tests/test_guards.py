@@ -106,6 +106,20 @@ def test_a_group_with_nothing_to_compare_joins_and_other_types_are_not_vetoed():
     assert dropped == []
 
 
+def test_a_steward_must_not_link_keeps_two_records_apart_even_against_a_must_link():
+    """Records 1 and 2 share a member id and a steward's must-link, 3 joins 2 by phone; the steward
+    said 1 and 3 are different people: 3 stays apart, whatever links it."""
+    edges = [(1, "member_id", "M"), (2, "member_id", "M"), (1, "steward", "sr_1"), (3, "steward", "sr_1"),
+             (2, "phone", "P"), (3, "phone", "P")]
+    limits = Limits(priority={**LIMITS.priority, "steward": 0}, max_per_person=LIMITS.max_per_person, max_records=100)
+    groups, dropped = split_greedy(edges, limits, apart={1: {3: "sr_2"}, 3: {1: "sr_2"}})
+    assert groups == {1: 1, 2: 1, 3: 3}
+    assert sorted((d.rid, d.id_type, d.reason) for d in dropped) == [
+        (3, "phone", "steward: must not link (rule sr_2)"),
+        (3, "steward", "steward: must not link (rule sr_2)"),
+    ]
+
+
 def test_the_hard_cap_on_records():
     limits = Limits(priority={"phone": 1}, max_per_person={"phone": 5}, max_records=3)
     groups, dropped = split_greedy([(r, "phone", "P") for r in (1, 2, 3, 4, 5)], limits)

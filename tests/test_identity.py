@@ -104,3 +104,31 @@ def test_vertex_ids_are_stable_and_domain_separated(spark):
     assert row["r"] != row["i"]
     again = spark.range(1).select(identifier_vertex(F.lit("phone"), F.lit("+8613912345678")).alias("i")).first()
     assert again["i"] == row["i"]
+
+
+def test_steward_rules_link_and_keep_apart_and_must_not_link_wins(spark, settings):
+    """A steward merged membership M1 with M9 (nothing links them) and said the walk-in order O1, on
+    M1's phone, is someone else; M1 and O2 carry both a must-link and a must-not-link: apart."""
+    phone = "+8613912340001"
+    rows = [
+        ("crm_members", "M1", "member_id", "M1"), ("crm_members", "M1", "phone", phone),
+        ("crm_members", "M9", "member_id", "M9"), ("pos_orders", "O1", "phone", phone),
+        ("pos_orders", "O2", "member_id", "M2"),
+        # must-links, as the identity stage adds them: both records carry the rule id
+        ("crm_members", "M1", "steward", "sr_merge"), ("crm_members", "M9", "steward", "sr_merge"),
+        ("crm_members", "M1", "steward", "sr_both"), ("pos_orders", "O2", "steward", "sr_both"),
+    ]
+    idents = identifiers(spark, rows)
+    must_not_link = spark.createDataFrame(
+        [("sr_split", "crm_members", "M1", "pos_orders", "O1"), ("sr_not", "pos_orders", "O2", "crm_members", "M1")],
+        "rule_id string, source_a string, record_key_a string, source_b string, record_key_b string")
+    persons = resolve_persons(idents.select("source", "record_key").distinct(), idents, settings.identity,
+                              must_not_link=must_not_link)
+    groups: dict[int, set[str]] = {}
+    for row in persons.clusters.collect():
+        groups.setdefault(row["cluster"], set()).add(row["record_key"])
+    assert sorted(map(sorted, groups.values())) == [["M1", "M9"], ["O1"], ["O2"]]
+    assert sorted((r["record_key"], r["id_type"], r["reason"]) for r in persons.refused_edges.collect()) == [
+        ("O1", "phone", "steward: must not link (rule sr_split)"),
+        ("O2", "steward", "steward: must not link (rule sr_not)"),
+    ]

@@ -436,6 +436,11 @@ def print_explanation(found) -> None:
         for item in found.households:
             households.add_row(item["household_id"], item["id_type"], item["id_value"], ", ".join(item["members"]))
         out.print(households)
+    if found.steward_rules:
+        rules = Table("rule", "kind", "records", "reason", "by", title="Steward rules on these records")
+        for rule in found.steward_rules:
+            rules.add_row(rule["rule_id"], rule["kind"], ", ".join(rule["records"]), rule["reason"], rule["actor"])
+        out.print(rules)
     if found.changes:
         history = Table("run", "change", "one_id", "old ids", "caused by", title="History")
         for change in found.changes:
@@ -454,6 +459,54 @@ def print_scores(scores) -> None:
                  "over_merged_one_ids", "split_persons", "largest_one_id", "largest_person", "truth_records_unmatched"):
         table.add_row(name, f"{getattr(scores, name):,}")
     out.print(table)
+
+
+identity_app = typer.Typer(no_args_is_help=True, help="Steward controls over OneID: must-link and must-not-link rules.")
+app.add_typer(identity_app, name="identity")
+
+
+def _steward(kind: str, records: list[str], reason: str, actor: Optional[str], profile: Optional[str],
+             conf_dir: Optional[Path]) -> None:
+    from cdp.operations.steward import StewardError, add_rule
+    from cdp.spark import spark_session
+
+    if len(records) != 2:
+        err.print("give two records: --record SOURCE:KEY --record SOURCE:KEY")
+        raise typer.Exit(2)
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name=f"cdp-identity-{kind}") as spark:
+        try:
+            rule = add_rule(spark, kind, records[0], records[1], reason, actor)  # type: ignore[arg-type]
+        except StewardError as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    said = "written" if rule.created else "already in force"
+    out.print(f"{rule.rule_id} ({kind}) {said}: {':'.join(rule.a)} and {':'.join(rule.b)}. The next identity run "
+              "applies it (cdp run --stage identity).", highlight=False)
+
+
+@identity_app.command("split")
+def identity_split(
+    records: list[str] = typer.Option(..., "--record", help="SOURCE:KEY; give two."),
+    reason: str = typer.Option("steward decision", "--reason", help="Why, kept with the rule."),
+    actor: Optional[str] = ActorOption,
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """These two records are different people: a must-not-link rule, applied by every later run."""
+    _steward("must_not_link", records, reason, actor, profile, conf_dir)
+
+
+@identity_app.command("merge")
+def identity_merge(
+    records: list[str] = typer.Option(..., "--record", help="SOURCE:KEY; give two."),
+    reason: str = typer.Option("steward decision", "--reason", help="Why, kept with the rule."),
+    actor: Optional[str] = ActorOption,
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """These two records are one person: a must-link rule (a must-not-link still wins), applied by every later run."""
+    _steward("must_link", records, reason, actor, profile, conf_dir)
 
 
 metastore_app = typer.Typer(no_args_is_help=True, help="The shared catalog of a laptop lakehouse (a Derby network server).")

@@ -54,6 +54,7 @@ ONEID_MAP = "identity.oneid_map"
 REFUSED = "identity.suspicious_identifiers"
 VIOLATIONS = "identity.violations"
 HOUSEHOLDS = "identity.households"
+STEWARD_RULES = "identity.steward_rules"
 REGISTRY = "identity.registry"
 CHANGES = "identity.changes"
 LINKS = "identity.probabilistic_links"
@@ -84,6 +85,7 @@ TABLES: tuple[Table, ...] = (
     Table(REFUSED, "identifier values refused as links before the graph, with the evidence"),
     Table(VIOLATIONS, "record–identifier links the over-merge guards refused, and why"),
     Table(HOUSEHOLDS, "weak values (a family's phone) shared by persons the attribute veto kept apart"),
+    Table(STEWARD_RULES, "stewards' must-link and must-not-link rules between two records, applied by every run"),
     Table(REGISTRY, "every one_id ever issued: active, or retired and merged into which"),
     Table(CHANGES, "new, merged, split and removed one_ids per run, with their causes"),
     Table(LINKS, "the probabilistic engine's links, with the score and the field comparisons"),

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from cdp.identity.probabilistic import PROBABILISTIC
 from cdp.lakehouse import table_exists
-from cdp.tables import CHANGES, HOUSEHOLDS, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
+from cdp.tables import CHANGES, HOUSEHOLDS, IDENTIFIERS, STEWARD_RULES, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS
 
 MAX_LISTED = 50
 
@@ -35,6 +35,8 @@ class Explanation:
     changes: list[dict] = field(default_factory=list)  # run_id, kind, one_id, old_ids, causes
     # household_id, id_type, id_value, members: weak values this person shares with others kept apart
     households: list[dict] = field(default_factory=list)
+    # rule_id, kind (must_link / must_not_link), records, reason, actor: the stewards' rules on these records
+    steward_rules: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,14 +91,27 @@ def explain(spark: SparkSession, one_id: str | None = None, record: str | None =
         key=lambda d: (d["id_type"], d["id_value"]),
     )
     changes = change_history(spark, one_id, current)
+    rules = steward_rules_of(spark, records)
     records.unpersist()
     if linked is not None:
         linked.unpersist()
     return Explanation(
         one_id=one_id, asked=asked, status=status, merged_into=merged_into, record_count=len(keys), records=keys[:MAX_LISTED],
         links=links[:MAX_LISTED], own_identifiers=own, refused=refused[:MAX_LISTED], changes=changes,
-        households=households_of(spark, current),
+        households=households_of(spark, current), steward_rules=rules,
     )
+
+
+def steward_rules_of(spark: SparkSession, records: DataFrame) -> list[dict]:
+    """The stewards' rules (identity.steward_rules) that name any of the person's records."""
+    if not table_exists(spark, STEWARD_RULES):
+        return []
+    rules = spark.table(STEWARD_RULES)
+    mine = [rules.join(records.select(F.col("source").alias(f"source_{side}"), F.col("record_key").alias(f"record_key_{side}")),
+                       [f"source_{side}", f"record_key_{side}"]).select("rule_id") for side in ("a", "b")]
+    found = rules.join(mine[0].unionByName(mine[1]).distinct(), "rule_id").orderBy("created_at", "rule_id").collect()
+    return [{"rule_id": r["rule_id"], "kind": r["kind"], "records": [f"{r['source_a']}:{r['record_key_a']}",
+             f"{r['source_b']}:{r['record_key_b']}"], "reason": r["reason"], "actor": r["actor"]} for r in found]
 
 
 def households_of(spark: SparkSession, one_id: str) -> list[dict]:

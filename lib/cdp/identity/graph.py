@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from cdp.conf import Settings
 from cdp.conf.identity import IdentityConfig
 from cdp.identity.components import connected_components
-from cdp.identity.guards import PAIR_COLUMNS, split_components
+from cdp.identity.guards import APART, PAIR_COLUMNS, STEWARD, split_components
 from cdp.identity.hygiene import apply_hygiene
 from cdp.lakehouse import table_exists
 from cdp.tables import silver_table
@@ -58,17 +58,39 @@ def all_records(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def resolve_persons(records: DataFrame, identifiers: DataFrame, config: IdentityConfig,
-                    linked: Callable[[DataFrame], DataFrame] | None = None) -> Persons:
+                    linked: Callable[[DataFrame], DataFrame] | None = None,
+                    must_not_link: DataFrame | None = None) -> Persons:
     """Hygiene, then the graph: records (source, record_key) grouped into persons by their identifiers
     (source, record_key, id_type, id_value).
 
     `linked`, given the values hygiene refused, returns more identifier rows (the probabilistic
     engine's links); they enter the graph and the guards like any other identifier."""
-    usable, refused = apply_hygiene(identifiers, config)
+    # a steward's must-links are no delivered values: hygiene has nothing to say about them
+    usable, refused = apply_hygiene(identifiers.where(F.col("id_type") != STEWARD), config)
+    usable = usable.unionByName(identifiers.where(F.col("id_type") == STEWARD).select(*usable.columns))
     if linked is not None:
         refused = refused.persist()
         usable = usable.unionByName(linked(refused).select(*usable.columns))
-    return group_persons(records, usable, refused, config)
+    return group_persons(records, usable, refused, config, must_not_link=must_not_link)
+
+
+def apart_rows(must_not_link: DataFrame, labelled: DataFrame) -> DataFrame:
+    """A steward's must-not-links as edge rows of the split (guards.APART), both ways, for the rules
+    whose two records fell into one component."""
+    sides = []
+    for this, that in (("a", "b"), ("b", "a")):
+        sides.append(must_not_link.select(
+            record_vertex(F.col(f"source_{this}"), F.col(f"record_key_{this}")).alias("rid"),
+            F.concat_ws("|", record_vertex(F.col(f"source_{that}"), F.col(f"record_key_{that}")).cast("string"),
+                        F.col("rule_id")).alias("id_value"),
+            record_vertex(F.col(f"source_{that}"), F.col(f"record_key_{that}")).alias("other"),
+        ))
+    both = reduce(DataFrame.unionByName, sides)
+    component = labelled.select("rid", "component")
+    return (both.join(component, "rid")
+            .join(component.select(F.col("rid").alias("other"), F.col("component").alias("other_component")), "other")
+            .where(F.col("component") == F.col("other_component"))
+            .select("rid", F.lit(APART).alias("id_type"), "id_value", "component"))
 
 
 @dataclass
@@ -80,8 +102,11 @@ class Veto:
 
 
 def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, config: IdentityConfig,
-                  veto: Veto | None = None) -> Persons:
-    """Connected components of the record–identifier graph, split where a guard refuses a link."""
+                  veto: Veto | None = None, must_not_link: DataFrame | None = None) -> Persons:
+    """Connected components of the record–identifier graph, split where a guard refuses a link.
+
+    `must_not_link`: (rule_id, source_a, record_key_a, source_b, record_key_b), a steward's rules
+    that two records are never one person."""
     records = records.select("source", "record_key", record_vertex(F.col("source"), F.col("record_key")).alias("rid"))
     usable = usable.withColumn("rid", record_vertex(F.col("source"), F.col("record_key"))).persist()
 
@@ -92,6 +117,8 @@ def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, con
 
     labelled = records.join(components.withColumnRenamed("id", "rid"), "rid").persist()
     edges_in = usable.join(labelled.select("rid", "component"), "rid")
+    if must_not_link is not None:
+        edges_in = edges_in.unionByName(apart_rows(must_not_link, labelled), allowMissingColumns=True)
     if veto is None:
         split = split_components(edges_in.select("component", "rid", "id_type", "id_value"), config).persist()
     else:

@@ -28,6 +28,8 @@ from pyspark.sql import functions as F
 from cdp.conf.identity import IdentityConfig
 
 PAIR_COLUMNS = ("uid_l", "uid_r", "id_type", "weight", "fields")
+STEWARD = "steward"  # a steward's must-link: the strongest link there is
+APART = "__must_not_link__"  # edge rows that carry a steward's must-not-link: id_value is "<other rid>|<rule id>"
 
 SPLIT_SCHEMA = (
     "component long, rid long, cluster long, id_type string, id_value string, reason string, conflict array<string>"
@@ -45,7 +47,7 @@ class Limits:
     @classmethod
     def of(cls, config: IdentityConfig) -> Limits:
         return cls(
-            priority={t: s.priority for t, s in config.identifiers.items()},
+            priority={**{t: s.priority for t, s in config.identifiers.items()}, STEWARD: 0},
             max_per_person={t: s.max_per_person for t, s in config.identifiers.items()},
             max_records=config.guards.max_records_per_person,
             veto_below=config.guards.veto_below,
@@ -89,11 +91,14 @@ class DroppedEdge:
 
 
 def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
-                 attributes: Attributes = NO_ATTRIBUTES) -> tuple[dict[int, int], list[DroppedEdge]]:
+                 attributes: Attributes = NO_ATTRIBUTES,
+                 apart: dict[int, dict[int, str]] | None = None) -> tuple[dict[int, int], list[DroppedEdge]]:
     """Group the records of one component within the limits: record → group root, and the refused edges.
 
     `edges` are (record id, id_type, id_value). The root of a group is one of its record ids.
+    `apart`: record id → {record id it must never join: the steward's rule id}.
     """
+    apart = apart or {}
     carriers: dict[tuple[str, str], list[int]] = defaultdict(list)
     parent: dict[int, int] = {}
     values: dict[int, dict[str, set[str]]] = {}
@@ -104,6 +109,7 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
             values[rid] = defaultdict(set)
         values[rid][id_type].add(id_value)
     size = dict.fromkeys(parent, 1)
+    members: dict[int, set[int]] = {rid: {rid} for rid in parent}
     rows: dict[int, set[int]] = {rid: ({attributes.uid[rid]} if rid in attributes.uid else set()) for rid in parent}
 
     def find(rid: int) -> int:
@@ -131,7 +137,19 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
         return (f"veto: {against} contradict (match weight {weight:.1f} < {limits.veto_below:g}): "
                 "kept apart as a household", fields)
 
+    def must_not_link(a: int, b: int) -> tuple[str, tuple[str, ...]] | None:
+        small, large = sorted((a, b), key=lambda r: len(members[r]))
+        for rid in members[small]:
+            for other, rule in apart.get(rid, {}).items():
+                if other in members[large]:
+                    return f"steward: must not link (rule {rule})", ()
+        return None
+
     def over_limit(a: int, b: int) -> tuple[str, tuple[str, ...]] | None:
+        if apart:
+            found = must_not_link(a, b)
+            if found is not None:
+                return found
         if size[a] + size[b] > limits.max_records:
             return f"records: the person would hold {size[a] + size[b]} records, at most {limits.max_records}", ()
         for limited in sorted(values[a].keys() | values[b].keys()):
@@ -145,6 +163,7 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
     def join(base: int, other: int) -> None:
         parent[other] = base
         size[base] += size[other]
+        members[base] |= members.pop(other)
         rows[base] |= rows.pop(other)
         for t, vs in values.pop(other).items():
             values[base][t] |= vs
@@ -190,8 +209,14 @@ def split_frame(pdf: pd.DataFrame, limits: Limits, pairs: pd.DataFrame | None = 
         uids = zip(pdf["rid"].tolist(), [None if u is None or pd.isna(u) else int(u) for u in pdf["uid"].tolist()])
         attributes = Attributes.of(uids, zip(pairs["uid_l"].tolist(), pairs["uid_r"].tolist(), pairs["id_type"].tolist(),
                                              pairs["weight"].tolist(), pairs["fields"].tolist()))
-    groups, dropped = split_greedy(zip(pdf["rid"].tolist(), pdf["id_type"].tolist(), pdf["id_value"].tolist()), limits,
-                                   attributes)
+    is_apart = pdf["id_type"] == APART
+    apart: dict[int, dict[int, str]] = defaultdict(dict)
+    for rid, value in zip(pdf.loc[is_apart, "rid"].tolist(), pdf.loc[is_apart, "id_value"].tolist()):
+        other, rule = value.split("|", 1)
+        apart[rid][int(other)] = rule
+    edges = pdf.loc[~is_apart]
+    groups, dropped = split_greedy(zip(edges["rid"].tolist(), edges["id_type"].tolist(), edges["id_value"].tolist()), limits,
+                                   attributes, dict(apart))
     rows = [(rid, root, None, None, None, None) for rid, root in groups.items()]
     rows += [(d.rid, groups[d.rid], d.id_type, d.id_value, d.reason, list(d.conflict)) for d in dropped]
     out = pd.DataFrame(rows, columns=["rid", "cluster", "id_type", "id_value", "reason", "conflict"])
@@ -227,7 +252,8 @@ def split_components(labelled: DataFrame, config: IdentityConfig, pairs: DataFra
     (component, uid_l, uid_r, id_type, weight, fields). Returns SPLIT_SCHEMA rows: one per record
     with its new cluster (id_type null), plus one per refused record–identifier edge (with the reason)."""
     limits = Limits.of(config)
-    bad = violating_components(labelled, config).select("component")
+    bad = violating_components(labelled, config).select("component").unionByName(
+        labelled.where(F.col("id_type") == APART).select("component")).distinct()
     if pairs is None:
         rows = labelled.join(bad, "component").select("component", "rid", "id_type", "id_value")
         return rows.groupBy("component").applyInPandas(lambda pdf: split_frame(pdf, limits), SPLIT_SCHEMA)

@@ -177,8 +177,9 @@ def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key:
     conditions = []
     if "one_id" in names and subject.one_ids:
         conditions.append(F.col("one_id").isin(*sorted(subject.one_ids)))
-    if {"source", "record_key"} <= names and records:
-        conditions.append(F.concat_ws(_SEP, "source", "record_key").isin(*records))
+    for suffix in ("", "_a", "_b"):  # a record, or either record of a pair (a steward's rule)
+        if {f"source{suffix}", f"record_key{suffix}"} <= names and records:
+            conditions.append(F.concat_ws(_SEP, f"source{suffix}", f"record_key{suffix}").isin(*records))
     if bronze_key is not None and "_source" in names and records:  # a bronze row: its key as silver makes it
         conditions.append(F.concat_ws(_SEP, F.col("_source"), bronze_key).isin(*records))
     if by_text and subject.needles:

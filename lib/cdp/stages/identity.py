@@ -16,18 +16,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.conf import Settings
 from cdp.identity.graph import Persons, Veto, all_records, group_persons
+from cdp.identity.guards import STEWARD
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
 from cdp.identity.probabilistic import ProbabilisticLinks, probabilistic_links
 from cdp.identity.registry import StableIds, assign_stable_ids
 from cdp.identity.veto import households, scored_pairs, weak_pairs
 from cdp.lakehouse import overwrite_table, replace_where, table_exists
-from cdp.tables import CHANGES, HOUSEHOLDS, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
+from cdp.tables import CHANGES, HOUSEHOLDS, STEWARD_RULES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,11 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     links = link_probabilistically(spark, settings, refused, run_id)
     if links is not None:
         usable = usable.unionByName(links.edges.select(*usable.columns))
-    persons = group_persons(all_records(spark, settings), usable, refused, config, attribute_veto(settings, usable, links))
+    must_link, must_not_link = steward_rules(spark)
+    if must_link is not None:
+        usable = usable.unionByName(must_link.select(*usable.columns))
+    persons = group_persons(all_records(spark, settings), usable, refused, config, attribute_veto(settings, usable, links),
+                            must_not_link)
     basis = table_version(spark, ONEID_MAP)
     stable = name_persons(spark, persons, run_id, basis)
     publish(spark, settings, persons, stable, links, run_id, basis)
@@ -81,6 +87,23 @@ def link_probabilistically(spark: SparkSession, settings: Settings, refused: Dat
     found = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id)
     found.links = found.links.checkpoint()
     return found
+
+
+def steward_rules(spark: SparkSession) -> tuple[DataFrame | None, DataFrame | None]:
+    """identity.steward_rules as the graph takes them: must-links as identifier rows of type `steward`
+    (the rule id is the value both records carry), must-not-links as record pairs."""
+    if not table_exists(spark, STEWARD_RULES):
+        return None, None
+    rules = spark.table(STEWARD_RULES)
+    links = rules.where(F.col("kind") == "must_link")
+    must_link = reduce(DataFrame.unionByName, [
+        links.select(F.col(f"source_{side}").alias("source"), F.col(f"record_key_{side}").alias("record_key"),
+                     F.lit(STEWARD).alias("id_type"), F.col("rule_id").alias("id_value"))
+        for side in ("a", "b")
+    ])
+    must_not_link = rules.where(F.col("kind") == "must_not_link").select(
+        "rule_id", "source_a", "record_key_a", "source_b", "record_key_b")
+    return must_link, must_not_link
 
 
 def attribute_veto(settings: Settings, usable: DataFrame, links: ProbabilisticLinks | None) -> Veto | None:
