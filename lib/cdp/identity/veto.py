@@ -58,9 +58,11 @@ def scored_pairs(pairs: DataFrame, result: LinkResult, vetoes: dict[str, list[st
 
 def households(refused_edges: DataFrame, identifiers: DataFrame, oneid_map: DataFrame, weak_types: list[str],
                run_id: str) -> DataFrame:
-    """identity.households: each weak value (a phone, an e-mail) whose link the guards refused — by the
-    veto, or because two 身份证 differ — with every person that holds it (two or more)."""
-    vetoed = refused_edges.where(F.col("id_type").isin(sorted(weak_types))).select("id_type", "id_value").distinct()
+    """identity.households: each weak value (a phone, an e-mail) the attribute veto refused somewhere,
+    with every person that holds it (two or more). A value split only by a limit (the same customer
+    registered twice with a mistyped 身份证) is no household: nothing says two people share it."""
+    vetoed = (refused_edges.where(F.col("id_type").isin(sorted(weak_types)) & F.col("reason").startswith("veto"))
+              .select("id_type", "id_value").distinct())
     holders = (
         identifiers.join(vetoed, ["id_type", "id_value"])
         .join(oneid_map, ["source", "record_key"])
