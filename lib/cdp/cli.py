@@ -569,6 +569,15 @@ def quality_report(
               f"{statuses.count('warn')} warn, {statuses.count('fail')} fail)")
 
 
+def _emit(text: str, output: Optional[Path]) -> None:
+    """A rendered document to `output`, or to standard output."""
+    if output:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
 tags_app = typer.Typer(no_args_is_help=True, help="The tag library (标签库) in conf/tags.yaml.")
 app.add_typer(tags_app, name="tags")
 
@@ -581,12 +590,7 @@ def tags_doc(
     """Render the tag library as Markdown (docs/tags.md is this output)."""
     from cdp.tags.docs import render
 
-    text = render(_settings(None, conf_dir).tags)
-    if output:
-        output.write_text(text, encoding="utf-8")
-        out.print(f"written to {output}")
-    else:
-        sys.stdout.write(text)
+    _emit(render(_settings(None, conf_dir).tags), output)
 
 
 model_app = typer.Typer(no_args_is_help=True, help="The data model (字段标准库) in conf/model.yaml.")
@@ -601,12 +605,7 @@ def model_doc(
     """Render the data model and which source column feeds each field as Markdown (docs/model.md)."""
     from cdp.cleanse.docs import render
 
-    text = render(_settings(None, conf_dir))
-    if output:
-        output.write_text(text, encoding="utf-8")
-        out.print(f"written to {output}")
-    else:
-        sys.stdout.write(text)
+    _emit(render(_settings(None, conf_dir)), output)
 
 
 audience_app = typer.Typer(no_args_is_help=True, help="Audiences (人群圈选) in conf/audiences.yaml.")

@@ -29,8 +29,7 @@ MALFORMED = "_malformed"
 RAW = "_raw"
 IDS = "_ids"
 ORDER = ["_file_modified_at", "_file", "_line"]  # bronze's order of deliveries: the latest wins
-CARRIED = INGEST_COLUMNS  # bronze's bookkeeping columns and their types
-META = list(CARRIED)  # what a quarantined row keeps of them
+META = list(INGEST_COLUMNS)  # what a quarantined row keeps of bronze's bookkeeping columns
 _KEY_SEPARATOR = "\u001f"
 
 
@@ -145,10 +144,11 @@ def map_to_entity(source_name: str, source: Source, reading: Reading):
                 value = F.lit(None)
             values[field] = value.cast(spec.spark_type)
             columns.append(values[field].alias(field))
+        subject = None
         if entity.subject is not None:
             subject_type = values[entity.subject.type]
-            columns += [subject_type.alias("subject_id_type"),
-                        _typed_identifier(reading, subject_type, values[entity.subject.value]).alias("subject_id_value")]
+            subject = (subject_type, _typed_identifier(reading, subject_type, values[entity.subject.value]))
+            columns += [subject[0].alias("subject_id_type"), subject[1].alias("subject_id_value")]
         # Was anything delivered at all? Tells 'missing' from 'invalid' (quarantine, validity rules).
         # Every entity field gets one (false when unmapped), so sources of an entity union by name.
         for field in entity.fields:
@@ -156,29 +156,30 @@ def map_to_entity(source_name: str, source: Source, reading: Reading):
             delivered = normalise_text(_delivered(source, mapped)).isNotNull() if mapped else F.lit(False)
             columns.append(delivered.alias(given(field)))
             columns.append(unknown_codes.get(field, F.lit(False)).alias(unmapped(field)))
-        columns.append(identifiers_column(reading, source, entity, values).alias(IDS))
+        columns.append(identifiers_column(reading, source, entity, values, subject).alias(IDS))
         # Every delivered column, declared or drifted in, so a quarantined row can be replayed.
         delivered = [c for c in bronze.columns if not c.startswith("_")]
         raw_payload = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{c}`") for c in delivered])))
         columns += [raw_payload.alias(RAW), F.col(CORRUPT).isNotNull().alias(MALFORMED)]
         # bronze's bookkeeping, and the delivery order (absent from bronze tables older than it: null)
-        columns += [F.col(c) if c in bronze.columns else F.lit(None).cast(kind).alias(c) for c, kind in CARRIED.items()]
+        columns += [F.col(c) if c in bronze.columns else F.lit(None).cast(kind).alias(c) for c, kind in INGEST_COLUMNS.items()]
         return bronze.select(*columns)
 
     return transform
 
 
-def identifiers_column(reading: Reading, source: Source, entity: Entity, values: dict[str, Column]) -> Column:
+def identifiers_column(reading: Reading, source: Source, entity: Entity, values: dict[str, Column],
+                       subject: tuple[Column, Column] | None = None) -> Column:
     """array<struct<id_type, id_value>>: the entity's identifier fields, the source's extra identifiers
-    (each where its condition holds, normalised as its type's values) and a consent event's subject."""
+    (each where its condition holds, normalised as its type's values) and a consent event's subject
+    (its type and normalised value, as map_to_entity made them)."""
     pairs = [(F.lit(id_type), values[field]) for field, id_type in entity.identifiers.items()]
     for extra in source.identifiers:
         raw = F.col(f"`{extra.column}`")
         raw = F.when(F.expr(extra.when), raw) if extra.when else raw
         pairs.append((F.lit(extra.type), NORMALISERS[reading.model.identifier_types[extra.type].normaliser](raw)))
-    if entity.subject is not None:
-        subject_type = values[entity.subject.type]
-        pairs.append((subject_type, _typed_identifier(reading, subject_type, values[entity.subject.value])))
+    if subject is not None:
+        pairs.append(subject)
     if not pairs:
         return F.array().cast("array<struct<id_type:string,id_value:string>>")
     return F.array(*[F.struct(t.cast("string").alias("id_type"), v.cast("string").alias("id_value")) for t, v in pairs])
