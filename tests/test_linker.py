@@ -37,21 +37,26 @@ def test_levels_per_kind(spark):
         ("b", "michael", "neumann", "1234568", "19560408", "nsw", "章伟"),    # JW .975; one edit; one digit; 同音
         ("c", "dicksonx", "smith", "1234598", "19561231", "vic", "李敏"),     # JW .813 vs dixon; two edits; 266 days
         ("d", "dixon", "smith", "7654321", "1956-04-09", "  ", "李明"),       # ISO date = a's; blank state
-        ("e", "abc", "jones", None, "19900101", "qld", "王芳"),
+        ("e", "abc", "jones", None, "19900101", "qld", "李俊若"),
+        ("f", "abc", "jones", None, "19900101", "qld", "李小若"),             # a 小-name of 李俊若
     ], COLUMNS)
-    pairs = spark.createDataFrame([("a", "b"), ("a", "c"), ("c", "d"), ("a", "d"), ("a", "e")], "uid_l string, uid_r string")
+    pairs = spark.createDataFrame([("a", "b"), ("a", "c"), ("c", "d"), ("a", "d"), ("a", "e"), ("e", "f")],
+                                  "uid_l string, uid_r string")
     got = {
         (r["uid_l"], r["uid_r"]): (r["given"], r["ssn"], r["dob"], r["state"], r["name"])
         for r in compare(pairs, prepare(records, SPEC), SPEC).collect()
     }
     # levels: 0 different … top = exact; -1 when a side is null (a blank counts as null)
     assert got == {
-        ("a", "b"): (2, 2, 2, 1, 2),    # michaela~michael ≥ .92; ssn one edit; dob one digit; same state; same pinyin
+        ("a", "b"): (2, 2, 2, 1, 3),    # michaela~michael ≥ .92; ssn one edit; dob one digit; same state; same pinyin
         ("a", "c"): (0, 1, 1, 0, 0),    # dob within a year; 张伟/李敏 unrelated
-        ("c", "d"): (1, 0, 1, -1, 1),   # dicksonx~dixon ≥ .8; limin~liming pinyin JW ≥ .9
+        ("c", "d"): (1, 0, 1, -1, 2),   # dicksonx~dixon ≥ .8; limin~liming pinyin JW ≥ .9
         ("a", "d"): (0, 0, 3, -1, 0),   # 1956-04-09 == 19560409
         ("a", "e"): (0, -1, 0, 0, 0),
+        ("e", "f"): (3, -1, 3, 1, 1),   # 李俊若/李小若: same surname and last character, pinyin JW < .9
     }
+    assert level_labels(SPEC.comparisons["name"]) == [
+        "different", "same surname and last character", "pinyin jaro_winkler >= 0.9", "same pinyin", "exact"]
     assert level_labels(SPEC.comparisons["given"]) == ["different", "jaro_winkler >= 0.8", "jaro_winkler >= 0.92", "exact"]
 
 

@@ -145,13 +145,15 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
                     return f"steward: must not link (rule {rule})", ()
         return None
 
-    def over_limit(a: int, b: int) -> tuple[str, tuple[str, ...]] | None:
+    def over_limit(a: int, b: int, id_type: str) -> tuple[str, tuple[str, ...]] | None:
         if apart:
             found = must_not_link(a, b)
             if found is not None:
                 return found
         if size[a] + size[b] > limits.max_records:
             return f"records: the person would hold {size[a] + size[b]} records, at most {limits.max_records}", ()
+        if id_type == STEWARD:
+            return None  # a steward's must-link was decided by a person: only a must-not-link or the hard cap stops it
         for limited in sorted(values[a].keys() | values[b].keys()):
             both = values[a].get(limited, set()) | values[b].get(limited, set())
             most = limits.max_per_person.get(limited)
@@ -180,7 +182,7 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
             roots = [r for r in roots if rows[r]] + [r for r in roots if not rows[r]]
         holders = [roots[0]]
         for other in roots[1:]:
-            found = over_limit(holders[0], other)
+            found = over_limit(holders[0], other, id_type)
             if found is None and len(holders) > 1 and not rows[other]:
                 found = (f"household: {id_type} is held by {len(holders)} persons the veto kept apart, and these "
                          "records carry nothing that tells which", ())
@@ -192,7 +194,7 @@ def split_greedy(edges: Iterable[tuple[int, str, str]], limits: Limits,
             dropped.extend(DroppedEdge(r, id_type, id_value, *found) for r in rids if find(r) == other)
             if found[0].startswith("veto"):
                 agreeing = next((h for h in holders[1:]
-                                 if over_limit(h, other) is None and contradiction(h, other, id_type) is None), None)
+                                 if over_limit(h, other, id_type) is None and contradiction(h, other, id_type) is None), None)
                 if agreeing is None:
                     holders.append(other)
                 else:

@@ -71,7 +71,8 @@ def level_labels(comparison: FieldComparison) -> list[str]:
         return ["different", *[f"levenshtein <= {t:g}" for t in reversed(comparison.thresholds)], "exact"]
     if comparison.kind == "date":
         return ["different", "within a year", "one character apart", "exact"]
-    return ["different", "pinyin jaro_winkler >= 0.9", "same pinyin", "exact"]  # name_zh
+    # name_zh: 李小若 and 李俊若 (a nickname: same surname, same last character) sit above different.
+    return ["different", "same surname and last character", "pinyin jaro_winkler >= 0.9", "same pinyin", "exact"]
 
 
 def _pinyin_column(column: str) -> str:
@@ -99,7 +100,9 @@ def _level(comparison: FieldComparison) -> Column:
         )
     elif comparison.kind == "name_zh":
         l_py, r_py = F.col(f"l_{_pinyin_column(c)}"), F.col(f"r_{_pinyin_column(c)}")
-        level = level.when(l_py == r_py, F.lit(2)).when(F.col(f"s_{c}") >= 0.9, F.lit(1))
+        nickname = (F.length(left) >= 2) & (F.length(right) >= 2) & (F.substring(left, 1, 1) == F.substring(right, 1, 1)) & (
+            F.substring(left, -1, 1) == F.substring(right, -1, 1))
+        level = level.when(l_py == r_py, F.lit(3)).when(F.col(f"s_{c}") >= 0.9, F.lit(2)).when(nickname, F.lit(1))
     return level.otherwise(F.lit(0))
 
 
