@@ -16,8 +16,9 @@ from pyspark.sql import functions as F
 
 from cdp.conf import ConfigError, load_settings
 from cdp.operations.erasure import erasable_tables, erase, vacuum
-from cdp.tables import ERASURE_LEDGER as LEDGER
+from cdp.tables import ERASURE_LEDGER as LEDGER, STEWARD_RULES
 from cdp.operations.export import ExportRefused, export_audience
+from cdp.operations.steward import add_rule
 from cdp.privacy.protect import Keys, decrypt, encrypt, keyed_hash, keyed_hash_text, load_keys, masked
 from cdp.privacy.views import view_definitions
 
@@ -239,7 +240,15 @@ def test_erasure_removes_the_subject_from_every_table(spark, settings, first_exp
     digits = phone[-11:]
     tables = erasable_tables(spark)
     assert sum(rows_holding(spark, t, digits) for t in tables) > 0
+    # a steward's rule naming one of the subject's records goes with the subject
+    own, other = [f"{r['source']}:{r['record_key']}" for r in spark.sql(f"""
+        (SELECT source, record_key FROM identity.oneid_map WHERE one_id = '{one_id}' ORDER BY source, record_key LIMIT 1)
+        UNION ALL
+        (SELECT source, record_key FROM identity.oneid_map WHERE one_id <> '{one_id}' ORDER BY source, record_key LIMIT 1)
+    """).collect()]
+    rule = add_rule(spark, "must_not_link", own, other, "not the same person", actor="steward")
     result = erase(spark, settings, phone=digits, reason="ticket 4711", actor="dpo")
+    assert spark.table(STEWARD_RULES).where(F.col("rule_id") == rule.rule_id).count() == 0
 
     assert result.one_ids == 1 and result.records > 0
     assert {"gold.customer_profile", "identity.oneid_map", "silver.identifiers"} <= set(result.rows_deleted)
@@ -298,6 +307,6 @@ def test_the_audit_log_is_append_only_and_saw_every_kind_of_event(spark, first_e
     properties = {r["key"]: r["value"] for r in spark.sql("SHOW TBLPROPERTIES ops.audit_log").collect()}
     assert properties["delta.appendOnly"] == "true"
     actions = {r["action"] for r in spark.table("ops.audit_log").select("action").distinct().collect()}
-    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views"}
+    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views", "steward_rule"}
     with pytest.raises(Exception, match="(?i)append"):
         spark.sql("DELETE FROM ops.audit_log WHERE action = 'erasure'")

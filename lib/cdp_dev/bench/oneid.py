@@ -107,7 +107,9 @@ def caught_traps(spark: SparkSession, trap_values: dict[str, list[str]]) -> dict
 
 def households_and_variants(spark: SparkSession, manifest: dict[str, Any], truth: DataFrame) -> dict[str, int]:
     """The planted households (two persons, one phone, no 身份证) kept apart — no one_id holds records of
-    both — and the persons whose orders spell their name otherwise whose records all share one one_id."""
+    both — and the persons whose orders spell their name otherwise: how many have all their records
+    in one one_id, and how many a veto split (the others are split as any person can be: records
+    with no usable identifier)."""
     from cdp.tables import ONEID_MAP
 
     persons = truth.join(spark.table(ONEID_MAP), ["source", "record_key"]).groupBy("person_id").agg(
@@ -121,6 +123,9 @@ def households_and_variants(spark: SparkSession, manifest: dict[str, Any], truth
         "households_listed": spark.table(HOUSEHOLDS).select("household_id").distinct().count(),
         "name_variant_persons": len(variants),
         "name_variant_persons_one_one_id": sum(1 for p in variants if len(one_ids.get(p, set())) == 1),
+        "name_variant_persons_split_by_a_veto": truth.where(F.col("person_id").isin(list(variants))).join(
+            spark.table(VIOLATIONS).where(F.col("reason").startswith("veto")), ["source", "record_key"]
+        ).select("person_id").distinct().count(),
     }
 
 
