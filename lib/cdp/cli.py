@@ -485,26 +485,20 @@ def _steward(kind: str, records: list[str], reason: str, actor: Optional[str], p
               "applies it (cdp run --stage identity).", highlight=False)
 
 
+RecordsOption = typer.Option(..., "--record", help="SOURCE:KEY; give two.")
+ReasonOption = typer.Option("steward decision", "--reason", help="Why, kept with the rule.")
+
+
 @identity_app.command("split")
-def identity_split(
-    records: list[str] = typer.Option(..., "--record", help="SOURCE:KEY; give two."),
-    reason: str = typer.Option("steward decision", "--reason", help="Why, kept with the rule."),
-    actor: Optional[str] = ActorOption,
-    profile: Optional[str] = ProfileOption,
-    conf_dir: Optional[Path] = ConfDirOption,
-) -> None:
+def identity_split(records: list[str] = RecordsOption, reason: str = ReasonOption, actor: Optional[str] = ActorOption,
+                   profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """These two records are different people: a must-not-link rule, applied by every later run."""
     _steward("must_not_link", records, reason, actor, profile, conf_dir)
 
 
 @identity_app.command("merge")
-def identity_merge(
-    records: list[str] = typer.Option(..., "--record", help="SOURCE:KEY; give two."),
-    reason: str = typer.Option("steward decision", "--reason", help="Why, kept with the rule."),
-    actor: Optional[str] = ActorOption,
-    profile: Optional[str] = ProfileOption,
-    conf_dir: Optional[Path] = ConfDirOption,
-) -> None:
+def identity_merge(records: list[str] = RecordsOption, reason: str = ReasonOption, actor: Optional[str] = ActorOption,
+                   profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """These two records are one person: a must-link rule (a must-not-link still wins), applied by every later run."""
     _steward("must_link", records, reason, actor, profile, conf_dir)
 
