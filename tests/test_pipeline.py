@@ -511,10 +511,11 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     data keeps apart (a must-link is not held to the per-person limits: two 身份证 would not stop it), and asks to merge
     the split pair again: the next identity run keeps the split (a must-link never overrides a
     must-not-link) and makes the merge; so does a rebuild from scratch (every identity table but the
-    rules dropped). Removing the rules restores the persons."""
+    rules and the model dropped). Removing the rules restores the persons. Through the four runs the
+    probabilistic model trained on first use scores unchanged."""
     from cdp.operations.steward import add_rule
     from cdp.pipeline import run_stages
-    from cdp.tables import REGISTRY, STEWARD_RULES
+    from cdp.tables import MODELS, REGISTRY, STEWARD_RULES
 
     def one_id(record):
         source, key = record.split(":")
@@ -550,7 +551,7 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     audited = spark.sql("SELECT details FROM ops.audit_log WHERE action = 'steward_rule' AND status = 'ok'").collect()
     assert sorted(json.loads(r["details"])["rule_id"] for r in audited) == sorted([split.rule_id, merged.rule_id, again.rule_id])
     for table in spark.catalog.listTables("identity"):
-        if f"identity.{table.name}" != STEWARD_RULES:
+        if f"identity.{table.name}" not in (STEWARD_RULES, MODELS):
             spark.sql(f"DROP TABLE identity.{table.name}")
     run_stages(spark, settings, "identity", AS_OF)
     check()
@@ -561,3 +562,26 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     # the same persons again; the member the merge had folded in comes back under a new id (a split)
     assert restored[member] == restored[order] == before[member] and restored[first] != restored[second]
     assert spark.table(REGISTRY).where("status = 'active'").count() == spark.table("identity.oneid_map").select("one_id").distinct().count()
+    versions = spark.table(MODELS).groupBy("model_version", "trigger", "run_id").count().collect()
+    assert [(r["model_version"], r["trigger"], "-identity-" in r["run_id"]) for r in versions] == [(1, "first use", True)]
+    assert [r["model_version"] for r in spark.table("identity.match_weights").select("model_version").distinct().collect()] == [1]
+
+
+def test_identity_train_keeps_a_new_version_that_later_runs_use(spark, settings, run):
+    """cdp identity train appends version 2 (the reason kept as its trigger); the newest version fits the
+    shipped comparisons, and a changed comparison asks for a new model instead of scoring with it."""
+    from cdp.identity import models
+    from cdp.stages.identity import train_model
+    from cdp.tables import MODELS
+
+    kept = train_model(spark, settings, "quarterly refresh", "analyst-7", "train-test")
+    spec = settings.identity.probabilistic
+    newest, due = models.newest(spark, spec)
+    assert (kept.version, newest.version, due, newest.trigger) == (2, 2, "", "quarterly refresh")
+    assert newest.model.m == kept.model.m and newest.model.u == kept.model.u
+    assert newest.model.random_match == kept.model.random_match and newest.attribute_rows == kept.attribute_rows > 400
+    rows = spark.table(MODELS).where("model_version = 2").select("actor", "run_id").distinct().collect()
+    assert [(r["actor"], r["run_id"]) for r in rows] == [("analyst-7", "train-test")]
+    changed = spec.model_copy(update={"comparisons": {**spec.comparisons, "city": spec.comparisons["city"].model_copy(
+        update={"term_frequency": False})}})
+    assert models.newest(spark, changed) == (None, models.CONFIG_CHANGED)

@@ -94,3 +94,20 @@ def test_probabilistic_links_join_a_second_membership_and_never_a_namesake_or_a_
     assert second and all(r["match_probability"] >= 0.99 for r in second)
     assert {c["field"]: c["level"] for c in second[0]["comparisons"]}["birth_date"] == "exact"
     spark.catalog.clearCache()
+
+
+def test_a_frozen_model_scores_as_when_it_was_trained_and_estimates_nothing(spark, settings):
+    attrs, _, _ = _data(spark)
+    config = settings.identity
+    refused = spark.createDataFrame([], "source string, record_key string, id_type string, id_value string")
+    trained = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, "t", records=attrs)
+    frozen = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, "t", records=attrs,
+                                 model=trained.result.model)
+
+    def scores(found):
+        return sorted((r["link_id"], r["source"], r["record_key"], r["match_weight"]) for r in found.links.collect())
+
+    assert len(scores(trained)) > 10 and scores(frozen) == scores(trained)
+    assert {"u_random_sampling", "em"} <= set(trained.result.seconds)
+    assert not {"u_random_sampling", "em"} & set(frozen.result.seconds)
+    spark.catalog.clearCache()

@@ -9,7 +9,7 @@ import shlex
 import sys
 import time
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
@@ -501,6 +501,29 @@ def identity_merge(records: list[str] = RecordsOption, reason: str = ReasonOptio
                    profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """These two records are one person: a must-link rule (a must-not-link still wins), applied by every later run."""
     _steward("must_link", records, reason, actor, profile, conf_dir)
+
+
+@identity_app.command("train")
+def identity_train(
+    reason: str = typer.Option("cdp identity train", "--reason", help="Why a new model now; kept with the version."),
+    actor: Optional[str] = ActorOption, profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Train the probabilistic model on all of silver now, as its next version: every later run scores with it unchanged."""
+    from cdp.audit import current_actor
+    from cdp.spark import spark_session
+    from cdp.stages.identity import ModelNotTrained, train_model
+
+    settings = _settings(profile, conf_dir)
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-train"
+    with spark_session(settings, app_name="cdp-identity-train") as spark:
+        try:
+            kept = train_model(spark, settings, reason, actor or current_actor(), run_id)
+        except ModelNotTrained as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    rules = "; ".join(f"{t['rule']}: {t['pairs']} pairs, match share {t['match_share'] or 0:.3f}" for t in kept.model.training)
+    out.print(f"model v{kept.version} ({reason}) trained on {kept.attribute_rows} attribute rows, prior "
+              f"{kept.model.random_match:.3g}; {rules}. The next identity run scores with it.", highlight=False)
 
 
 metastore_app = typer.Typer(no_args_is_help=True, help="The shared catalog of a laptop lakehouse (a Derby network server).")

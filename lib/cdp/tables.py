@@ -59,6 +59,7 @@ REGISTRY = "identity.registry"
 CHANGES = "identity.changes"
 LINKS = "identity.probabilistic_links"
 WEIGHTS = "identity.match_weights"
+MODELS = "identity.models"
 
 PROFILE = "gold.customer_profile"
 IDENTITY_MAP = "gold.identity_map"
@@ -89,7 +90,8 @@ TABLES: tuple[Table, ...] = (
     Table(REGISTRY, "every one_id ever issued: active, or retired and merged into which"),
     Table(CHANGES, "new, merged, split and removed one_ids per run, with their causes"),
     Table(LINKS, "the probabilistic engine's links, with the score and the field comparisons"),
-    Table(WEIGHTS, "the probabilistic model: m, u and the weight of each comparison level"),
+    Table(WEIGHTS, "the probabilistic model the last run scored with: m, u and the weight of each comparison level"),
+    Table(MODELS, "every version of the probabilistic model: parameters, training figures, why and when trained"),
     Table(PROFILE, "one row per one_id: the golden record with provenance, and the 360° view"),
     Table(IDENTITY_MAP, "each one_id's identifiers (主账号-子账号), sensitive values hashed"),
     Table(TAGS, "tags per one_id (标签)"),

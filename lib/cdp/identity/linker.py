@@ -19,6 +19,8 @@ The flow, for records with a unique `uid` (and a `dataset` column when linking t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -409,8 +411,16 @@ def train(
     return Model(m, u, labels, min(max(matches, 1.0) / all_pairs, 0.5), report)
 
 
-def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42) -> LinkResult:
-    """Block, compare, estimate u (random pairs) and m (EM per training rule), and score every candidate pair."""
+def model_fingerprint(spec: Linkage) -> str:
+    """What a model's parameters depend on: each comparison's definition and levels. A model trained
+    under another fingerprint does not fit this configuration."""
+    described = {name: {**c.model_dump(mode="json"), "levels": level_labels(c)} for name, c in sorted(spec.comparisons.items())}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42, model: Model | None = None) -> LinkResult:
+    """Block, compare, estimate u (random pairs) and m (EM per training rule), and score every candidate pair.
+    With `model` (a frozen one), nothing is estimated: the candidates are scored with it."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare(records, spec).localCheckpoint()
@@ -423,16 +433,17 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
     candidates = sum(per_rule.values())
     timings["blocking_and_comparison"] = time.perf_counter() - started
 
-    mark = time.perf_counter()
-    counts = sizes(prepared, link_only)
-    u = estimate_u(prepared, spec, link_only, seed, counts)
-    timings["u_random_sampling"] = time.perf_counter() - mark
+    if model is None:
+        mark = time.perf_counter()
+        counts = sizes(prepared, link_only)
+        u = estimate_u(prepared, spec, link_only, seed, counts)
+        timings["u_random_sampling"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    # A training rule that is also a blocking rule reuses the compared candidates it found.
-    blocked = {rule: compared.where(F.array_contains("rules", i)) for i, rule in enumerate(spec.blocking)}
-    model = train(prepared, spec, u, link_only, blocked, counts)
-    timings["em"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        # A training rule that is also a blocking rule reuses the compared candidates it found.
+        blocked = {rule: compared.where(F.array_contains("rules", i)) for i, rule in enumerate(spec.blocking)}
+        model = train(prepared, spec, u, link_only, blocked, counts)
+        timings["em"] = time.perf_counter() - mark
 
     scored = score(compared, model, spec, prepared)
     keep = ["uid_l", "uid_r", "rule", *names, *[f"w_{n}" for n in names], "match_weight", "match_probability"]

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.conf.identity import Linkage
-from cdp.identity.linker import LinkResult, NotTrainable, level_labels, link
+from cdp.identity.linker import LinkResult, Model, NotTrainable, level_labels, link
 from cdp.lakehouse import table_exists
 from cdp.tables import silver_table
 
@@ -75,9 +75,10 @@ def without_refused(records: DataFrame, refused: DataFrame, fields: list[str]) -
 
 def probabilistic_links(
     spark: SparkSession, spec: Linkage, refused: DataFrame, identifier_types: list[str], run_id: str,
-    records: DataFrame | None = None,
+    records: DataFrame | None = None, model: Model | None = None,
 ) -> ProbabilisticLinks:
-    """Link records (default: every silver record with a compared attribute, `attribute_records`)."""
+    """Link records (default: every silver record with a compared attribute, `attribute_records`),
+    scored with `model` when given (a frozen one: cdp.identity.models), else with one trained here."""
     records = attribute_records(spark, spec) if records is None else records
     fields = [c for c in records.columns if c not in ("source", "record_key")]
     records = without_refused(records, refused, [f for f in fields if f in identifier_types])
@@ -85,7 +86,7 @@ def probabilistic_links(
     keyed = records.withColumn("uid", F.xxhash64(*[F.coalesce(F.col(f), F.lit("\u0000")) for f in fields])).persist()
     rows = keyed.select("uid", *fields).dropDuplicates(["uid"])
     try:
-        result = link(rows, spec)
+        result = link(rows, spec, model=model)
     except NotTrainable as exc:
         # Too little data to estimate the model (a first small load): no probabilistic links this run.
         log.warning("identity: probabilistic engine skipped: %s", exc)
@@ -121,7 +122,8 @@ def probabilistic_links(
         [(name, i, lvl["level"], lvl["m"], lvl["u"], lvl["weight"], spec.comparisons[name].term_frequency)
          for name, levels in model["comparisons"].items() for i, lvl in enumerate(levels)],
         "comparison string, level int, label string, m double, u double, weight double, term_frequency boolean",
-    ).withColumns({"random_match": F.lit(model["random_match"]), "run_id": F.lit(run_id)})
+    ).withColumns({"random_match": F.lit(model["random_match"]), "run_id": F.lit(run_id),
+                   "model_version": F.lit(None).cast("int")})  # set once the model has a version
     log.info("identity: probabilistic engine: %d candidate pairs %s, training %s, random match %.3g", result.candidates,
              json.dumps(result.pairs_per_rule, ensure_ascii=False), json.dumps(model["training"], ensure_ascii=False),
              model["random_match"])
@@ -133,7 +135,7 @@ LINKS_SCHEMA = (
     "blocking_rule string, comparisons array<struct<field:string, level:string, weight:double>>, run_id string"
 )
 WEIGHTS_SCHEMA = ("comparison string, level int, label string, m double, u double, weight double, term_frequency boolean, "
-                  "random_match double, run_id string")
+                  "random_match double, run_id string, model_version int")
 
 
 def _no_links(spark: SparkSession) -> ProbabilisticLinks:

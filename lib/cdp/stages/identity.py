@@ -21,9 +21,11 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from cdp.audit import current_actor
 from cdp.conf import Settings
 from cdp.identity.graph import Persons, Veto, all_records, group_persons
 from cdp.identity.guards import STEWARD
+from cdp.identity import models
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
 from cdp.identity.probabilistic import ProbabilisticLinks, probabilistic_links
 from cdp.identity.registry import StableIds, assign_stable_ids
@@ -84,9 +86,42 @@ def link_probabilistically(spark: SparkSession, settings: Settings, refused: Dat
     config = settings.identity
     if not config.probabilistic.enabled:
         return None
-    found = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id)
+    frozen, due = models.newest(spark, config.probabilistic)
+    found = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id,
+                                model=frozen.model if frozen else None)
+    if found.result is not None:
+        if frozen is None:
+            frozen = keep_model(found, settings, due, current_actor(), run_id)
+        found.weights = found.weights.withColumn("model_version", F.lit(frozen.version))
     found.links = found.links.checkpoint()
     return found
+
+
+def keep_model(found: ProbabilisticLinks, settings: Settings, trigger: str, actor: str, run_id: str) -> models.FrozenModel:
+    """Append the model `found` was scored with as the next version of identity.models."""
+    rows = found.attribute_rows.select("uid").distinct().count() if found.attribute_rows is not None else 0
+    kept = models.save(found.links.sparkSession, found.result.model, settings.identity.probabilistic, trigger, rows, actor,
+                       run_id)
+    log.info("identity: probabilistic model v%d trained (%s) on %d attribute rows", kept.version, trigger, rows)
+    return kept
+
+
+class ModelNotTrained(RuntimeError):
+    """`cdp identity train` found too little data to estimate the model."""
+
+
+def train_model(spark: SparkSession, settings: Settings, reason: str, actor: str, run_id: str) -> models.FrozenModel:
+    """`cdp identity train`: estimate the model on all of silver now and keep it as the next version;
+    every later identity run scores with it."""
+    config = settings.identity
+    if not config.probabilistic.enabled:
+        raise ModelNotTrained("probabilistic.enabled is false in identity.yaml: there is no model to train")
+    _, refused = apply_hygiene(spark.table(IDENTIFIERS), config)
+    found = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, run_id)
+    if found.result is None:
+        raise ModelNotTrained("the training rules found no pairs for some comparison (see the log). Fix: land more "
+                              "data, or add a training rule in identity.yaml that finds pairs")
+    return keep_model(found, settings, reason, actor, run_id)
 
 
 def steward_rules(spark: SparkSession) -> tuple[DataFrame | None, DataFrame | None]:
