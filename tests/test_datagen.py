@@ -35,7 +35,7 @@ EXPECTED_TRAPS = {
     "bad_amount_orders": 13,
     "test_email_members": 13,
     "missing_member_id_rows": 10,
-    "typo_receiver_names": 178,
+    "typo_receiver_names": 177,
     "zero_idfa_persons": 41,
     "junk_android_id_persons": 7,
     "malformed_json_lines": 5,
@@ -43,11 +43,14 @@ EXPECTED_TRAPS = {
     "shared_tablets": 1,
     "family_shared_phones": 6,
     "mistyped_id_cards": 4,
+    "household_phones": 12,
+    "name_variant_persons": 21,
 }
 TRAP_VALUE_KEYS = [
     "placeholder_phones", "placeholder_phones_e164", "test_emails", "zero_idfas", "junk_android_ids",
     "store_walkin_phones", "store_walkin_phones_e164", "shared_tablet_android_ids", "shared_tablet_anonymous_ids",
     "family_shared_phones", "family_shared_phones_e164", "mistyped_id_cards", "mistyped_id_card_member_ids",
+    "household_phones_e164", "household_person_pairs",
 ]
 
 SOURCES = ("crm_members", "pos_orders", "ecom_orders", "wechat_events", "app_events", "consent_events")
@@ -225,7 +228,9 @@ def test_summary_and_manifest_figures(data: Data) -> None:
     trap_values = data.manifest["trap_values"]
     assert {key: value for key, value in data.manifest.items() if key != "trap_values"} == {
         "persons": PERSONS, "seed": SEED, "as_of": "2026-11-01", "rows": EXPECTED_ROWS, "traps": EXPECTED_TRAPS,
+        "name_variants": data.manifest["name_variants"],  # checked against the orders in test_traps_recounted…
     }
+    assert len(trap_values["household_person_pairs"]) == len(trap_values["household_phones_e164"]) == 12
     assert list(trap_values) == TRAP_VALUE_KEYS
     assert trap_values["placeholder_phones"] == [PLACEHOLDER]
     assert trap_values["placeholder_phones_e164"] == ["+86" + PLACEHOLDER]
@@ -331,10 +336,11 @@ def test_landing_identifiers_agree_with_truth_persons(data: Data) -> None:
 def test_persons_have_valid_unique_identifiers(data: Data) -> None:
     codes = {(p.name, c.name): set(c.area_codes) for p in vocab.PROVINCES for c in p.cities}
     assert len({p["id_card"] for p in data.persons.values()}) == PERSONS
-    # The only phones shared are the planted family phones, each by exactly two persons.
+    # The only phones shared are the planted family and household phones, each by exactly two persons.
     shared = Counter(p["phone"] for p in data.persons.values())
-    assert len(shared) == PERSONS - EXPECTED_TRAPS["family_shared_phones"]
-    assert sorted(phone for phone, n in shared.items() if n > 1) == data.values("family_shared_phones_e164")
+    assert len(shared) == PERSONS - EXPECTED_TRAPS["family_shared_phones"] - EXPECTED_TRAPS["household_phones"]
+    assert sorted(phone for phone, n in shared.items() if n > 1) == sorted(
+        data.values("family_shared_phones_e164") + data.values("household_phones_e164"))
     assert set(shared.values()) == {1, 2}
     emails = [p["email"] for p in data.persons.values() if p["email"]]
     assert len(emails) == len(set(emails)) and 0.65 < len(emails) / PERSONS < 0.75
@@ -366,14 +372,25 @@ def test_traps_recounted_from_files_match_manifest(data: Data) -> None:
     for row in crm:
         if row["会员编号"] and row["手机号"]:
             crm_phone_people[normalize_phone(row["手机号"])].add(crm_owner[row["会员编号"]])
+    # a household's two persons never show a 身份证; a family phone's do
+    shows_card = {crm_owner[r["会员编号"]] for r in crm if r["会员编号"] and r["身份证号"]}
+    phone_people = defaultdict(set)
+    for person in data.persons.values():
+        phone_people[person["phone"]].add(person["person_id"])
+    variants = data.manifest["name_variants"]
+    variant_orders = defaultdict(set)
+    for r in data.csv["ecom_orders"]:
+        if ecom_owner[r["order_no"]] in variants:
+            variant_orders[ecom_owner[r["order_no"]]].add(r["receiver_name"])
     counted = {
         "placeholder_phone_orders": sum(normalize_phone(r["member_phone"]) == PLACEHOLDER for r in pos),
         "empty_phone_orders": sum(r["member_phone"] == "" for r in pos),
         "bad_amount_orders": sum(not AMOUNT.match(r["amount"]) for r in pos),
         "test_email_members": sum(r["邮箱"].strip().lower() == "test@test.com" for r in crm),
         "missing_member_id_rows": sum(r["会员编号"] == "" for r in crm),
-        "typo_receiver_names": sum(
-            r["receiver_name"] != data.persons[ecom_owner[r["order_no"]]]["name"] for r in data.csv["ecom_orders"]
+        "typo_receiver_names": sum(  # a person who spells their name otherwise does so on every order
+            r["receiver_name"] != data.persons[ecom_owner[r["order_no"]]]["name"] and ecom_owner[r["order_no"]] not in variants
+            for r in data.csv["ecom_orders"]
         ),
         "zero_idfa_persons": len({app_owner[e["event_id"]] for e in app if e.get("idfa") == ZERO_IDFA}),
         "junk_android_id_persons": len(
@@ -388,11 +405,14 @@ def test_traps_recounted_from_files_match_manifest(data: Data) -> None:
         "shared_tablets": sum(
             len(people) > 1 for device, people in device_people.items() if device not in (None, JUNK_ANDROID_ID)
         ),
-        "family_shared_phones": sum(len(people) > 1 for people in crm_phone_people.values()),
+        "family_shared_phones": sum(len(people) > 1 and people <= shows_card for people in crm_phone_people.values()),
         "mistyped_id_cards": sum(
             r["身份证号"] != "" and r["身份证号"].upper() != data.persons[crm_owner[r["会员编号"]]]["id_card"]
             for r in crm if r["会员编号"]
         ),
+        "household_phones": sum(len(people) > 1 and not people & shows_card for people in phone_people.values()),
+        "name_variant_persons": sum(
+            orders == {variants[pid]} and variants[pid] != data.persons[pid]["name"] for pid, orders in variant_orders.items()),
     }
     assert counted == data.manifest["traps"] == EXPECTED_TRAPS
     assert all(counted.values())

@@ -128,6 +128,24 @@ def test_evaluate_prints_and_writes_json(env, pipeline):
     assert written == scores
 
 
+def test_steward_merge_from_the_command_line_is_written_and_audited(env, pipeline):
+    """Two records of one person (so nothing changes for the cluster test, which compares this
+    lakehouse's map with its own run): the rule and its audit row are written; one --record exits 2."""
+    pair = json.loads(cdp(env, "sql", "-e", "SELECT min(source || ':' || record_key) AS a, max(source || ':' || record_key) "
+                          "AS b FROM identity.oneid_map GROUP BY one_id HAVING count(*) > 1 ORDER BY a LIMIT 1",
+                          "--format", "json").stdout)[0]
+    said = cdp(env, "identity", "merge", "--record", pair["a"], "--record", pair["b"], "--reason", "ticket 12",
+               "--actor", "steward-1").stdout
+    rule_id = re.search(r"(sr_[0-9a-f]{16}) \(must_link\) written", said).group(1)
+    rows = json.loads(cdp(env, "sql", "-e", "SELECT r.kind, r.reason, r.actor, a.status FROM identity.steward_rules r "
+                          "JOIN ops.audit_log a ON a.action = 'steward_rule' AND a.details LIKE concat('%', r.rule_id, '%') "
+                          f"WHERE r.rule_id = '{rule_id}'", "--format", "json").stdout)
+    assert rows == [{"kind": "must_link", "reason": "ticket 12", "actor": "steward-1", "status": "ok"}]
+    one = subprocess.run([str(BIN / "cdp"), "identity", "split", "--record", pair["a"]], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 2 and "give two records" in one.stderr
+
+
 def test_evaluate_febrl_prints_the_scores_as_json(env):
     result = cdp(env, "evaluate", "--febrl", "3", "--format", "json")
     report = json.loads(result.stdout)
