@@ -573,7 +573,7 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     assert [r["model_version"] for r in spark.table("identity.match_weights").select("model_version").distinct().collect()] == [1]
 
 
-def test_identity_train_keeps_a_new_version_that_later_runs_use(spark, settings, run):
+def test_identity_train_keeps_a_new_version_as_the_newest_model(spark, settings, run):
     """cdp identity train appends version 2 (the reason kept as its trigger); the newest version fits the
     shipped comparisons, and a changed comparison asks for a new model instead of scoring with it."""
     from cdp.identity import models
