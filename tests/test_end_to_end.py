@@ -179,8 +179,10 @@ def test_a_spark_failure_is_one_line_with_its_fix_never_a_trace(env, tmp_path):
     for source in (ROOT / "conf").iterdir():
         (conf / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     pipeline_yaml = conf / "pipeline.yaml"
-    pipeline_yaml.write_text(pipeline_yaml.read_text(encoding="utf-8").replace(
-        "spark.driver.memory: 2g", "spark.driver.memory: two-gigabytes"), encoding="utf-8")  # the JVM cannot start
+    text, replaced = re.subn(r"spark\.driver\.memory: \S+", "spark.driver.memory: two-gigabytes",
+                             pipeline_yaml.read_text(encoding="utf-8"))
+    assert replaced >= 1
+    pipeline_yaml.write_text(text, encoding="utf-8")  # the JVM cannot start
     result = subprocess.run([str(BIN / "cdp"), "sql", "--local", "--conf-dir", str(conf), "-e", "SELECT 1"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
