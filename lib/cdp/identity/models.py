@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from cdp.conf.identity import Linkage
@@ -44,10 +44,12 @@ def newest(spark: SparkSession, spec: Linkage) -> tuple[FrozenModel | None, str]
     """The newest version when it fits `spec`; otherwise None and why a new one is due."""
     if not table_exists(spark, MODELS):
         return None, FIRST_USE
-    latest = spark.table(MODELS).agg(F.max("model_version")).first()[0]
-    if latest is None:
+    newest_rows = Window.orderBy(F.desc("model_version"))
+    rows = (spark.table(MODELS).withColumn("_rank", F.dense_rank().over(newest_rows)).where("_rank = 1")
+            .orderBy("comparison", "level").collect())  # one read: a version is a few dozen rows
+    if not rows:
         return None, FIRST_USE
-    rows = spark.table(MODELS).where(F.col("model_version") == latest).orderBy("comparison", "level").collect()
+    latest = rows[0]["model_version"]
     if rows[0]["fingerprint"] != model_fingerprint(spec):
         return None, CONFIG_CHANGED
     m: dict[str, list[float]] = {}

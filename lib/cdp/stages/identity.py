@@ -99,7 +99,7 @@ def link_probabilistically(spark: SparkSession, settings: Settings, refused: Dat
 
 def keep_model(found: ProbabilisticLinks, settings: Settings, trigger: str, actor: str, run_id: str) -> models.FrozenModel:
     """Append the model `found` was scored with as the next version of identity.models."""
-    rows = found.attribute_rows.select("uid").distinct().count() if found.attribute_rows is not None else 0
+    rows = found.result.prepared.count()  # the distinct attribute rows the model saw, already checkpointed
     kept = models.save(found.links.sparkSession, found.result.model, settings.identity.probabilistic, trigger, rows, actor,
                        run_id)
     log.info("identity: probabilistic model v%d trained (%s) on %d attribute rows", kept.version, trigger, rows)
