@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from cdp.identity.registry import assign_stable_ids
+from cdp.identity.registry import assign_stable_ids, with_cause
 
 T1, T2, T3 = datetime(2026, 11, 1, 2), datetime(2026, 11, 2, 2), datetime(2026, 11, 3, 2)
 
@@ -98,6 +98,14 @@ def test_new_data_keeps_ids_and_a_merge_keeps_the_oldest(second):
     assert registry_rows(registry) == [
         ("oid_0000000000000001", "active", "r2", None, None),
         (A, "active", "r1", None, None), (B, "active", "r1", None, None), (C, "retired", "r1", "r2", A),
+    ]
+
+
+def test_a_new_model_version_is_named_first_among_the_causes_of_merges_and_splits(second):
+    _, _, changes = second
+    assert change_rows(with_cause(changes, "model:v1->v2")) == [
+        ("merge", A, (A, C), 4, ("model:v1->v2", "anonymous_id:a3", "member_id:M1")),
+        ("new", "oid_0000000000000001", (), 1, ()),
     ]
 
 

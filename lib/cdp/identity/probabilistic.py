@@ -36,6 +36,7 @@ class ProbabilisticLinks:
     weights: DataFrame  # identity.match_weights: the model, one row per comparison level
     result: LinkResult | None  # None when the model could not be trained on this data
     attribute_rows: DataFrame | None = None  # source, record_key, uid: each compared record's attribute row
+    model_version: int | None = None  # the identity.models version the links were scored with
 
     @property
     def edges(self) -> DataFrame:

@@ -186,6 +186,12 @@ def record_changes(current: DataFrame, named: DataFrame, inheritance: Inheritanc
     return new_rows.unionByName(merge_rows).unionByName(split_rows).unionByName(removed_rows)
 
 
+def with_cause(changes: DataFrame, cause: str) -> DataFrame:
+    """Every merge and split of the run also names `cause` first (a new model version, say)."""
+    named = F.slice(F.concat(F.array(F.lit(cause)), F.array_remove("causes", cause)), 1, MAX_CAUSES)
+    return changes.withColumn("causes", F.when(F.col("kind").isin("merge", "split"), named).otherwise(F.col("causes")))
+
+
 def next_registry(registry: DataFrame, named: DataFrame, inheritance: Inheritance, run: Column, at: Column) -> DataFrame:
     """The registry after this run: ids merged away or gone are retired, new ids are issued, and ids
     of a previous map the registry never saw are entered."""

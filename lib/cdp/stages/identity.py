@@ -28,9 +28,9 @@ from cdp.identity.guards import STEWARD
 from cdp.identity import models
 from cdp.identity.hygiene import apply_hygiene, summarise_refusals
 from cdp.identity.probabilistic import ProbabilisticLinks, probabilistic_links
-from cdp.identity.registry import StableIds, assign_stable_ids
+from cdp.identity.registry import StableIds, assign_stable_ids, with_cause
 from cdp.identity.veto import households, scored_pairs, weak_pairs
-from cdp.lakehouse import overwrite_table, replace_where, table_exists
+from cdp.lakehouse import overwrite_table, replace_where, table_exists, table_version
 from cdp.tables import CHANGES, HOUSEHOLDS, STEWARD_RULES, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,6 @@ class IdentityResult:
     candidate_pairs: int = 0
 
 
-def table_version(spark: SparkSession, name: str) -> int:
-    """The Delta version of a table, -1 when it does not exist yet."""
-    if not table_exists(spark, name):
-        return -1
-    return int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
-
-
 def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc") -> IdentityResult:
     """Read silver, resolve persons, name them, publish: read → transform → write."""
     config = settings.identity
@@ -71,7 +64,7 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     persons = group_persons(all_records(spark, settings), usable, refused, config, attribute_veto(settings, usable, links),
                             must_not_link)
     basis = table_version(spark, ONEID_MAP)
-    stable = name_persons(spark, persons, run_id, basis)
+    stable = name_persons(spark, persons, run_id, basis, model_change(spark, links))
     publish(spark, settings, persons, stable, links, run_id, basis)
     result = summarise(spark, persons, stable, links)
     # What the steps cached is spent: everything published is in Delta.
@@ -93,6 +86,7 @@ def link_probabilistically(spark: SparkSession, settings: Settings, refused: Dat
         if frozen is None:
             frozen = keep_model(found, settings, due, current_actor(), run_id)
         found.weights = found.weights.withColumn("model_version", F.lit(frozen.version))
+        found.model_version = frozen.version
     found.links = found.links.checkpoint()
     return found
 
@@ -153,9 +147,23 @@ def attribute_veto(settings: Settings, usable: DataFrame, links: ProbabilisticLi
     return Veto(links.attribute_rows, pairs)
 
 
-def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int) -> StableIds:
+def model_change(spark: SparkSession, links: ProbabilisticLinks | None) -> str | None:
+    """'model:v1->v2' when this run scores with another model version than the last run did (its
+    identity.match_weights): a cause of every merge and split of the run. None otherwise."""
+    if links is None or links.model_version is None or not table_exists(spark, WEIGHTS):
+        return None
+    if "model_version" not in spark.table(WEIGHTS).columns:
+        return None
+    last = spark.table(WEIGHTS).where(F.col("model_version").isNotNull()).select("model_version").first()
+    if last is None or last["model_version"] == links.model_version:
+        return None
+    return f"model:v{last['model_version']}->v{links.model_version}"
+
+
+def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int, cause: str | None = None) -> StableIds:
     """Stable one_ids for this run's persons, from the previous map and the registry, materialised
-    before any identity table is replaced (the plan reads the previous map and registry)."""
+    before any identity table is replaced (the plan reads the previous map and registry). `cause`:
+    what changed besides the data (a new model version), named on every merge and split."""
     persons.clusters = persons.clusters.checkpoint()
     persons.refused_edges = persons.refused_edges.checkpoint()
     previous = spark.table(ONEID_MAP) if table_exists(spark, ONEID_MAP) else None
@@ -165,7 +173,8 @@ def name_persons(spark: SparkSession, persons: Persons, run_id: str, basis: int)
         persons.refused_edges.select("source", "record_key", "id_type", "id_value"), run_id,
         datetime.now(timezone.utc).replace(tzinfo=None), basis,
     )
-    return StableIds(stable.oneid_map.checkpoint(), stable.registry.checkpoint(), stable.changes.checkpoint())
+    changes = with_cause(stable.changes, cause) if cause else stable.changes
+    return StableIds(stable.oneid_map.checkpoint(), stable.registry.checkpoint(), changes.checkpoint())
 
 
 def publish(spark: SparkSession, settings: Settings, persons: Persons, stable: StableIds, links: ProbabilisticLinks | None,

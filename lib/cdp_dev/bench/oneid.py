@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_increment(spark: SparkSession, settings, as_of: date, increment, data: Path, report: dict[str, Any]) -> None:
     """Land the increment, run again, and measure what changed."""
-    from cdp.stages.identity import table_version
+    from cdp.lakehouse import table_version
     from cdp.tables import ONEID_MAP
 
     basis = table_version(spark, ONEID_MAP)
