@@ -39,7 +39,8 @@ def test_stages_run_in_the_pipelines_order(dag):
         "bronze": ([], ["silver"]),
         "silver": (["bronze"], ["identity"]),
         "identity": (["silver"], ["gold"]),
-        "gold": (["identity"], []),
+        "gold": (["identity"], ["maintain"]),
+        "maintain": (["gold"], []),
     }
 
 
@@ -51,7 +52,7 @@ def test_each_stage_is_a_retried_spark_submit_with_a_timeout(dag):
 
 
 def test_each_task_submits_its_packaged_job_for_the_run_date(dag):
-    for stage in STAGES:
+    for stage in (*STAGES, "maintain"):
         job = f"{RELEASE}/jobs/{stage}.py"
         assert dag["tasks"][stage]["command"] == [
             "spark-submit",

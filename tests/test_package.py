@@ -47,7 +47,7 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
         "conf/pipeline.yaml", "conf/privacy.yaml", "conf/quality.yaml", "conf/sources.yaml", "conf/tags.yaml",
         f"jars/{STAGED_DELTA}", f"jars/{STAGED_GRAPHFRAMES}",
         "jars/packages.txt",
-        "jobs/_common.py", "jobs/all.py", "jobs/bronze.py", "jobs/gold.py", "jobs/identity.py", "jobs/silver.py",
+        "jobs/_common.py", "jobs/all.py", "jobs/bronze.py", "jobs/gold.py", "jobs/identity.py", "jobs/maintain.py", "jobs/silver.py",
         "requirements.txt",
         "spark.properties",
     ]
