@@ -19,6 +19,7 @@ def parse_arguments(stage: str) -> argparse.Namespace:
     parser.add_argument("--profile", default=None, help="profile in conf/pipeline.yaml")
     parser.add_argument("--conf-dir", default=None, help="folder holding pipeline.yaml")
     parser.add_argument("--as-of", default=None, type=run_date, help="run date YYYY-MM-DD (default: today)")
+    parser.add_argument("--full", action="store_true", help="rebuild from all of bronze, not only what changed")
     return parser.parse_args()
 
 
@@ -45,23 +46,13 @@ def configuration_error(exc: Exception) -> int:
 
 
 def main(stage: str) -> int:
-    args = parse_arguments(stage)
-
-    from cdp.conf import ConfigError, load_settings
-    from cdp.logs import configure_logging
+    """Run a stage (or all): what `cdp run --stage STAGE` does, as a spark-submit application."""
+    from cdp.conf import ConfigError
     from cdp.pipeline import StageFailed, run_stages
-    from cdp.spark import spark_session
 
-    configure_logging()
-    log_build(stage)
-    try:
-        settings = load_settings(args.profile, args.conf_dir)
-        settings.validate_all()
-    except ConfigError as exc:
-        return configuration_error(exc)
-    with spark_session(settings, app_name=f"cdp-{stage}") as spark:
+    def run(spark, settings, args) -> int:
         try:
-            for outcome in run_stages(spark, settings, stage, args.as_of or date.today()):
+            for outcome in run_stages(spark, settings, stage, args.as_of or date.today(), full=args.full):
                 print(f"{outcome.stage}: {outcome.status} in {outcome.seconds:.1f}s rows_in={outcome.rows_in} "
                       f"rows_out={outcome.rows_out} {outcome.metrics}")
         except ConfigError as exc:  # e.g. a cluster profile without its keys: no stage ran
@@ -69,4 +60,42 @@ def main(stage: str) -> int:
         except StageFailed as exc:
             print(str(exc), file=sys.stderr)
             return 1
-    return 0
+        return 0
+
+    return with_session(stage, run)
+
+
+def maintain_main() -> int:
+    """`cdp maintain` as a spark-submit application: OPTIMIZE every table, Z-order the per-person ones, VACUUM."""
+
+    def run(spark, settings, args) -> int:
+        from cdp.operations.maintenance import maintain
+
+        result = maintain(spark, settings)
+        for o in result.optimized:
+            print(f"{o.table}: {o.files_removed} -> {o.files_added} files in {o.seconds:.1f}s"
+                  + (f", z-ordered by {', '.join(o.zorder_by)}" if o.zorder_by else ""))
+        if result.vacuumed:
+            print(f"vacuumed {result.vacuumed.tables} tables (retention {result.vacuumed.retention_hours:g} h)")
+        return 0
+
+    return with_session("maintain", run)
+
+
+def with_session(name: str, run) -> int:
+    """Parse the arguments, load and check the configuration, open the session, run."""
+    args = parse_arguments(name)
+
+    from cdp.conf import ConfigError, load_settings
+    from cdp.logs import configure_logging
+    from cdp.spark import spark_session
+
+    configure_logging()
+    log_build(name)
+    try:
+        settings = load_settings(args.profile, args.conf_dir)
+        settings.validate_all()
+    except ConfigError as exc:
+        return configuration_error(exc)
+    with spark_session(settings, app_name=f"cdp-{name}") as spark:
+        return run(spark, settings, args)

@@ -166,6 +166,64 @@ def test_rerun_changes_nothing_and_a_changed_file_replaces_its_rows(spark, onboa
     assert spark.table("bronze.shop_orders").count() == 10  # 7 + 3: the old version's 2 rows were replaced
 
 
+def silver_state(spark, sources=("shop_orders", "kiosk_events")):
+    """Every row of the sources in silver, the quarantine and the identifiers, as sorted tuples."""
+    state = {}
+    for table in ("silver.orders", "silver.events", "silver.quarantine", "silver.identifiers"):
+        frame = spark.table(table).where(F.col("source").isin(*sources))
+        state[table] = sorted(tuple(str(v) for v in r) for r in frame.select(*sorted(frame.columns)).collect())
+    return state
+
+
+def shop_silver(spark):
+    rows = spark.table("silver.orders").where(F.col("source") == "shop_orders").collect()
+    return sorted((r["record_key"], str(r["amount"])) for r in rows)
+
+
+def test_silver_merges_bronze_changes_and_equals_a_rebuild(spark, onboarded):
+    extended, _, _, _ = onboarded
+    landing = Path(extended.landing)
+    build_bronze(spark, extended, "defects-4")
+    build_silver(spark, extended, new_run_id("silver"), AS_OF)  # brings silver up to bronze, whatever came before
+    quiet = {a.source: a for a in build_silver(spark, extended, new_run_id("silver"), AS_OF)}
+    assert (quiet["shop_orders"].mode, quiet["shop_orders"].read) == ("unchanged", 0)
+
+    # Rows added only: S1 re-sent with a new amount, S8 new, S9 refused; K6 new.
+    (landing / "shop_orders" / "part-3.csv").write_text(
+        "订单号,下单时间,实付金额,收货手机\nS1,2026-10-01 10:00:00,101,13912345678\n"
+        "S8,2026-10-08 09:00:00,8,13912345675\nS9,,9,13912345676\n", encoding="utf-8")
+    (landing / "kiosk_events" / "part-2.jsonl").write_text(
+        '{"event_id":"K6","ts":"2026-10-06 10:00:00","device":"fedcba9876543210"}\n', encoding="utf-8")
+    build_bronze(spark, extended, "defects-5")
+    added = {a.source: a for a in build_silver(spark, extended, new_run_id("silver"), AS_OF)}
+    shop = added["shop_orders"]
+    assert (shop.mode, shop.read, shop.landed, shop.silver, shop.quarantined, shop.duplicates) == ("changes", 3, 13, 5, 5, 3)
+    assert (added["kiosk_events"].mode, added["kiosk_events"].read, added["kiosk_events"].silver) == ("changes", 1, 3)
+    assert shop_silver(spark) == [("S1", "101.00"), ("S5", "70.00"), ("S6", "10.00"), ("S7", "5.00"), ("S8", "8.00")]
+    assert ("S9", "missing_order_time") in quarantine(spark, "shop_orders")
+
+    # Rows removed: part-3 sent again without S1, and part-1 sent again with S2's amount fixed: part-1
+    # is now the newest file, so its S1 and S5 are the latest deliveries, and S2 leaves the quarantine.
+    (landing / "shop_orders" / "part-3.csv").write_text(
+        "订单号,下单时间,实付金额,收货手机\nS8,2026-10-08 09:00:00,8,13912345675\nS9,,9,13912345676\n", encoding="utf-8")
+    (landing / "shop_orders" / "part-1.csv").write_text(SHOP_PART_1.replace(",abc,", ",12.5,"), encoding="utf-8")
+    build_bronze(spark, extended, "defects-6")
+    removed = {a.source: a for a in build_silver(spark, extended, new_run_id("silver"), AS_OF)}
+    shop = removed["shop_orders"]
+    assert (shop.mode, shop.read) == ("changes", 7 + 3 + 7 + 2)  # part-1 and part-3, each out and in again
+    assert (shop.landed, shop.silver, shop.quarantined, shop.duplicates) == (12, 6, 4, 2)
+    assert removed["kiosk_events"].mode == "unchanged"
+    assert shop_silver(spark) == [("S1", "100.00"), ("S2", "12.50"), ("S5", "66.50"), ("S6", "10.00"),
+                                  ("S7", "5.00"), ("S8", "8.00")]
+    assert ("S2", "invalid_amount") not in quarantine(spark, "shop_orders")
+    merged = silver_state(spark)
+
+    rebuilt_accounting = {a.source: a for a in build_silver(spark, extended, new_run_id("silver"), AS_OF, full=True)}
+    assert rebuilt_accounting["shop_orders"].mode == "full"
+    assert (rebuilt_accounting["shop_orders"].silver, rebuilt_accounting["shop_orders"].duplicates) == (6, 2)
+    assert silver_state(spark) == merged
+
+
 def test_parquet_full_snapshot_source(spark, settings, tmp_path):
     """A Parquet snapshot export (load_mode: full): types kept as text, drift reported, removed files leave."""
     import pandas as pd

@@ -377,9 +377,11 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     (conf / "quality.yaml").write_text(yaml.safe_dump(quality, allow_unicode=True), encoding="utf-8")
     strict = load_settings("test", conf)
 
+    # A merge run checks the rows it publishes: none changed, none fail. A rebuild republishes them all.
+    assert run_stages(spark, strict, "silver", AS_OF)[0].metrics["ecom_orders"]["mode"] == "unchanged"
     version_before = spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"]
     with pytest.raises(StageFailed, match=r"ecom_phone_completeness \d+/\d+") as failed:
-        run_stages(spark, strict, "silver", AS_OF)
+        run_stages(spark, strict, "silver", AS_OF, full=True)
     assert spark.sql("DESCRIBE HISTORY silver.orders LIMIT 1").first()["version"] == version_before
     strict_run = failed.value.outcome.run_id
     # what a person reads at 3 a.m.: the cause, what was written, and the command that resumes
@@ -387,7 +389,7 @@ def test_failing_quality_rule_blocks_publication(spark, settings, run, tmp_path)
     assert message[0].startswith(f"stage 'silver' failed (run {strict_run}): cdp.stages.silver.QualityGateFailed: ")
     assert message[1] == ("  written before the failure: ops.quality_metrics (each write is one atomic commit; "
                           "the rerun replaces or skips them)")
-    assert message[2].endswith("once the cause is fixed: cdp run --stage silver --as-of 2026-11-01")
+    assert message[2].endswith("once the cause is fixed: cdp run --stage silver --full --as-of 2026-11-01")
     job = spark.table("ops.job_runs").where(F.col("run_id") == strict_run).first()
     assert (job["status"], job["rows_out"]) == ("failed", {"ops.quality_metrics": len(settings.quality.rules)})
     assert job["error"].startswith("cdp.stages.silver.QualityGateFailed: ") and "ecom_phone_completeness" in job["error"]
@@ -591,3 +593,33 @@ def test_identity_train_keeps_a_new_version_as_the_newest_model(spark, settings,
     changed = spec.model_copy(update={"comparisons": {**spec.comparisons, "city": spec.comparisons["city"].model_copy(
         update={"term_frequency": False})}})
     assert models.newest(spark, changed) == (None, models.CONFIG_CHANGED)
+    # The run that next scores with version 2 names the change on its merges and splits.
+    from cdp.identity.probabilistic import ProbabilisticLinks
+    from cdp.stages.identity import model_change
+
+    assert model_change(spark, ProbabilisticLinks(None, None, None, model_version=2)) == "model:v1->v2"
+    assert model_change(spark, ProbabilisticLinks(None, None, None, model_version=1)) is None
+
+
+def test_maintain_lays_out_the_map_by_one_id_with_statistics_on_one_id_alone(spark, run):
+    """OPTIMIZE … ZORDER BY one_id rewrites the map without changing a row; the files it adds carry
+    per-file statistics on one_id and on nothing else (no record key, no identifier value)."""
+    from pathlib import Path
+
+    from cdp.operations.maintenance import optimize
+    from cdp.tables import ONEID_MAP
+
+    before = sorted(tuple(r) for r in spark.table(ONEID_MAP).collect())
+    files_before = spark.sql(f"DESCRIBE DETAIL {ONEID_MAP}").first()["numFiles"]
+    result = optimize(spark, ONEID_MAP, ("one_id",))
+    detail = spark.sql(f"DESCRIBE DETAIL {ONEID_MAP}").first()
+    assert sorted(tuple(r) for r in spark.table(ONEID_MAP).collect()) == before
+    assert (result.zorder_by, result.files_removed, result.files_added) == (("one_id",), files_before, detail["numFiles"])
+    assert detail["properties"]["delta.dataSkippingStatsColumns"] == "one_id"
+    log_dir = Path(detail["location"].removeprefix("file:")) / "_delta_log"
+    newest = max(log_dir.glob("*.json"))
+    added = [json_line["add"] for json_line in map(json.loads, newest.read_text().splitlines()) if "add" in json_line]
+    assert len(added) == detail["numFiles"]
+    for action in added:
+        stats = json.loads(action["stats"])
+        assert set(stats["minValues"]) == set(stats["maxValues"]) == {"one_id"}

@@ -121,10 +121,12 @@ def generate(
 def run(
     stage: str = typer.Option("all", "--stage", "-s", help="bronze | silver | identity | gold | all"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Run date for time-window tags (default: today)."),
+    full: bool = typer.Option(False, "--full", help="Rebuild from all of bronze instead of merging what changed since the last run."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Run one stage, or all in order; every run is recorded in ops.job_runs."""
+    """Run one stage, or all in order; every run is recorded in ops.job_runs. Silver merges bronze's
+    changes since its last run; --full rebuilds it from all of bronze."""
     from cdp.pipeline import StageFailed, expand_stage, run_stages
     from cdp.spark import spark_session
 
@@ -144,7 +146,7 @@ def run(
 
     with spark_session(settings, app_name=f"cdp-{stage}") as spark, StageProgress(err) as progress:
         try:
-            run_stages(spark, settings, stage, run_date, on_done=progress.wrap(done), on_start=progress.start)
+            run_stages(spark, settings, stage, run_date, on_done=progress.wrap(done), on_start=progress.start, full=full)
         except ConfigError as exc:  # e.g. a cluster profile without its secrets: nothing ran
             err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
             raise typer.Exit(2) from exc
@@ -756,6 +758,36 @@ def vacuum(
             raise typer.Exit(2) from exc
     out.print(f"vacuumed {result.tables} tables (retention {result.retention_hours:g} h); "
               f"{result.checkpoint_paths_removed} checkpoint path(s) removed", highlight=False)
+
+
+@app.command()
+def maintain(
+    retain_hours: Optional[float] = typer.Option(None, "--retain-hours", help="VACUUM keeps files newer than this (default: privacy.yaml vacuum_retention_hours)."),
+    skip_vacuum: bool = typer.Option(False, "--skip-vacuum", help="Compact and lay out only."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Compact every table's small files, lay out the per-person tables by one_id (OPTIMIZE ZORDER), then VACUUM."""
+    from cdp.operations.erasure import ErasureError
+    from cdp.operations.maintenance import maintain as maintain_lakehouse
+    from cdp.spark import spark_session
+
+    configure_logging()
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-maintain") as spark:
+        try:
+            result = maintain_lakehouse(spark, settings, retain_hours, vacuum_files=not skip_vacuum)
+        except ErasureError as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+    table = Table("table", "z-ordered by", "files before → after", "seconds", title="cdp maintain")
+    for o in result.optimized:
+        if o.files_removed or o.zorder_by:
+            table.add_row(o.table, ", ".join(o.zorder_by), f"{o.files_removed} → {o.files_added}", f"{o.seconds:.1f}")
+    out.print(table)
+    out.print(f"optimized {len(result.optimized)} tables"
+              + (f"; vacuumed {result.vacuumed.tables} (retention {result.vacuumed.retention_hours:g} h)" if result.vacuumed else ""),
+              highlight=False)
 
 
 @app.command("submit-args")

@@ -19,6 +19,7 @@ OnWrite = Callable[[str, "int | None"], None]
 # The writes of the running stage: table → rows written, and who to tell about each write.
 _recording: ContextVar[tuple[dict[str, int], OnWrite | None] | None] = ContextVar("cdp_writes", default=None)
 _COMMIT_FILE = re.compile(r"\d{20}\.json")
+CHANGE_FEED = "delta.enableChangeDataFeed"
 
 
 def new_run_id(stage: str) -> str:
@@ -38,7 +39,7 @@ def overwrite_table(df: DataFrame, name: str, comment: str | None = None) -> Non
         .option("overwriteSchema", "true")
         .saveAsTable(name)
     )
-    _record(df.sparkSession, name)  # before the comment, which is a commit of its own
+    record_write(df.sparkSession, name)  # before the comment, which is a commit of its own
     if comment:
         set_comment(df.sparkSession, name, comment)
 
@@ -56,12 +57,12 @@ def replace_where(df: DataFrame, name: str, predicate: str) -> None:
             .option("mergeSchema", "true")
             .saveAsTable(name)
         )
-    _record(spark, name)
+    record_write(spark, name)
 
 
 def append(df: DataFrame, name: str) -> None:
     df.write.format("delta").mode("append").option("mergeSchema", "true").saveAsTable(name)
-    _record(df.sparkSession, name)
+    record_write(df.sparkSession, name)
 
 
 @contextmanager
@@ -76,7 +77,8 @@ def recording_writes(on_write: OnWrite | None = None) -> Iterator[dict[str, int]
         _recording.reset(token)
 
 
-def _record(spark: SparkSession, name: str) -> None:
+def record_write(spark: SparkSession, name: str) -> None:
+    """Tell the running stage's recorder of a write just committed to `name` (a MERGE made elsewhere)."""
     active = _recording.get()
     if active is None:
         return
@@ -94,11 +96,7 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
     ten times more). None when the commit cannot be read: the count is for reporting only."""
     try:
         jvm = spark._jvm
-        database, table = name.split(".")
-        identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
-        location = spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier).location().toString()
-        fs, log_dir = filesystem(spark, location.rstrip("/") + "/_delta_log")
-        latest = max(n for n in (s.getPath().getName() for s in fs.listStatus(log_dir)) if _COMMIT_FILE.fullmatch(n))
+        fs, log_dir, latest = _latest_commit(spark, name)
         stream = fs.open(jvm.org.apache.hadoop.fs.Path(log_dir, latest))
         try:
             text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
@@ -112,6 +110,50 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
     except Exception as exc:  # noqa: BLE001 — never fail a stage over its row report
         log.warning("rows written to %s unknown: %s", name, exc)
     return None
+
+
+def _latest_commit(spark: SparkSession, name: str):
+    """(FileSystem, the table's _delta_log, the newest commit file's name), from a listing of the log."""
+    jvm = spark._jvm
+    database, table = name.split(".")
+    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
+    location = spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier).location().toString()
+    fs, log_dir = filesystem(spark, location.rstrip("/") + "/_delta_log")
+    latest = max(n for n in (s.getPath().getName() for s in fs.listStatus(log_dir)) if _COMMIT_FILE.fullmatch(n))
+    return fs, log_dir, latest
+
+
+def table_version(spark: SparkSession, name: str) -> int:
+    """The table's current Delta version, from a listing of _delta_log; -1 when there is no table yet."""
+    if not table_exists(spark, name):
+        return -1
+    return int(_latest_commit(spark, name)[2].split(".")[0])
+
+
+def read_version(spark: SparkSession, name: str, version: int) -> DataFrame:
+    """The table as of one Delta version: a stage reads its input at the version it records."""
+    return spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")
+
+
+def change_feed_on(spark: SparkSession, name: str) -> bool:
+    """Turn on the table's Change Data Feed when it is off (one commit, once); True when it was on already."""
+    shown = spark.sql(f"SHOW TBLPROPERTIES {name} ('{CHANGE_FEED}')").collect()
+    if shown and str(shown[0]["value"]).lower() == "true":
+        return True
+    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{CHANGE_FEED}' = 'true')")
+    return False
+
+
+def read_changes(spark: SparkSession, name: str, after_version: int, up_to_version: int) -> DataFrame:
+    """The rows inserted, deleted and updated by the table's commits after `after_version`, up to and
+    including `up_to_version` (Delta Change Data Feed: the row, _change_type, _commit_version)."""
+    return (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", int(after_version) + 1)
+        .option("endingVersion", int(up_to_version))
+        .table(name)
+    )
 
 
 def filesystem(spark: SparkSession, path: str):

@@ -51,6 +51,7 @@ class StageOutcome:
     error: str | None = None
     rows_in: dict[str, int] = field(default_factory=dict)  # rows of each table (or landed source) the stage read
     rows_out: dict[str, int] = field(default_factory=dict)  # rows each table's commits in this run added
+    full: bool = False  # asked to rebuild from bronze (--full)
 
     @property
     def seconds(self) -> float:
@@ -65,7 +66,7 @@ def expand_stage(stage: str) -> tuple[str, ...]:
     return (stage,)
 
 
-def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
+def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
     results = build_bronze(spark, settings, batch_id=run_id)
     erased = enforce_ledger(spark, settings, run_id)  # erased subjects' data that landed again
     metrics: dict[str, Any] = {
@@ -77,16 +78,16 @@ def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -
     return metrics
 
 
-def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
-    accounting = build_silver(spark, settings, run_id, as_of)
+def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
+    accounting = build_silver(spark, settings, run_id, as_of, full=full)
     unbalanced = [a.source for a in accounting if not a.balanced]
     if unbalanced:
         raise RuntimeError(f"row accounting does not balance for {unbalanced}: see ops.row_accounting")
-    return {a.source: {"landed": a.landed, "silver": a.silver, "quarantined": a.quarantined,
-                       "duplicates": a.duplicates} for a in accounting}
+    return {a.source: {"mode": a.mode, "read": a.read, "landed": a.landed, "silver": a.silver,
+                       "quarantined": a.quarantined, "duplicates": a.duplicates} for a in accounting}
 
 
-def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
+def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
     result = build_identity(spark, settings, run_id)
     return {"records": result.records, "one_ids": result.one_ids, "edges": result.edges,
             "refused_values": result.refused_values, "violations": result.violations, "changes": result.changes,
@@ -94,7 +95,7 @@ def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date)
             "probabilistic_links": result.probabilistic_links, "candidate_pairs": result.candidate_pairs}
 
 
-def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> dict[str, Any]:
+def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
     result = build_gold(spark, settings, as_of, run_id)
     return {"profiles": result.profiles, "tag_rows": result.tag_rows, "consent_rows": result.consent_rows,
             "audiences": result.audience_sizes, "as_of": as_of.isoformat(), "warnings": result.warnings,
@@ -116,13 +117,13 @@ def rows_in(spark: SparkSession, settings: Settings, stage: str, metrics: dict[s
     if stage == "bronze":
         return {f"landing/{source}": m["rows"] for source, m in metrics.items() if source != "erased_rows"}
     if stage == "silver":
-        return {bronze_table(source): m["landed"] for source, m in metrics.items()}
+        return {bronze_table(source): m["read"] for source, m in metrics.items()}
     if stage == "identity":
         return _counts(spark, [IDENTIFIERS, *_silver_entity_tables(settings)])
     return _counts(spark, [*_silver_entity_tables(settings), ONEID_MAP])
 
 
-RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date], dict[str, Any]]] = {
+RUNNERS: dict[str, Callable[[SparkSession, Settings, str, date, bool], dict[str, Any]]] = {
     "bronze": _bronze,
     "silver": _silver,
     "identity": _identity,
@@ -141,7 +142,7 @@ def failure_message(outcome: StageOutcome, not_run: tuple[str, ...]) -> str:
     as_of = outcome.metrics.get("as_of")
     lines.append(f"  the trace is in ops.job_runs (cdp sql -e \"SELECT error FROM ops.job_runs WHERE run_id = "
                  f"'{outcome.run_id}'\"); once the cause is fixed: cdp run --stage {outcome.stage}"
-                 + (f" --as-of {as_of}" if as_of else ""))
+                 + (" --full" if outcome.full else "") + (f" --as-of {as_of}" if as_of else ""))
     return "\n".join(lines)
 
 
@@ -158,36 +159,36 @@ def record_run(spark: SparkSession, outcome: StageOutcome) -> None:
 
 
 def run_stage(spark: SparkSession, settings: Settings, stage: str, as_of: date,
-              on_write: OnWrite | None = None) -> StageOutcome:
+              on_write: OnWrite | None = None, full: bool = False) -> StageOutcome:
     """Run one stage; success or failure, it is recorded in ops.job_runs, with the rows it read and
     the rows each of its writes committed. Returns the failed outcome rather than raising."""
     run_id = new_run_id(stage)
     started = datetime.now(timezone.utc)
     with recording_writes(on_write) as written:
         try:
-            metrics = RUNNERS[stage](spark, settings, run_id, as_of)
+            metrics = RUNNERS[stage](spark, settings, run_id, as_of, full)
             read, status, error = rows_in(spark, settings, stage, metrics), "succeeded", None
         except Exception as exc:
             metrics, read, status = {"as_of": as_of.isoformat()}, {}, "failed"
             error = "".join(traceback.format_exception_only(exc)).strip()
             log.error("stage=%s status=failed run_id=%s", stage, run_id, exc_info=exc)
     outcome = StageOutcome(stage, run_id, started, datetime.now(timezone.utc), status, metrics, error,
-                           rows_in=read, rows_out=dict(written))
+                           rows_in=read, rows_out=dict(written), full=full)
     record_run(spark, outcome)
     return outcome
 
 
 def run_stages(spark: SparkSession, settings: Settings, stage: str, as_of: date,
                on_done: Callable[[StageOutcome], None] | None = None,
-               on_start: Callable[[str], OnWrite | None] | None = None) -> list[StageOutcome]:
+               on_start: Callable[[str], OnWrite | None] | None = None, full: bool = False) -> list[StageOutcome]:
     """Run the stages in order. on_start(stage) may return a listener for the stage's writes (progress);
-    on_done hears each outcome. A failed stage stops the run: StageFailed names it and the stages not run."""
+    on_done hears each outcome. `full`: rebuild from bronze rather than merge bronze's changes. A failed stage stops the run: StageFailed names it and the stages not run."""
     outcomes = []
     stages = expand_stage(stage)
     load_keys(settings)  # a cluster profile without its secrets stops here, before any stage
     for position, name in enumerate(stages):
         log.info("stage=%s status=starting as_of=%s", name, as_of.isoformat())
-        outcome = run_stage(spark, settings, name, as_of, on_start(name) if on_start else None)
+        outcome = run_stage(spark, settings, name, as_of, on_start(name) if on_start else None, full=full)
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)

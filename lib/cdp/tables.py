@@ -75,9 +75,24 @@ JOB_RUNS = "ops.job_runs"
 INGEST_LOG = "ops.ingest_log"
 SCHEMA_DRIFT = "ops.schema_drift"
 ROW_ACCOUNTING = "ops.row_accounting"
+STAGE_CURSORS = "ops.stage_cursors"
 QUALITY_METRICS = "ops.quality_metrics"
 AUDIT_LOG = "ops.audit_log"
 ERASURE_LEDGER = "ops.erasure_ledger"
+
+# How `cdp maintain` lays out the tables read by person or by audience: OPTIMIZE … ZORDER BY these
+# columns, the only ones Delta keeps per-file statistics for (delta.dataSkippingStatsColumns). Each is
+# a pseudonymous id, a code or a date: identifiers and contact data stay out of the Delta log.
+LAYOUT: dict[str, tuple[str, ...]] = {
+    ONEID_MAP: ("one_id",),
+    CHANGES: ("one_id",),
+    PROFILE: ("one_id",),
+    TAGS: ("one_id",),
+    TAG_HISTORY: ("one_id",),
+    CONSENT: ("one_id",),
+    AUDIENCES: ("audience", "one_id"),
+    AUDIENCE_HISTORY: ("audience", "one_id"),
+}
 
 TABLES: tuple[Table, ...] = (
     Table(QUARANTINE, "every row silver refused, with the rule, the reason and the raw payload"),
@@ -105,6 +120,7 @@ TABLES: tuple[Table, ...] = (
     Table(INGEST_LOG, "every landed file ingested, with its size, modification time and rows"),
     Table(SCHEMA_DRIFT, "landed files whose columns differ from the declared ones"),
     Table(ROW_ACCOUNTING, "per silver run and source: landed = silver + quarantined + duplicates"),
+    Table(STAGE_CURSORS, "per stage and input table: the Delta version its last run consumed, and under which configuration"),
     Table(QUALITY_METRICS, "one row per quality rule per silver run"),
     Table(AUDIT_LOG, "who did what with personal data (append-only)"),
     Table(ERASURE_LEDGER, "hashed tombstones of erased subjects' identifiers"),

@@ -232,10 +232,12 @@ def with_quality_flags(entity: Entity):
     return transform
 
 
-def latest_per_record_key(df: DataFrame) -> DataFrame:
+def latest_per_record_key(df: DataFrame, prefer: str | None = None) -> DataFrame:
     """Re-sent records collapse to one row per (source, record_key): the latest delivery wins, by a
-    total order — the file's modification time, then its name, then the record's line in it."""
-    window = Window.partitionBy("source", "record_key").orderBy(*[F.col(c).desc_nulls_last() for c in ORDER])
+    total order — the file's modification time, then its name, then the record's line in it. Between
+    two copies of one delivery (silver's row and its bronze row read again), the `prefer` column wins."""
+    order = [F.col(c).desc_nulls_last() for c in ORDER] + ([F.col(prefer).desc()] if prefer else [])
+    window = Window.partitionBy("source", "record_key").orderBy(*order)
     return df.withColumn("_rank", F.row_number().over(window)).where(F.col("_rank") == 1).drop("_rank")
 
 

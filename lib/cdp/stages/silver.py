@@ -1,15 +1,26 @@
-"""Bronze → silver: map each source onto its canonical entity, standardise, quarantine, deduplicate."""
+"""Bronze → silver: map each source onto its canonical entity, standardise, quarantine, deduplicate.
+
+A run reads only the bronze commits after the versions its last run consumed (ops.stage_cursors,
+Delta Change Data Feed) and MERGEs their effect into silver, the quarantine and the identifiers.
+It rebuilds everything from bronze instead on the first run, when asked (`cdp run --full`), when
+sources.yaml, model.yaml, the consent purposes or the code changed, or when the feed is gone."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date
 from functools import reduce
 
+from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from cdp import __version__
 
 from cdp.cleanse.mapping import (
     META, RAW, REASON, Reading, entity_identifiers, helper_columns, latest_per_record_key, map_to_entity,
@@ -17,7 +28,11 @@ from cdp.cleanse.mapping import (
 )
 from cdp.conf import ConfigError, Settings
 from cdp.conf.sources import Source
-from cdp.lakehouse import append, overwrite_table, table_exists
+from cdp.cursors import Cursor, read_cursors, write_cursors
+from cdp.lakehouse import (
+    append, change_feed_on, overwrite_table, read_changes, read_version, record_write, table_exists,
+    table_version,
+)
 from cdp.logs import first_line
 from cdp.quality.rules import RuleResult, evaluate_source_rules, metrics_frame
 from cdp.tables import IDENTIFIERS, QUALITY_METRICS, QUARANTINE, ROW_ACCOUNTING, bronze_table, silver_table
@@ -34,6 +49,8 @@ class SourceAccounting:
     silver: int
     quarantined: int
     duplicates: int
+    mode: str = "full"  # full: rebuilt from all of bronze; changes: bronze's changes merged; unchanged
+    read: int = 0  # bronze rows this run read: all of them, or the rows its changes added and removed
 
     @property
     def balanced(self) -> bool:
@@ -67,20 +84,115 @@ def check_quality(
     return results
 
 
-def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date) -> list[SourceAccounting]:
-    """Recompute silver from bronze: one table per entity, the quarantine, identifiers and accounting."""
-    sources = settings.sources.sources
-    reading = Reading(settings.model, tuple(settings.privacy.purposes))
-    by_entity: dict[str, list[DataFrame]] = {}
-    for name, source in sources.items():
-        if not table_exists(spark, bronze_table(name)):
+STAGE = "silver"
+ROW_ID = ["_file", "_line", "_batch_id"]  # one bronze row: its file, its line there, the batch that landed it
+ADDED = ("insert", "update_postimage")
+FEED_COLUMNS = ["_change_type", "_commit_version", "_commit_timestamp"]
+KEY = ["source", "record_key"]
+
+
+@dataclass(frozen=True)
+class BronzeInput:
+    """One source's bronze table, at the version this run reads."""
+
+    name: str
+    source: Source
+    table: str
+    version: int
+    feed_was_on: bool
+
+
+@dataclass
+class SourceChanges:
+    """A source's bronze rows added and removed since the last run, net of rows that came and went
+    between the two runs, each mapped and checked like any bronze row."""
+
+    input: BronzeInput
+    added: DataFrame
+    removed: DataFrame
+    added_rows: int
+    removed_rows: int
+
+
+def silver_fingerprint(settings: Settings) -> str:
+    """What silver's rows depend on besides bronze: the sources, the model, the purposes, the code."""
+    described = {"sources": settings.sources.model_dump(mode="json"), "model": settings.model.model_dump(mode="json"),
+                 "purposes": sorted(settings.privacy.purposes), "version": __version__}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def bronze_inputs(spark: SparkSession, settings: Settings) -> list[BronzeInput]:
+    """The configured sources that have a bronze table, with its Change Data Feed on and its version."""
+    inputs = []
+    for name, source in settings.sources.sources.items():
+        table = bronze_table(name)
+        if not table_exists(spark, table):
             log.warning("silver: no bronze table for source %s yet; run the bronze stage first", name)
             continue
-        entity = reading.entity(source)
-        bronze = spark.table(bronze_table(name))
-        check_conditions(bronze, name, source, settings)
-        mapped = bronze.transform(map_to_entity(name, source, reading)).transform(with_checks(entity))
-        by_entity.setdefault(source.entity, []).append(mapped.transform(with_rejection_reason(entity)))
+        was_on = change_feed_on(spark, table)
+        inputs.append(BronzeInput(name, source, table, table_version(spark, table), was_on))
+    return inputs
+
+
+def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[BronzeInput], cursors: dict[str, Cursor],
+                fingerprint: str) -> str | None:
+    """Why this run cannot merge bronze's changes and must rebuild silver whole; None when it can."""
+    if not cursors:
+        return "no earlier silver run consumed bronze"
+    if any(c.fingerprint != fingerprint for c in cursors.values()):
+        return "sources.yaml, model.yaml, the consent purposes or the code changed since the last run"
+    if set(cursors) != {i.table for i in inputs}:
+        return f"the bronze tables differ from the last run's ({', '.join(sorted(set(cursors) ^ {i.table for i in inputs}))})"
+    for i in inputs:
+        if not i.feed_was_on:
+            return f"{i.table} had no change data feed"
+        if cursors[i.table].version > i.version:
+            return f"{i.table} is older (version {i.version}) than the last run read ({cursors[i.table].version})"
+    missing = [t for t in {silver_table(i.source.entity) for i in inputs} | {IDENTIFIERS, QUARANTINE} if not table_exists(spark, t)]
+    if missing:
+        return f"{', '.join(sorted(missing))} missing"
+    return None
+
+
+def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool = False) -> list[SourceAccounting]:
+    """Bring silver up to bronze: merge bronze's changes since the last run, or rebuild it whole."""
+    reading = Reading(settings.model, tuple(settings.privacy.purposes))
+    inputs = bronze_inputs(spark, settings)
+    fingerprint = silver_fingerprint(settings)
+    cursors = read_cursors(spark, STAGE)
+    reason = "asked for (--full)" if full else why_rebuild(spark, settings, inputs, cursors, fingerprint)
+    changes: dict[str, SourceChanges | None] = {}
+    if reason is None:
+        try:
+            changes = {i.name: source_changes(spark, settings, reading, i, cursors[i.table]) for i in inputs}
+        except (PySparkException, Py4JJavaError) as exc:
+            reason = f"bronze's change feed cannot be read ({first_line(exc)})"
+    try:
+        if reason is not None:
+            log.info("silver: rebuilding from all of bronze: %s", reason)
+            return rebuild_silver(spark, settings, reading, inputs, run_id, as_of, fingerprint)
+        return merge_changes(spark, settings, reading, inputs, changes, cursors, run_id, as_of, fingerprint)
+    finally:
+        for change in changes.values():
+            if change is not None:
+                change.added.unpersist()
+                change.removed.unpersist()
+
+
+def checked_rows(bronze: DataFrame, name: str, source: Source, reading: Reading) -> DataFrame:
+    entity = reading.entity(source)
+    mapped = bronze.transform(map_to_entity(name, source, reading)).transform(with_checks(entity))
+    return mapped.transform(with_rejection_reason(entity))
+
+
+def rebuild_silver(spark: SparkSession, settings: Settings, reading: Reading, inputs: list[BronzeInput], run_id: str,
+                   as_of: date, fingerprint: str) -> list[SourceAccounting]:
+    """Recompute silver from bronze: one table per entity, the quarantine, identifiers and accounting."""
+    by_entity: dict[str, list[DataFrame]] = {}
+    for i in inputs:
+        bronze = read_version(spark, i.table, i.version)
+        check_conditions(bronze, i.name, i.source, settings)
+        by_entity.setdefault(i.source.entity, []).append(checked_rows(bronze, i.name, i.source, reading))
 
     checked = {
         entity_name: reduce(DataFrame.unionByName, frames).persist()
@@ -88,16 +200,18 @@ def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: da
     }
     try:
         check_quality(spark, settings, checked, run_id, as_of)
-        return publish_silver(spark, settings, checked, run_id)
+        accepted = publish_silver(settings, checked)
     finally:
         for df in checked.values():
             df.unpersist()
+    totals = {i.name: accepted.get(i.name, 0) for i in inputs}
+    accounting = account_rows(spark, settings, inputs, totals, run_id, "full", {})
+    write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
+    return accounting
 
 
-def publish_silver(
-    spark: SparkSession, settings: Settings, checked: dict[str, DataFrame], run_id: str
-) -> list[SourceAccounting]:
-    """Write each entity table, the quarantine and the identifiers, then account for every row."""
+def publish_silver(settings: Settings, checked: dict[str, DataFrame]) -> dict[str, int]:
+    """Write each entity table, the quarantine and the identifiers; the rows accepted per source."""
     quarantine_parts, identifier_parts, persisted = [], [], []
     accepted_by_source: dict[str, int] = {}
     for entity_name, df in checked.items():
@@ -109,19 +223,157 @@ def publish_silver(
                         f"Canonical {entity_name}, cleansed: {entity.description}")
         identifier_parts.append(entity_identifiers(accepted))
         persisted.append(accepted)
-        quarantine_parts.append(
-            df.where(F.col(REASON).isNotNull()).select(
-                "source", "record_key", quarantine_rule(F.col(REASON)).alias("rule"),
-                F.col(REASON).alias("reason"), F.col(RAW).alias("raw_payload"), *META,
-            )
-        )
+        quarantine_parts.append(df.where(F.col(REASON).isNotNull()).select(*quarantine_columns()))
     if quarantine_parts:
         overwrite_table(reduce(DataFrame.unionByName, quarantine_parts), QUARANTINE, "Rows refused by silver, with the reason")
     if identifier_parts:
         overwrite_table(reduce(DataFrame.unionByName, identifier_parts).distinct(), IDENTIFIERS, "Normalised identifiers per record")
     for frame in persisted:
         frame.unpersist()
-    return account_rows(spark, settings, accepted_by_source, run_id)
+    return accepted_by_source
+
+
+def quarantine_columns() -> list:
+    return ["source", "record_key", quarantine_rule(F.col(REASON)).alias("rule"), F.col(REASON).alias("reason"),
+            F.col(RAW).alias("raw_payload"), *META]
+
+
+def _net(rows: DataFrame, other: DataFrame) -> DataFrame:
+    """`rows` without those `other` holds too (by ROW_ID, nulls equal): a row inserted and deleted
+    between two runs, or deleted and inserted back, is no change."""
+    theirs = other.select(*[F.col(c).alias(f"_other{c}") for c in ROW_ID]).distinct()
+    condition = reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.col(f"_other{c}")) for c in ROW_ID])
+    return rows.join(theirs, condition, "left_anti")
+
+
+def source_changes(spark: SparkSession, settings: Settings, reading: Reading, i: BronzeInput,
+                   cursor: Cursor) -> SourceChanges | None:
+    """The source's bronze changes after the cursor, materialised (a feed that cannot be read fails
+    here, before anything is written); None when bronze has not changed."""
+    if cursor.version == i.version:
+        return None
+    check_conditions(spark.table(i.table), i.name, i.source, settings)
+    feed = read_changes(spark, i.table, cursor.version, i.version).persist()
+    try:
+        feed.count()
+        added = feed.where(F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
+        removed = feed.where(~F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
+        net_added = checked_rows(_net(added, removed), i.name, i.source, reading).persist()
+        net_removed = checked_rows(_net(removed, added), i.name, i.source, reading).persist()
+        return SourceChanges(i, net_added, net_removed, net_added.count(), net_removed.count())
+    finally:
+        feed.unpersist()
+
+
+def merge_changes(spark: SparkSession, settings: Settings, reading: Reading, inputs: list[BronzeInput],
+                  changes: dict[str, SourceChanges | None],
+                  cursors: dict[str, Cursor], run_id: str, as_of: date, fingerprint: str) -> list[SourceAccounting]:
+    """Merge each changed source's rows into silver, the quarantine and the identifiers."""
+    changed = [c for c in changes.values() if c is not None and (c.added_rows or c.removed_rows)]
+    by_entity: dict[str, list[SourceChanges]] = {}
+    for change in changed:
+        by_entity.setdefault(change.input.source.entity, []).append(change)
+    check_quality(spark, settings, {e: reduce(DataFrame.unionByName, [c.added for c in cs]) for e, cs in by_entity.items()},
+                  run_id, as_of)
+    totals = {i.name: cursors[i.table].accepted or 0 for i in inputs}
+    replaced_keys, new_identifiers = [], []
+    for entity_name, entity_changes in by_entity.items():
+        entity = settings.model.entities[entity_name]
+        fresh_parts, key_parts = [], []
+        for change in entity_changes:
+            added = change.added.where(F.col(REASON).isNull())
+            removed = change.removed.where(F.col(REASON).isNull())
+            totals[change.input.name] += added.count() - removed.count()
+            if removed.isEmpty():
+                fresh, keys = newer_than_silver(spark, added, entity, silver_table(entity_name))
+            else:
+                fresh, keys = recomputed(spark, reading, change.input, added, removed)
+            fresh_parts.append(fresh)
+            key_parts.append(keys)
+        fresh = reduce(DataFrame.unionByName, fresh_parts).persist()
+        keys = reduce(DataFrame.unionByName, key_parts).distinct().persist()
+        merge_entity(spark, silver_table(entity_name), fresh, keys)
+        replaced_keys.append(keys)
+        new_identifiers.append(entity_identifiers(fresh))
+    if changed:
+        replace_identifiers(spark, reduce(DataFrame.unionByName, replaced_keys),
+                            reduce(DataFrame.unionByName, new_identifiers).distinct())
+        merge_quarantine(spark, changed)
+    modes = {i.name: "changes" if changes.get(i.name) is not None else "unchanged" for i in inputs}
+    read = {c.input.name: c.added_rows + c.removed_rows for c in changed}
+    accounting = account_rows(spark, settings, inputs, totals, run_id, modes, read)
+    write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
+    return accounting
+
+
+def newer_than_silver(spark: SparkSession, added: DataFrame, entity, table: str) -> tuple[DataFrame, DataFrame]:
+    """Only rows were added: each added record against its silver row, the latest delivery wins.
+    (the rows to write, the keys they replace): a key whose silver row stays newer is left alone."""
+    flagged = added.transform(with_quality_flags(entity)).withColumn("_fresh", F.lit(True))
+    existing = spark.table(table).join(flagged.select(*KEY).distinct(), KEY, "left_semi").withColumn("_fresh", F.lit(False))
+    winners = latest_per_record_key(flagged.unionByName(existing, allowMissingColumns=True), prefer="_fresh")
+    fresh = winners.where(F.col("_fresh")).drop("_fresh")
+    return fresh, fresh.select(*KEY)
+
+
+def recomputed(spark: SparkSession, reading: Reading, i: BronzeInput, added: DataFrame,
+               removed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Rows were removed, so an older delivery may be the latest again: each touched record is
+    recomputed from all of its bronze rows. (the rows to write, the keys they replace: a key with
+    no accepted row left loses its silver row)."""
+    keys = added.select(*KEY).unionByName(removed.select(*KEY)).where(F.col("record_key").isNotNull()).distinct()
+    bronze = checked_rows(read_version(spark, i.table, i.version), i.name, i.source, reading)
+    accepted = bronze.where(F.col(REASON).isNull()).join(keys, KEY, "left_semi")
+    entity = reading.entity(i.source)
+    return latest_per_record_key(accepted).transform(with_quality_flags(entity)), keys
+
+
+def merge_entity(spark: SparkSession, table: str, fresh: DataFrame, keys: DataFrame) -> None:
+    """One MERGE: each fresh row replaces or adds its record, and a replaced key without one is deleted."""
+    columns = spark.table(table).columns
+    gone = keys.join(fresh.select(*KEY), KEY, "left_anti").withColumn("_delete", F.lit(True))
+    staged = fresh.select(*columns).withColumn("_delete", F.lit(False)).unionByName(gone, allowMissingColumns=True)
+    values = {f"`{c}`": f"s.`{c}`" for c in columns}
+    (
+        DeltaTable.forName(spark, table).alias("t")
+        .merge(staged.alias("s"), "t.source = s.source AND t.record_key = s.record_key")
+        .whenMatchedDelete(condition="s._delete")
+        .whenMatchedUpdate(set=values)
+        .whenNotMatchedInsert(condition="NOT s._delete", values=values)
+        .execute()
+    )
+    record_write(spark, table)
+
+
+def replace_identifiers(spark: SparkSession, keys: DataFrame, identifiers: DataFrame) -> None:
+    """The replaced records' identifiers go, their fresh ones come (a rerun does both again: the same result)."""
+    (
+        DeltaTable.forName(spark, IDENTIFIERS).alias("t")
+        .merge(keys.distinct().alias("k"), "t.source = k.source AND t.record_key = k.record_key")
+        .whenMatchedDelete()
+        .execute()
+    )
+    append(identifiers, IDENTIFIERS)
+
+
+def merge_quarantine(spark: SparkSession, changed: list[SourceChanges]) -> None:
+    """Refused rows that landed are added, refused rows bronze no longer holds are removed: one MERGE."""
+    parts = [c.added.where(F.col(REASON).isNotNull()).select(*quarantine_columns()).withColumn("_remove", F.lit(False))
+             for c in changed]
+    parts += [c.removed.where(F.col(REASON).isNotNull()).select(*quarantine_columns()).withColumn("_remove", F.lit(True))
+              for c in changed]
+    staged = reduce(DataFrame.unionByName, parts)
+    columns = spark.table(QUARANTINE).columns
+    values = {f"`{c}`": f"s.`{c}`" for c in columns}
+    condition = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in ["source", *ROW_ID])
+    (
+        DeltaTable.forName(spark, QUARANTINE).alias("t")
+        .merge(staged.alias("s"), condition)
+        .whenMatchedDelete(condition="s._remove")
+        .whenNotMatchedInsert(condition="NOT s._remove", values=values)
+        .execute()
+    )
+    record_write(spark, QUARANTINE)
 
 
 def check_conditions(bronze: DataFrame, name: str, source: Source, settings: Settings) -> None:
@@ -138,30 +390,31 @@ def check_conditions(bronze: DataFrame, name: str, source: Source, settings: Set
 
 
 def account_rows(
-    spark: SparkSession, settings: Settings, accepted_by_source: dict[str, int], run_id: str
+    spark: SparkSession, settings: Settings, inputs: list[BronzeInput], accepted: dict[str, int], run_id: str,
+    modes: str | dict[str, str], read: dict[str, int],
 ) -> list[SourceAccounting]:
     """Per source: landed, in silver, quarantined and collapsed as duplicates; recorded in ops.
 
-    Each figure is counted on its own table, so a row lost or doubled anywhere breaks the balance.
+    Landed, silver and quarantined are counted on their own tables; duplicates are the rows ever
+    accepted (a running count a merge run carries forward) less those in silver. So a row lost or
+    doubled anywhere breaks the balance.
     """
 
     def counts_by_source(table: str) -> dict[str, int]:
         return {r["source"]: r["count"] for r in spark.table(table).groupBy("source").count().collect()}
 
-    configured = settings.sources.sources
     silver_counts: dict[str, int] = {}
-    for table in sorted({silver_table(s.entity) for s in configured.values()}):
+    for table in sorted({silver_table(i.source.entity) for i in inputs}):
         if table_exists(spark, table):
             silver_counts.update(counts_by_source(table))
     quarantined_counts = counts_by_source(QUARANTINE) if table_exists(spark, QUARANTINE) else {}
     results = []
-    for name in configured:
-        if not table_exists(spark, bronze_table(name)):
-            continue
-        landed = spark.table(bronze_table(name)).count()
-        silver = silver_counts.get(name, 0)
-        duplicates = accepted_by_source.get(name, 0) - silver
-        results.append(SourceAccounting(name, landed, silver, quarantined_counts.get(name, 0), duplicates))
+    for i in inputs:
+        landed = read_version(spark, i.table, i.version).count()
+        silver = silver_counts.get(i.name, 0)
+        mode = modes if isinstance(modes, str) else modes[i.name]
+        results.append(SourceAccounting(i.name, landed, silver, quarantined_counts.get(i.name, 0),
+                                        accepted.get(i.name, 0) - silver, mode, landed if mode == "full" else read.get(i.name, 0)))
     rows = [(run_id, a.source, a.landed, a.silver, a.quarantined, a.duplicates) for a in results]
     if rows:
         frame = spark.createDataFrame(

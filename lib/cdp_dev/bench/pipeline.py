@@ -15,6 +15,11 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
    (GraphFrames' default), and graphx (which takes no threshold); each must give scipy's partition of
    the vertices, or the run fails.
 
+6. a **daily increment**: the generated persons are split (cdp_dev.datagen.increment) so that every
+   record of 0.25 % of them (new customers) and half the records of another 0.5 % (returning ones)
+   land a day later; steps 2–5 run on the first delivery, then the increment lands and every stage
+   runs again, timed, and silver is rebuilt from all of bronze (`--full`) beside it as its reference.
+
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the catalog is one
 per lakehouse, and a fresh JVM per size keeps one size's memory out of the next one's figures.
@@ -42,6 +47,7 @@ from scipy.sparse.csgraph import connected_components
 AS_OF = date(2026, 11, 1)
 SEED = 7
 STAGES = ("bronze", "silver", "identity", "gold")
+INCREMENT_NEW, INCREMENT_RETURNING = 0.0025, 0.005  # shares of persons: new ones, and ones who come back
 FLOOR_DB = "bench_floor"
 
 
@@ -181,7 +187,11 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
     from cdp.pipeline import run_stage
     from cdp.spark import spark_session
 
+    from cdp_dev.datagen.increment import split_increment
+
     generate_seconds, summary = _timed(lambda: generate(persons, SEED, data, as_of=AS_OF))
+    increment = split_increment(data, INCREMENT_NEW, INCREMENT_RETURNING)
+    os.environ["CDP_LANDING"] = str(increment.initial)
     settings = load_settings("local")
     settings.profile.spark_conf.update(sizing(persons))
     result: dict[str, Any] = {"persons": persons, "landed_rows": summary.total_rows(),
@@ -204,11 +214,32 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
                 figures["engine"] = outcome.metrics["engine"]
                 figures["engines"] = engine_timings(spark, settings, labels)
             result["stages"][stage] = with_ratios(figures)
+        result["increment"] = daily_increment(spark, settings, increment)
     from cdp.metastore import stop_server
 
     stop_server(settings)  # the lakehouse's catalog server goes with the lakehouse
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def daily_increment(spark, settings, increment) -> dict[str, Any]:
+    """Land the increment, run every stage on it, then rebuild silver from all of bronze (--full)."""
+    from cdp.pipeline import run_stage
+
+    for source_dir in increment.increment.iterdir():
+        for path in source_dir.iterdir():
+            shutil.copy(path, increment.initial / source_dir.name / path.name)
+    figures: dict[str, Any] = {"records": increment.increment_records, "new_persons": len(increment.new_persons),
+                               "returning_persons": len(increment.returning_persons), "stages": {}}
+    for stage, full in [*((s, False) for s in STAGES), ("silver", True)]:
+        outcome = run_stage(spark, settings, stage, AS_OF, full=full)
+        if outcome.status != "succeeded":
+            raise SystemExit(f"bench: stage {stage} failed on the increment: {outcome.error}")
+        figures["stages"][f"{stage} --full" if full else stage] = {
+            "seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
+            "rows_out": sum(outcome.rows_out.values()),
+        }
+    return figures
 
 
 def with_ratios(figures: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +276,16 @@ def print_report(results: list[dict[str, Any]]) -> None:
                             "yes" if run["same_partition_as_scipy"] else "NO")
         engines.add_row(f"{result['persons']:,}", "scipy", "(reference)", "", f"{identity['reference']['seconds']:.1f}", "1.0", "")
     Console(width=130).print(engines)
+    daily = Table(title="the next day: an increment landed, each stage run again (seconds; rows read)")
+    for column in ("persons", "increment records", "stage", "seconds", "rows in", "first run seconds"):
+        daily.add_column(column, justify="left" if column == "stage" else "right")
+    for result in results:
+        increment = result["increment"]
+        for stage, f in increment["stages"].items():
+            first = result["stages"].get(stage.split()[0], {}).get("seconds")
+            daily.add_row(f"{result['persons']:,}", f"{increment['records']:,}", stage, f"{f['seconds']:.1f}",
+                          f"{f['rows_in']:,}", f"{first:.1f}" if first is not None else "")
+    Console(width=130).print(daily)
     for result in results:
         ref = result["stages"]["identity"]["reference"]
         print(f"{result['persons']:,} persons: {result['landed_rows']:,} landed rows, generated in "
