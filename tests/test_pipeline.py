@@ -326,11 +326,14 @@ def test_job_runs_count_rows_in_and_out_per_table(spark, settings, run):
 
     assert silver.rows_in == {f"bronze.{source}": rows for source, rows in summary.rows.items()}
     per_entity: dict[str, int] = {}
-    for source, counts in silver.metrics.items():
+    per_source = {source: counts for source, counts in silver.metrics.items() if source != "seconds"}
+    assert set(per_source) == set(summary.rows) and {c["mode"] for c in per_source.values()} == {"full"}
+    assert set(silver.metrics["seconds"]) == {"plan", "quality", "publish", "accounting"}
+    for source, counts in per_source.items():
         table = silver_table(settings.sources.sources[source].entity)
         per_entity[table] = per_entity.get(table, 0) + counts["silver"]
     assert {t: silver.rows_out[t] for t in per_entity} == per_entity
-    assert silver.rows_out["silver.quarantine"] == sum(c["quarantined"] for c in silver.metrics.values())
+    assert silver.rows_out["silver.quarantine"] == sum(c["quarantined"] for c in per_source.values())
     assert silver.rows_out["ops.row_accounting"] == len(summary.rows)
 
     assert identity.rows_in["silver.identifiers"] == silver.rows_out["silver.identifiers"]
@@ -517,7 +520,7 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     ids of before. Through both runs the probabilistic model trained on first use scores unchanged."""
     from cdp.operations.steward import add_rule
     from cdp.pipeline import run_stages
-    from cdp.tables import MODELS, STEWARD_RULES
+    from cdp.tables import MODEL_FREQUENCIES, MODELS, STEWARD_RULES
 
     def one_id(record):
         source, key = record.split(":")
@@ -536,7 +539,7 @@ def test_steward_split_and_merge_shape_the_next_run_and_a_rebuild(spark, setting
     before = {r: one_id(r) for r in (member, order, first, second)}
     assert before[member] == before[order] and before[first] != before[second]
 
-    kept = (STEWARD_RULES, MODELS)  # the rules and the model outlive every rebuild
+    kept = (STEWARD_RULES, MODELS, MODEL_FREQUENCIES)  # the rules and the model outlive every rebuild
     versions = {f"identity.{t.name}": spark.sql(f"DESCRIBE HISTORY identity.{t.name} LIMIT 1").first()["version"]
                 for t in spark.catalog.listTables("identity") if f"identity.{t.name}" not in kept}
     split = add_rule(spark, "must_not_link", member, order, "a mother's membership, her son's order", actor="steward")

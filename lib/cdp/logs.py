@@ -8,6 +8,9 @@ import json
 import logging
 import os
 import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
 
@@ -41,3 +44,12 @@ def spark_message(exc: BaseException) -> str:
     """Spark's own message for its exceptions (AnalysisException, ParseException…), else str(exc)."""
     get_message = getattr(exc, "getMessage", None)
     return get_message() if callable(get_message) else str(exc)
+
+
+@contextmanager
+def timed_step(stage: str, name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Time a stage's step into seconds[name] (added up when the step runs more than once) and log it."""
+    started = time.perf_counter()
+    yield
+    seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 1)
+    logging.getLogger(f"cdp.stages.{stage}").info("%s: %s in %.1fs", stage, name, seconds[name])

@@ -79,12 +79,15 @@ def _bronze(spark: SparkSession, settings: Settings, run_id: str, as_of: date, f
 
 
 def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
-    accounting = build_silver(spark, settings, run_id, as_of, full=full)
+    seconds: dict[str, float] = {}
+    accounting = build_silver(spark, settings, run_id, as_of, full=full, seconds=seconds)
     unbalanced = [a.source for a in accounting if not a.balanced]
     if unbalanced:
         raise RuntimeError(f"row accounting does not balance for {unbalanced}: see ops.row_accounting")
-    return {a.source: {"mode": a.mode, "read": a.read, "landed": a.landed, "silver": a.silver,
-                       "quarantined": a.quarantined, "duplicates": a.duplicates} for a in accounting}
+    metrics: dict[str, Any] = {a.source: {"mode": a.mode, "read": a.read, "landed": a.landed, "silver": a.silver,
+                                          "quarantined": a.quarantined, "duplicates": a.duplicates} for a in accounting}
+    metrics["seconds"] = seconds
+    return metrics
 
 
 def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
@@ -117,7 +120,7 @@ def rows_in(spark: SparkSession, settings: Settings, stage: str, metrics: dict[s
     if stage == "bronze":
         return {f"landing/{source}": m["rows"] for source, m in metrics.items() if source != "erased_rows"}
     if stage == "silver":
-        return {bronze_table(source): m["read"] for source, m in metrics.items()}
+        return {bronze_table(source): m["read"] for source, m in metrics.items() if source != "seconds"}
     if stage == "identity":
         return _counts(spark, [IDENTIFIERS, *_silver_entity_tables(settings)])
     return _counts(spark, [*_silver_entity_tables(settings), ONEID_MAP])

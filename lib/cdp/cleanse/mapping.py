@@ -122,9 +122,10 @@ def _typed_identifier(reading: Reading, id_type: Column, value: Column) -> Colum
     return result
 
 
-def map_to_entity(source_name: str, source: Source, reading: Reading):
+def map_to_entity(source_name: str, source: Source, reading: Reading, carry: tuple[str, ...] = ()):
     """Select the source's mapped fields, parsed, normalised, coded and typed; its record key and
-    identifiers; the raw row for the quarantine; the delivery order for latest-wins."""
+    identifiers; the raw row for the quarantine; the delivery order for latest-wins; and the bronze
+    columns named in `carry` as they are (a change feed's flags)."""
     entity = reading.entity(source)
 
     def transform(bronze: DataFrame) -> DataFrame:
@@ -163,7 +164,7 @@ def map_to_entity(source_name: str, source: Source, reading: Reading):
         columns += [raw_payload.alias(RAW), F.col(CORRUPT).isNotNull().alias(MALFORMED)]
         # bronze's bookkeeping, and the delivery order (absent from bronze tables older than it: null)
         columns += [F.col(c) if c in bronze.columns else F.lit(None).cast(kind).alias(c) for c, kind in INGEST_COLUMNS.items()]
-        return bronze.select(*columns)
+        return bronze.select(*columns, *carry)
 
     return transform
 

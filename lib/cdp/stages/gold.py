@@ -4,8 +4,6 @@ consent-filtered audiences with theirs — all keyed by the current one_id."""
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import reduce
@@ -21,7 +19,7 @@ from cdp.conf.tags import TagLibrary
 from cdp.identity.mapping import build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
 from cdp.lakehouse import append, overwrite_table, table_exists
-from cdp.logs import first_line
+from cdp.logs import first_line, timed_step
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
 from cdp.privacy.protect import load_keys
 from cdp.privacy.views import build_role_views
@@ -192,12 +190,8 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
     return {name: {"matched": matched, "members": sizes.get(name, 0)} for name, (_, matched) in counts.items()}
 
 
-@contextmanager
 def _step(name: str, seconds: dict[str, float]):
-    started = time.perf_counter()
-    yield
-    seconds[name] = round(time.perf_counter() - started, 1)
-    log.info("gold: %s in %.1fs", name, seconds[name])
+    return timed_step("gold", name, seconds)
 
 
 def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str = "gold") -> GoldResult:

@@ -33,7 +33,7 @@ from cdp.lakehouse import (
     append, change_feed_on, overwrite_table, read_changes, read_version, record_write, table_exists,
     table_version,
 )
-from cdp.logs import first_line
+from cdp.logs import first_line, timed_step
 from cdp.quality.rules import RuleResult, evaluate_source_rules, metrics_frame
 from cdp.tables import IDENTIFIERS, QUALITY_METRICS, QUARANTINE, ROW_ACCOUNTING, bronze_table, silver_table
 
@@ -87,6 +87,7 @@ def check_quality(
 STAGE = "silver"
 ROW_ID = ["_file", "_line", "_batch_id"]  # one bronze row: its file, its line there, the batch that landed it
 ADDED = ("insert", "update_postimage")
+REMOVED = "_removed"  # a changed row's flag: removed from bronze (else added)
 FEED_COLUMNS = ["_change_type", "_commit_version", "_commit_timestamp"]
 KEY = ["source", "record_key"]
 
@@ -103,15 +104,21 @@ class BronzeInput:
 
 
 @dataclass
-class SourceChanges:
-    """A source's bronze rows added and removed since the last run, net of rows that came and went
-    between the two runs, each mapped and checked like any bronze row."""
+class EntityChanges:
+    """One entity's bronze rows added and removed since the last run, net of rows that came and went
+    between the two runs, mapped and checked like any bronze row (`_removed` tells which), with the
+    counts per source: (added, removed, added and accepted, removed and accepted)."""
 
-    input: BronzeInput
-    added: DataFrame
-    removed: DataFrame
-    added_rows: int
-    removed_rows: int
+    rows: DataFrame
+    counts: dict[str, tuple[int, int, int, int]]
+
+    def added(self, source: str | None = None) -> DataFrame:
+        rows = self.rows.where(~F.col(REMOVED))
+        return rows if source is None else rows.where(F.col("source") == source)
+
+    def removed(self, source: str | None = None) -> DataFrame:
+        rows = self.rows.where(F.col(REMOVED))
+        return rows if source is None else rows.where(F.col("source") == source)
 
 
 def silver_fingerprint(settings: Settings) -> str:
@@ -154,29 +161,32 @@ def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[BronzeInpu
     return None
 
 
-def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool = False) -> list[SourceAccounting]:
-    """Bring silver up to bronze: merge bronze's changes since the last run, or rebuild it whole."""
+def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool = False,
+                 seconds: dict[str, float] | None = None) -> list[SourceAccounting]:
+    """Bring silver up to bronze: merge bronze's changes since the last run, or rebuild it whole.
+    `seconds`, when given, receives the time of each step."""
+    seconds = {} if seconds is None else seconds
     reading = Reading(settings.model, tuple(settings.privacy.purposes))
-    inputs = bronze_inputs(spark, settings)
-    fingerprint = silver_fingerprint(settings)
-    cursors = read_cursors(spark, STAGE)
-    reason = "asked for (--full)" if full else why_rebuild(spark, settings, inputs, cursors, fingerprint)
-    changes: dict[str, SourceChanges | None] = {}
+    with timed_step(STAGE, "plan", seconds):
+        inputs = bronze_inputs(spark, settings)
+        fingerprint = silver_fingerprint(settings)
+        cursors = read_cursors(spark, STAGE)
+        reason = "asked for (--full)" if full else why_rebuild(spark, settings, inputs, cursors, fingerprint)
+    changes: dict[str, EntityChanges] = {}
     if reason is None:
         try:
-            changes = {i.name: source_changes(spark, settings, reading, i, cursors[i.table]) for i in inputs}
+            with timed_step(STAGE, "read_changes", seconds):
+                changes = entity_changes(spark, settings, reading, inputs, cursors)
         except (PySparkException, Py4JJavaError) as exc:
             reason = f"bronze's change feed cannot be read ({first_line(exc)})"
     try:
         if reason is not None:
             log.info("silver: rebuilding from all of bronze: %s", reason)
-            return rebuild_silver(spark, settings, reading, inputs, run_id, as_of, fingerprint)
-        return merge_changes(spark, settings, reading, inputs, changes, cursors, run_id, as_of, fingerprint)
+            return rebuild_silver(spark, settings, reading, inputs, run_id, as_of, fingerprint, seconds)
+        return merge_changes(spark, settings, reading, inputs, changes, cursors, run_id, as_of, fingerprint, seconds)
     finally:
         for change in changes.values():
-            if change is not None:
-                change.added.unpersist()
-                change.removed.unpersist()
+            change.rows.unpersist()
 
 
 def checked_rows(bronze: DataFrame, name: str, source: Source, reading: Reading) -> DataFrame:
@@ -186,7 +196,7 @@ def checked_rows(bronze: DataFrame, name: str, source: Source, reading: Reading)
 
 
 def rebuild_silver(spark: SparkSession, settings: Settings, reading: Reading, inputs: list[BronzeInput], run_id: str,
-                   as_of: date, fingerprint: str) -> list[SourceAccounting]:
+                   as_of: date, fingerprint: str, seconds: dict[str, float]) -> list[SourceAccounting]:
     """Recompute silver from bronze: one table per entity, the quarantine, identifiers and accounting."""
     by_entity: dict[str, list[DataFrame]] = {}
     for i in inputs:
@@ -199,14 +209,17 @@ def rebuild_silver(spark: SparkSession, settings: Settings, reading: Reading, in
         for entity_name, frames in by_entity.items()
     }
     try:
-        check_quality(spark, settings, checked, run_id, as_of)
-        accepted = publish_silver(settings, checked)
+        with timed_step(STAGE, "quality", seconds):
+            check_quality(spark, settings, checked, run_id, as_of)
+        with timed_step(STAGE, "publish", seconds):
+            accepted = publish_silver(settings, checked)
     finally:
         for df in checked.values():
             df.unpersist()
     totals = {i.name: accepted.get(i.name, 0) for i in inputs}
-    accounting = account_rows(spark, settings, inputs, totals, run_id, "full", {})
-    write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
+    with timed_step(STAGE, "accounting", seconds):
+        accounting = account_rows(spark, settings, inputs, totals, run_id, "full", {})
+        write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
     return accounting
 
 
@@ -246,63 +259,85 @@ def _net(rows: DataFrame, other: DataFrame) -> DataFrame:
     return rows.join(theirs, condition, "left_anti")
 
 
-def source_changes(spark: SparkSession, settings: Settings, reading: Reading, i: BronzeInput,
-                   cursor: Cursor) -> SourceChanges | None:
-    """The source's bronze changes after the cursor, materialised (a feed that cannot be read fails
-    here, before anything is written); None when bronze has not changed."""
-    if cursor.version == i.version:
-        return None
-    check_conditions(spark.table(i.table), i.name, i.source, settings)
-    feed = read_changes(spark, i.table, cursor.version, i.version).persist()
-    try:
-        feed.count()
-        added = feed.where(F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
-        removed = feed.where(~F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
-        net_added = checked_rows(_net(added, removed), i.name, i.source, reading).persist()
-        net_removed = checked_rows(_net(removed, added), i.name, i.source, reading).persist()
-        return SourceChanges(i, net_added, net_removed, net_added.count(), net_removed.count())
-    finally:
-        feed.unpersist()
+def entity_changes(spark: SparkSession, settings: Settings, reading: Reading, inputs: list[BronzeInput],
+                   cursors: dict[str, Cursor]) -> dict[str, EntityChanges]:
+    """Each entity's bronze changes after the cursors, mapped, materialised and counted in one pass
+    (a feed that cannot be read fails here, before anything is written). Unchanged sources are absent."""
+    by_entity: dict[str, list[DataFrame]] = {}
+    for i in inputs:
+        cursor = cursors[i.table]
+        if cursor.version == i.version:
+            continue
+        check_conditions(spark.table(i.table), i.name, i.source, settings)
+        feed = read_changes(spark, i.table, cursor.version, i.version)
+        flagged = feed.withColumn(REMOVED, ~F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
+        added, removed = flagged.where(~F.col(REMOVED)), flagged.where(F.col(REMOVED))
+        net = _net(added, removed).unionByName(_net(removed, added))
+        mapped = net.transform(map_to_entity(i.name, i.source, reading, carry=(REMOVED,)))
+        entity = reading.entity(i.source)
+        by_entity.setdefault(i.source.entity, []).append(mapped.transform(with_checks(entity)).transform(with_rejection_reason(entity)))
+    changes = {}
+    for entity_name, frames in by_entity.items():
+        rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).persist()
+        counted = rows.groupBy("source", REMOVED, F.col(REASON).isNull().alias("accepted")).count().collect()
+        counts: dict[str, list[int]] = {}
+        for r in counted:
+            figures = counts.setdefault(r["source"], [0, 0, 0, 0])
+            figures[1 if r[REMOVED] else 0] += r["count"]
+            if r["accepted"]:
+                figures[3 if r[REMOVED] else 2] += r["count"]
+        changes[entity_name] = EntityChanges(rows, {source: tuple(f) for source, f in counts.items()})
+    return changes
 
 
 def merge_changes(spark: SparkSession, settings: Settings, reading: Reading, inputs: list[BronzeInput],
-                  changes: dict[str, SourceChanges | None],
-                  cursors: dict[str, Cursor], run_id: str, as_of: date, fingerprint: str) -> list[SourceAccounting]:
+                  changes: dict[str, EntityChanges], cursors: dict[str, Cursor], run_id: str, as_of: date,
+                  fingerprint: str, seconds: dict[str, float]) -> list[SourceAccounting]:
     """Merge each changed source's rows into silver, the quarantine and the identifiers."""
-    changed = [c for c in changes.values() if c is not None and (c.added_rows or c.removed_rows)]
-    by_entity: dict[str, list[SourceChanges]] = {}
-    for change in changed:
-        by_entity.setdefault(change.input.source.entity, []).append(change)
-    check_quality(spark, settings, {e: reduce(DataFrame.unionByName, [c.added for c in cs]) for e, cs in by_entity.items()},
-                  run_id, as_of)
+    with timed_step(STAGE, "quality", seconds):
+        check_quality(spark, settings, {e: c.added() for e, c in changes.items()}, run_id, as_of)
     totals = {i.name: cursors[i.table].accepted or 0 for i in inputs}
-    replaced_keys, new_identifiers = [], []
-    for entity_name, entity_changes in by_entity.items():
+    by_name = {i.name: i for i in inputs}
+    replaced_keys, new_identifiers, persisted = [], [], []
+    for entity_name, change in changes.items():
         entity = settings.model.entities[entity_name]
         fresh_parts, key_parts = [], []
-        for change in entity_changes:
-            added = change.added.where(F.col(REASON).isNull())
-            removed = change.removed.where(F.col(REASON).isNull())
-            totals[change.input.name] += added.count() - removed.count()
-            if removed.isEmpty():
+        for source, (_, _, added_accepted, removed_accepted) in sorted(change.counts.items()):
+            totals[source] += added_accepted - removed_accepted
+            if not added_accepted and not removed_accepted:
+                continue  # refused rows only: the quarantine's
+            added = change.added(source).where(F.col(REASON).isNull()).drop(REMOVED)
+            if not removed_accepted:
                 fresh, keys = newer_than_silver(spark, added, entity, silver_table(entity_name))
             else:
-                fresh, keys = recomputed(spark, reading, change.input, added, removed)
+                removed = change.removed(source).where(F.col(REASON).isNull()).drop(REMOVED)
+                fresh, keys = recomputed(spark, reading, by_name[source], added, removed)
             fresh_parts.append(fresh)
             key_parts.append(keys)
-        fresh = reduce(DataFrame.unionByName, fresh_parts).persist()
-        keys = reduce(DataFrame.unionByName, key_parts).distinct().persist()
-        merge_entity(spark, silver_table(entity_name), fresh, keys)
+        if not fresh_parts:
+            continue
+        with timed_step(STAGE, "merge_entities", seconds):
+            fresh = reduce(DataFrame.unionByName, fresh_parts).persist()
+            persisted.append(fresh)
+            keys = reduce(DataFrame.unionByName, key_parts).distinct().persist()
+            merge_entity(spark, silver_table(entity_name), fresh, keys)
         replaced_keys.append(keys)
         new_identifiers.append(entity_identifiers(fresh))
-    if changed:
-        replace_identifiers(spark, reduce(DataFrame.unionByName, replaced_keys),
-                            reduce(DataFrame.unionByName, new_identifiers).distinct())
-        merge_quarantine(spark, changed)
-    modes = {i.name: "changes" if changes.get(i.name) is not None else "unchanged" for i in inputs}
-    read = {c.input.name: c.added_rows + c.removed_rows for c in changed}
-    accounting = account_rows(spark, settings, inputs, totals, run_id, modes, read)
-    write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
+    if replaced_keys:
+        with timed_step(STAGE, "merge_identifiers", seconds):
+            replace_identifiers(spark, reduce(DataFrame.unionByName, replaced_keys),
+                                reduce(DataFrame.unionByName, new_identifiers).distinct())
+    if changes:
+        with timed_step(STAGE, "merge_quarantine", seconds):
+            merge_quarantine(spark, list(changes.values()))
+    counts = {source: figures for change in changes.values() for source, figures in change.counts.items()}
+    modes = {i.name: "changes" if i.name in counts else "unchanged" for i in inputs}
+    read = {source: added + removed for source, (added, removed, _, _) in counts.items()}
+    with timed_step(STAGE, "accounting", seconds):
+        accounting = account_rows(spark, settings, inputs, totals, run_id, modes, read)
+        write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint, totals[i.name]) for i in inputs], run_id)
+    for frame in (*replaced_keys, *persisted):
+        frame.unpersist()
     return accounting
 
 
@@ -356,13 +391,10 @@ def replace_identifiers(spark: SparkSession, keys: DataFrame, identifiers: DataF
     append(identifiers, IDENTIFIERS)
 
 
-def merge_quarantine(spark: SparkSession, changed: list[SourceChanges]) -> None:
+def merge_quarantine(spark: SparkSession, changed: list[EntityChanges]) -> None:
     """Refused rows that landed are added, refused rows bronze no longer holds are removed: one MERGE."""
-    parts = [c.added.where(F.col(REASON).isNotNull()).select(*quarantine_columns()).withColumn("_remove", F.lit(False))
-             for c in changed]
-    parts += [c.removed.where(F.col(REASON).isNotNull()).select(*quarantine_columns()).withColumn("_remove", F.lit(True))
-              for c in changed]
-    staged = reduce(DataFrame.unionByName, parts)
+    staged = reduce(DataFrame.unionByName, [
+        c.rows.where(F.col(REASON).isNotNull()).select(*quarantine_columns(), F.col(REMOVED).alias("_remove")) for c in changed])
     columns = spark.table(QUARANTINE).columns
     values = {f"`{c}`": f"s.`{c}`" for c in columns}
     condition = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in ["source", *ROW_ID])
