@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from pyspark.sql import functions as F
 
 from cdp.identity.probabilistic import probabilistic_links
@@ -92,7 +93,10 @@ def test_probabilistic_links_join_a_second_membership_and_never_a_namesake_or_a_
     assert max(len(p) for p in persons_per_link.values()) == 1  # not one link between two people
     second = [r for r in links if r["record_key"] == "D0"]
     assert second and all(r["match_probability"] >= 0.99 for r in second)
-    assert {c["field"]: c["level"] for c in second[0]["comparisons"]}["birth_date"] == "exact"
+    with_member = {r["link_id"] for r in links if r["record_key"] == "M0"}
+    to_member = [r for r in second if r["link_id"] in with_member]  # (D0 may link to M0's order E0 too)
+    assert len(to_member) == 1
+    assert {c["field"]: c["level"] for c in to_member[0]["comparisons"]}["birth_date"] == "exact"
     spark.catalog.clearCache()
 
 
@@ -110,4 +114,44 @@ def test_a_frozen_model_scores_as_when_it_was_trained_and_estimates_nothing(spar
     assert len(scores(trained)) > 10 and scores(frozen) == scores(trained)
     assert {"u_random_sampling", "em"} <= set(trained.result.seconds)
     assert not {"u_random_sampling", "em"} & set(frozen.result.seconds)
+    spark.catalog.clearCache()
+
+
+def test_a_frozen_model_weighs_a_name_by_the_frequencies_it_was_trained_with(spark, settings):
+    """Namesakes landing elsewhere make person 0's name common. Scored with the frozen model, person 0's
+    own pairs weigh as when the model was trained; frequencies counted on the new data would not. The
+    model keeps no value fewer than 5 rows hold and no phone at all."""
+    from dataclasses import replace
+
+    attrs, _, _ = _data(spark)
+    config = settings.identity
+    refused = spark.createDataFrame([], "source string, record_key string, id_type string, id_value string")
+    trained = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, "t", records=attrs)
+    model = trained.result.model
+    rows = model.frequencies.collect()
+    floors = {r["column"]: (r["tf"], r["counted"], r["rows"]) for r in rows if r["value_key"] is None}
+    # 407 attribute rows carry a name and a city (200 members, 200 orders, 7 second memberships), 400 a
+    # phone. The 199 names (and their pinyin) are each held by fewer than 5 rows: their floor is the
+    # average, 407 / 199 rows; every city is held by 5 or more, so its floor is 5 rows; each phone by 2.
+    assert floors == {"name": (pytest.approx(1 / 199), False, 407), "name__pinyin": (pytest.approx(1 / 199), False, 407),
+                      "city": (pytest.approx(5 / 407), False, 407), "phone": (pytest.approx(2 / 400), True, 400)}
+    kept = sorted((r["column"], round(r["tf"] * 407)) for r in rows if r["value_key"] is not None)
+    # 20 cities of 10 persons each (a member and an order), the second memberships in cities 0–6, and
+    # person 8 moved into person 7's city; no name is held by 5 rows, so none is kept
+    assert kept == [("city", 18)] + [("city", 20)] * 11 + [("city", 21)] * 7 + [("city", 22)]
+
+    namesakes = spark.createDataFrame(
+        [("crm_members", f"Z{j}", _people()[0]["name"], f"1990-01-{j + 1:02d}", None, None, None, "省乙", "市乙东")
+         for j in range(12)], attrs.schema)
+    grown = attrs.unionByName(namesakes)
+
+    def weights_of_d0(found):
+        return sorted((r["link_id"], r["match_weight"]) for r in found.links.collect() if r["record_key"] == "D0")
+
+    before = weights_of_d0(trained)
+    frozen = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, "t", records=grown, model=model)
+    counted = probabilistic_links(spark, config.probabilistic, refused, config.identifier_types, "t", records=grown,
+                                  model=replace(model, frequencies=None))
+    assert before and weights_of_d0(frozen) == before
+    assert [w for _, w in weights_of_d0(counted)] != [w for _, w in before]
     spark.catalog.clearCache()

@@ -60,6 +60,7 @@ CHANGES = "identity.changes"
 LINKS = "identity.probabilistic_links"
 WEIGHTS = "identity.match_weights"
 MODELS = "identity.models"
+MODEL_FREQUENCIES = "identity.model_frequencies"
 
 PROFILE = "gold.customer_profile"
 IDENTITY_MAP = "gold.identity_map"
@@ -107,6 +108,7 @@ TABLES: tuple[Table, ...] = (
     Table(LINKS, "the probabilistic engine's links, with the score and the field comparisons"),
     Table(WEIGHTS, "the probabilistic model the last run scored with: m, u and the weight of each comparison level"),
     Table(MODELS, "every version of the probabilistic model: parameters, training figures, why and when trained"),
+    Table(MODEL_FREQUENCIES, "each model version's frozen value frequencies: hashed values held by at least 5 attribute rows"),
     Table(PROFILE, "one row per one_id: the golden record with provenance, and the 360° view"),
     Table(IDENTITY_MAP, "each one_id's identifiers (主账号-子账号), sensitive values hashed"),
     Table(TAGS, "tags per one_id (标签)"),

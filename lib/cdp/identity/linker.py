@@ -136,6 +136,9 @@ class Model:
     labels: dict[str, list[str]]
     random_match: float = 0.0  # the prior that goes with u (which was counted on random pairs)
     training: list[dict] = field(default_factory=list)  # per training rule: pairs, match share, EM iterations
+    # (column, value_key, tf): the frequencies an exact match on a value is weighed against, taken when
+    # the model was trained (frozen_frequencies); None: counted on the records being linked
+    frequencies: DataFrame | None = None
 
     def weights(self, name: str) -> list[float]:
         return [math.log2(m / u) for m, u in zip(self.m[name], self.u[name])]
@@ -337,6 +340,79 @@ def term_frequencies(prepared: DataFrame, column: str) -> DataFrame:
     )
 
 
+MIN_HOLDERS = 5  # a value fewer attribute rows hold is not kept in a model: it is weighed as this rare
+FREQUENCIES_SCHEMA = "column string, value_key long, tf double, counted boolean, rows long"
+
+
+def value_key(value: Column) -> Column:
+    """What a frozen frequency is looked up by: a 64-bit hash of the value, never the value itself."""
+    return F.xxhash64(F.lit("tf"), value)
+
+
+def tf_columns(spec: Linkage) -> list[tuple[str, str, int]]:
+    """(comparison, column, level) for every exact-value level weighed by its value's frequency: the
+    column's own exact level, and for a Chinese name the same-pinyin level below it."""
+    out = []
+    for name, comparison in spec.comparisons.items():
+        if comparison.term_frequency:
+            top = len(level_labels(comparison)) - 1
+            out.append((name, comparison.column, top))
+            if comparison.kind == "name_zh":
+                out.append((name, _pinyin_column(comparison.column), top - 1))
+    return out
+
+
+def frozen_frequencies(prepared: DataFrame, spec: Linkage, counted: frozenset[str] = frozenset()) -> DataFrame:
+    """The frequencies a model weighs exact matches with, taken when it is trained (FREQUENCIES_SCHEMA).
+
+    Per column, a floor row (null value_key) with the rows the model was trained on (`rows`) and the
+    frequency of a value fewer than MIN_HOLDERS of them held, on average (`tf`). For a column in
+    `counted` (identifiers: a phone) nothing more is kept: a value's holders are counted on the data
+    being linked, over the training rows. For the others, (a hash of) each value at least MIN_HOLDERS
+    rows hold, with its frequency; a rarer or unseen value weighs as the floor. So a pair whose records did not change scores the same whatever new records
+    elsewhere do to the frequencies, and no model keeps a person's own name or contact."""
+    parts = []
+    for column in sorted({c for _, c, _ in tf_columns(spec)}):
+        held = prepared.where(F.col(column).isNotNull()).groupBy(F.col(column).alias("value")).count()
+        total = held.agg(F.sum("count").alias("total"))
+        if column not in counted:
+            parts.append(held.where(F.col("count") >= MIN_HOLDERS).crossJoin(total).select(
+                F.lit(column).alias("column"), value_key(F.col("value")).alias("value_key"),
+                (F.col("count") / F.col("total")).alias("tf"), F.lit(False).alias("counted"),
+                F.lit(None).cast("long").alias("rows")))
+        rare = held.where(F.col("count") < MIN_HOLDERS).agg(F.avg("count").alias("holders"))
+        parts.append(rare.crossJoin(total).select(
+            F.lit(column).alias("column"), F.lit(None).cast("long").alias("value_key"),
+            (F.coalesce(F.col("holders"), F.lit(float(MIN_HOLDERS))) / F.greatest(F.col("total"), F.lit(1))).alias("tf"),
+            F.lit(column in counted).alias("counted"), F.col("total").cast("long").alias("rows")))
+    if not parts:
+        return prepared.sparkSession.createDataFrame([], FREQUENCIES_SCHEMA)
+    return reduce(DataFrame.unionByName, parts)
+
+
+def with_frequency(pairs: DataFrame, column: str, tf_column: str, frequencies: DataFrame | None,
+                   floors: dict[str, tuple[float, bool, int]], prepared: DataFrame) -> DataFrame:
+    """`tf_column`: the frequency of the left record's value of `column`. From the model's frozen
+    frequencies (a value not among them: the floor), or for a counted column its holders now over
+    the training total; without frozen frequencies, counted on `prepared` alone."""
+    if frequencies is None or column not in floors:
+        tf = term_frequencies(prepared, column).select(F.col("value").alias(f"l_{column}"), F.col("tf").alias(tf_column))
+        return pairs.join(tf, f"l_{column}", "left")
+    floor, counted, total = floors[column]
+    if counted:
+        held = prepared.where(F.col(column).isNotNull()).groupBy(F.col(column).alias(f"l_{column}")).count()
+        tf = held.select(f"l_{column}", (F.col("count") / F.lit(total)).alias(tf_column))
+        return pairs.join(tf, f"l_{column}", "left")
+    kept = frequencies.where((F.col("column") == column) & F.col("value_key").isNotNull()).select(
+        F.col("value_key").alias(f"_key_{column}"), F.col("tf").alias(f"_kept_{column}"))
+    return (
+        pairs.withColumn(f"_key_{column}", value_key(F.col(f"l_{column}")))
+        .join(kept, f"_key_{column}", "left")
+        .withColumn(tf_column, F.when(F.col(f"l_{column}").isNotNull(), F.coalesce(F.col(f"_kept_{column}"), F.lit(floor))))
+        .drop(f"_key_{column}", f"_kept_{column}")
+    )
+
+
 def score(
     compared: DataFrame, model: Model, spec: Linkage, prepared: DataFrame
 ) -> DataFrame:
@@ -345,24 +421,21 @@ def score(
     u was counted on random pairs, so the prior that goes with it is the chance that two random
     records match (`model.random_match`), not the share of matches among the candidates."""
     out = compared
+    floors = {} if model.frequencies is None else {
+        r["column"]: (r["tf"], r["counted"], r["rows"]) for r in model.frequencies.where(F.col("value_key").isNull()).collect()}
     for name, comparison in spec.comparisons.items():
         weights = model.weights(name)
         level = F.col(name)
         weight = F.when(level < 0, F.lit(0.0)).otherwise(
             F.element_at(F.array(*[F.lit(w) for w in weights]), level + 1)
         )
-        if comparison.term_frequency:
-            # An exact match on value v weighs log2(m / tf(v)); for a Chinese name, a same-pinyin
-            # match weighs against the pinyin's frequency (zhangwei is common whatever the characters).
-            top = len(weights) - 1
-            adjusted = [(comparison.column, top, f"tf_{name}")]
-            if comparison.kind == "name_zh":
-                adjusted.append((_pinyin_column(comparison.column), top - 1, f"tf_{name}__pinyin"))
-            for column, at, tf_column in adjusted:
-                tf = term_frequencies(prepared, column).select(F.col("value").alias(f"l_{column}"), F.col("tf").alias(tf_column))
-                out = out.join(tf, f"l_{column}", "left")
-                on_value = F.log2(F.lit(model.m[name][at]) / F.greatest(F.col(tf_column), F.lit(1e-12)))
-                weight = F.when((level == at) & F.col(tf_column).isNotNull(), on_value).otherwise(weight)
+        # An exact match on value v weighs log2(m / tf(v)); for a Chinese name, a same-pinyin match
+        # weighs against the pinyin's frequency (zhangwei is common whatever the characters).
+        for _, column, at in (t for t in tf_columns(spec) if t[0] == name):
+            tf_column = f"tf_{column}"
+            out = with_frequency(out, column, tf_column, model.frequencies, floors, prepared)
+            on_value = F.log2(F.lit(model.m[name][at]) / F.greatest(F.col(tf_column), F.lit(1e-12)))
+            weight = F.when((level == at) & F.col(tf_column).isNotNull(), on_value).otherwise(weight)
         out = out.withColumn(f"w_{name}", weight)
     prior = math.log2(model.random_match / (1 - model.random_match))
     total = reduce(lambda a, b: a + b, [F.col(f"w_{name}") for name in spec.comparisons], F.lit(prior))
@@ -418,9 +491,11 @@ def model_fingerprint(spec: Linkage) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42, model: Model | None = None) -> LinkResult:
+def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42, model: Model | None = None,
+         counted: frozenset[str] = frozenset()) -> LinkResult:
     """Block, compare, estimate u (random pairs) and m (EM per training rule), and score every candidate pair.
-    With `model` (a frozen one), nothing is estimated: the candidates are scored with it."""
+    With `model` (a frozen one), nothing is estimated: the candidates are scored with it. `counted`:
+    the columns whose value frequencies a trained model must not keep (frozen_frequencies)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare(records, spec).localCheckpoint()
@@ -443,6 +518,7 @@ def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int =
         # A training rule that is also a blocking rule reuses the compared candidates it found.
         blocked = {rule: compared.where(F.array_contains("rules", i)) for i, rule in enumerate(spec.blocking)}
         model = train(prepared, spec, u, link_only, blocked, counts)
+        model.frequencies = frozen_frequencies(prepared, spec, counted).localCheckpoint()
         timings["em"] = time.perf_counter() - mark
 
     scored = score(compared, model, spec, prepared)

@@ -4,7 +4,8 @@ A model is trained once — on the engine's first use, when the comparisons in c
 longer fit the newest version, or on demand with `cdp identity train` — and every other identity run
 scores with it unchanged. A person whose records did not change then keeps the same links and the
 same vetoes, whatever the new data does to the level frequencies. Each version keeps its parameters
-(m and u per comparison level, the prior), what trained it (attribute rows, the training rules'
+(m and u per comparison level, the prior), the value frequencies its exact matches are weighed
+against (identity.model_frequencies: hashed values held by at least 5 attribute rows), what trained it (attribute rows, the training rules'
 figures), the configuration it fits (a fingerprint of the comparisons), why and by whom.
 """
 
@@ -19,8 +20,8 @@ from pyspark.sql import functions as F
 
 from cdp.conf.identity import Linkage
 from cdp.identity.linker import Model, model_fingerprint
-from cdp.lakehouse import table_exists
-from cdp.tables import MODELS
+from cdp.lakehouse import replace_where, table_exists
+from cdp.tables import MODEL_FREQUENCIES, MODELS
 
 MODELS_SCHEMA = (
     "model_version int, comparison string, level int, label string, m double, u double, weight double, "
@@ -59,7 +60,7 @@ def newest(spark: SparkSession, spec: Linkage) -> tuple[FrozenModel | None, str]
         m.setdefault(row["comparison"], []).append(row["m"])
         u.setdefault(row["comparison"], []).append(row["u"])
         labels.setdefault(row["comparison"], []).append(row["label"])
-    model = Model(m, u, labels, rows[0]["random_match"], json.loads(rows[0]["training"]))
+    model = Model(m, u, labels, rows[0]["random_match"], json.loads(rows[0]["training"]), frequencies_of(spark, latest))
     return FrozenModel(latest, model, rows[0]["fingerprint"], rows[0]["trigger"], rows[0]["attribute_rows"]), ""
 
 
@@ -77,5 +78,17 @@ def save(spark: SparkSession, model: Model, spec: Linkage, trigger: str, attribu
         for name in sorted(model.m)
         for i, (label, m, u, w) in enumerate(zip(model.labels[name], model.m[name], model.u[name], model.weights(name)))
     ]
+    if model.frequencies is not None:  # first: a crash before the model rows leaves a version to replace
+        replace_where(model.frequencies.withColumn("model_version", F.lit(version)), MODEL_FREQUENCIES,
+                      f"model_version = {version}")
     spark.createDataFrame(rows, MODELS_SCHEMA).write.format("delta").mode("append").saveAsTable(MODELS)
     return FrozenModel(version, model, fingerprint, trigger, attribute_rows)
+
+
+def frequencies_of(spark: SparkSession, version: int):
+    """The frozen frequencies of a model version; None for a version kept without them (it counts them
+    on the data it links, as models did before they were frozen too)."""
+    if not table_exists(spark, MODEL_FREQUENCIES):
+        return None
+    kept = spark.table(MODEL_FREQUENCIES).where(F.col("model_version") == version).select("column", "value_key", "tf", "counted", "rows")
+    return kept if kept.limit(1).count() else None

@@ -87,7 +87,8 @@ def probabilistic_links(
     keyed = records.withColumn("uid", F.xxhash64(*[F.coalesce(F.col(f), F.lit("\u0000")) for f in fields])).persist()
     rows = keyed.select("uid", *fields).dropDuplicates(["uid"])
     try:
-        result = link(rows, spec, model=model)
+        # identifiers' frequencies (a phone's holders) are counted on each run's data, never kept in a model
+        result = link(rows, spec, model=model, counted=frozenset(f for f in fields if f in identifier_types))
     except NotTrainable as exc:
         # Too little data to estimate the model (a first small load): no probabilistic links this run.
         log.warning("identity: probabilistic engine skipped: %s", exc)
