@@ -267,13 +267,19 @@ def test_erasure_removes_the_subject_from_every_table(spark, settings, first_exp
     assert [(r["object"], r["actor"], r["rows"]) for r in audited] == [(result.erasure_id, "dpo", result.total_deleted)]
 
 
-def test_after_vacuum_no_file_under_the_lakehouse_holds_the_phone(spark, settings, lakehouse, first_export):
+def test_after_maintenance_no_file_under_the_lakehouse_holds_the_phone(spark, settings, lakehouse, first_export):
+    """cdp maintain: every table compacted (the per-person ones Z-ordered), then vacuumed at once."""
+    from cdp.operations.maintenance import maintain
+    from cdp.tables import LAYOUT
+
     (_, phone), _ = subjects(first_export)
     before = files_holding(lakehouse, phone[-11:])
     assert any(path.endswith(".parquet") for path in before)  # old versions still hold it: time travel reads them
-    result = vacuum(spark, settings, retention_hours=0)
-    assert result.tables >= 30
+    result = maintain(spark, settings, retention_hours=0)
+    assert {o.table for o in result.optimized if o.zorder_by} == {t for t in LAYOUT if spark.catalog.tableExists(t)}
+    assert result.vacuumed.tables == len(result.optimized) >= 30
     assert files_holding(lakehouse, phone[-11:]) == []
+    assert vacuum(spark, settings, retention_hours=0).tables == result.vacuumed.tables
 
 
 def land(folder: Path, name: str, header: str, row: str) -> None:
@@ -307,6 +313,6 @@ def test_the_audit_log_is_append_only_and_saw_every_kind_of_event(spark, first_e
     properties = {r["key"]: r["value"] for r in spark.sql("SHOW TBLPROPERTIES ops.audit_log").collect()}
     assert properties["delta.appendOnly"] == "true"
     actions = {r["action"] for r in spark.table("ops.audit_log").select("action").distinct().collect()}
-    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views", "steward_rule"}
+    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views", "steward_rule", "maintain"}
     with pytest.raises(Exception, match="(?i)append"):
         spark.sql("DELETE FROM ops.audit_log WHERE action = 'erasure'")

@@ -737,6 +737,19 @@ def erase(
               f"(after {settings.privacy.vacuum_retention_hours} h by default).", highlight=False)
 
 
+def _housekeeping(settings, app_name: str, action):
+    """action(spark) in a session of its own; a refused retention exits 2 with the reason."""
+    from cdp.operations.erasure import ErasureError
+    from cdp.spark import spark_session
+
+    with spark_session(settings, app_name=app_name) as spark:
+        try:
+            return action(spark)
+        except ErasureError as exc:
+            err.print(str(exc), highlight=False)
+            raise typer.Exit(2) from exc
+
+
 @app.command()
 def vacuum(
     retain_hours: Optional[float] = typer.Option(None, "--retain-hours", help="Keep files newer than this (default: privacy.yaml vacuum_retention_hours)."),
@@ -744,18 +757,11 @@ def vacuum(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Remove Delta files no table version within the retention needs, and old checkpoint files."""
-    from cdp.operations.erasure import ErasureError
     from cdp.operations.erasure import vacuum as vacuum_lakehouse
-    from cdp.spark import spark_session
 
     configure_logging()
     settings = _settings(profile, conf_dir)
-    with spark_session(settings, app_name="cdp-vacuum") as spark:
-        try:
-            result = vacuum_lakehouse(spark, settings, retain_hours)
-        except ErasureError as exc:
-            err.print(str(exc), highlight=False)
-            raise typer.Exit(2) from exc
+    result = _housekeeping(settings, "cdp-vacuum", lambda spark: vacuum_lakehouse(spark, settings, retain_hours))
     out.print(f"vacuumed {result.tables} tables (retention {result.retention_hours:g} h); "
               f"{result.checkpoint_paths_removed} checkpoint path(s) removed", highlight=False)
 
@@ -768,18 +774,12 @@ def maintain(
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Compact every table's small files, lay out the per-person tables by one_id (OPTIMIZE ZORDER), then VACUUM."""
-    from cdp.operations.erasure import ErasureError
     from cdp.operations.maintenance import maintain as maintain_lakehouse
-    from cdp.spark import spark_session
 
     configure_logging()
     settings = _settings(profile, conf_dir)
-    with spark_session(settings, app_name="cdp-maintain") as spark:
-        try:
-            result = maintain_lakehouse(spark, settings, retain_hours, vacuum_files=not skip_vacuum)
-        except ErasureError as exc:
-            err.print(str(exc), highlight=False)
-            raise typer.Exit(2) from exc
+    result = _housekeeping(settings, "cdp-maintain",
+                           lambda spark: maintain_lakehouse(spark, settings, retain_hours, vacuum_files=not skip_vacuum))
     table = Table("table", "z-ordered by", "files before → after", "seconds", title="cdp maintain")
     for o in result.optimized:
         if o.files_removed or o.zorder_by:
