@@ -135,13 +135,18 @@ def read_version(spark: SparkSession, name: str, version: int) -> DataFrame:
     return spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")
 
 
-def change_feed_on(spark: SparkSession, name: str) -> bool:
-    """Turn on the table's Change Data Feed when it is off (one commit, once); True when it was on already."""
-    shown = spark.sql(f"SHOW TBLPROPERTIES {name} ('{CHANGE_FEED}')").collect()
-    if shown and str(shown[0]["value"]).lower() == "true":
+def ensure_property(spark: SparkSession, name: str, key: str, value: str) -> bool:
+    """Set a table property unless it already holds `value` (one commit, only then); True when it did."""
+    shown = spark.sql(f"SHOW TBLPROPERTIES {name} ({sql_string(key)})").collect()
+    if shown and str(shown[0]["value"]).lower() == value.lower():
         return True
-    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{CHANGE_FEED}' = 'true')")
+    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({sql_string(key)} = {sql_string(value)})")
     return False
+
+
+def ensure_change_feed(spark: SparkSession, name: str) -> bool:
+    """Turn on the table's Change Data Feed when it is off; True when it was on already."""
+    return ensure_property(spark, name, CHANGE_FEED, "true")
 
 
 def read_changes(spark: SparkSession, name: str, after_version: int, up_to_version: int) -> DataFrame:

@@ -331,13 +331,19 @@ def _all_pairs(counts: dict[str, int], link_only: bool) -> int:
     return n * (n - 1) // 2
 
 
-def term_frequencies(prepared: DataFrame, column: str) -> DataFrame:
-    """(value, tf): the share of records holding each value of `column` (lazy: no action here)."""
-    present = prepared.where(F.col(column).isNotNull())
-    total = present.agg(F.count("*").alias("total"))
-    return present.groupBy(F.col(column).alias("value")).count().crossJoin(total).select(
-        "value", (F.col("count") / F.col("total")).alias("tf")
-    )
+def holders(prepared: DataFrame, column: str) -> DataFrame:
+    """(value, count): how many records hold each value of `column` (lazy: no action here)."""
+    return prepared.where(F.col(column).isNotNull()).groupBy(F.col(column).alias("value")).count()
+
+
+def term_frequencies(prepared: DataFrame, column: str, rows: int | None = None) -> DataFrame:
+    """(value, tf): the share of records holding each value of `column`, over `rows` when given (a
+    model's training rows) or over the records holding any value."""
+    held = holders(prepared, column)
+    if rows is not None:
+        return held.select("value", (F.col("count") / F.lit(rows)).alias("tf"))
+    total = held.agg(F.sum("count").alias("total"))
+    return held.crossJoin(total).select("value", (F.col("count") / F.col("total")).alias("tf"))
 
 
 MIN_HOLDERS = 5  # a value fewer attribute rows hold is not kept in a model: it is weighed as this rare
@@ -373,7 +379,7 @@ def frozen_frequencies(prepared: DataFrame, spec: Linkage, counted: frozenset[st
     elsewhere do to the frequencies, and no model keeps a person's own name or contact."""
     parts = []
     for column in sorted({c for _, c, _ in tf_columns(spec)}):
-        held = prepared.where(F.col(column).isNotNull()).groupBy(F.col(column).alias("value")).count()
+        held = holders(prepared, column)
         total = held.agg(F.sum("count").alias("total"))
         if column not in counted:
             parts.append(held.where(F.col("count") >= MIN_HOLDERS).crossJoin(total).select(
@@ -395,13 +401,9 @@ def with_frequency(pairs: DataFrame, column: str, tf_column: str, frequencies: D
     """`tf_column`: the frequency of the left record's value of `column`. From the model's frozen
     frequencies (a value not among them: the floor), or for a counted column its holders now over
     the training total; without frozen frequencies, counted on `prepared` alone."""
-    if frequencies is None or column not in floors:
-        tf = term_frequencies(prepared, column).select(F.col("value").alias(f"l_{column}"), F.col("tf").alias(tf_column))
-        return pairs.join(tf, f"l_{column}", "left")
-    floor, counted, total = floors[column]
-    if counted:
-        held = prepared.where(F.col(column).isNotNull()).groupBy(F.col(column).alias(f"l_{column}")).count()
-        tf = held.select(f"l_{column}", (F.col("count") / F.lit(total)).alias(tf_column))
+    floor, counted, rows = floors.get(column, (None, True, None))
+    if frequencies is None or counted:
+        tf = term_frequencies(prepared, column, rows).select(F.col("value").alias(f"l_{column}"), F.col("tf").alias(tf_column))
         return pairs.join(tf, f"l_{column}", "left")
     kept = frequencies.where((F.col("column") == column) & F.col("value_key").isNotNull()).select(
         F.col("value_key").alias(f"_key_{column}"), F.col("tf").alias(f"_kept_{column}"))

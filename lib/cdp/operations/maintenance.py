@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from cdp.audit import audit
 from cdp.conf import Settings
+from cdp.lakehouse import ensure_property
 from cdp.operations.erasure import ERASED_LAYERS, Vacuumed, erasable_tables, vacuum
 from cdp.tables import LAYOUT
 
@@ -39,19 +40,11 @@ class Maintained:
     vacuumed: Vacuumed | None
 
 
-def keep_statistics_on(spark: SparkSession, table: str, columns: tuple[str, ...]) -> None:
-    """Statistics on exactly these columns from the next write on (one commit, only when it changes)."""
-    wanted = ",".join(columns)
-    shown = spark.sql(f"SHOW TBLPROPERTIES {table} ('{STATS_COLUMNS}')").collect()
-    if not shown or shown[0]["value"] != wanted:
-        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{wanted}')")
-
-
 def optimize(spark: SparkSession, table: str, zorder_by: tuple[str, ...] = ()) -> Optimized:
     """OPTIMIZE one table, Z-ordered by `zorder_by` when given; a table with nothing to compact is left as is."""
     started = time.perf_counter()
     if zorder_by:
-        keep_statistics_on(spark, table, zorder_by)
+        ensure_property(spark, table, STATS_COLUMNS, ",".join(zorder_by))  # statistics on these columns only
     clause = f" ZORDER BY ({', '.join(zorder_by)})" if zorder_by else ""
     metrics = spark.sql(f"OPTIMIZE {table}{clause}").first()["metrics"]
     return Optimized(table, zorder_by, int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"]),

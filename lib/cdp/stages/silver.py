@@ -27,10 +27,11 @@ from cdp.cleanse.mapping import (
     quarantine_rule, with_checks, with_quality_flags, with_rejection_reason,
 )
 from cdp.conf import ConfigError, Settings
+from cdp.conf.model import Entity
 from cdp.conf.sources import Source
 from cdp.cursors import Cursor, read_cursors, write_cursors
 from cdp.lakehouse import (
-    append, change_feed_on, overwrite_table, read_changes, read_version, record_write, table_exists,
+    append, ensure_change_feed, overwrite_table, read_changes, read_version, record_write, table_exists,
     table_version,
 )
 from cdp.logs import first_line, timed_step
@@ -136,13 +137,12 @@ def bronze_inputs(spark: SparkSession, settings: Settings) -> list[BronzeInput]:
         if not table_exists(spark, table):
             log.warning("silver: no bronze table for source %s yet; run the bronze stage first", name)
             continue
-        was_on = change_feed_on(spark, table)
+        was_on = ensure_change_feed(spark, table)
         inputs.append(BronzeInput(name, source, table, table_version(spark, table), was_on))
     return inputs
 
 
-def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[BronzeInput], cursors: dict[str, Cursor],
-                fingerprint: str) -> str | None:
+def why_rebuild(spark: SparkSession, inputs: list[BronzeInput], cursors: dict[str, Cursor], fingerprint: str) -> str | None:
     """Why this run cannot merge bronze's changes and must rebuild silver whole; None when it can."""
     if not cursors:
         return "no earlier silver run consumed bronze"
@@ -171,7 +171,7 @@ def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: da
         inputs = bronze_inputs(spark, settings)
         fingerprint = silver_fingerprint(settings)
         cursors = read_cursors(spark, STAGE)
-        reason = "asked for (--full)" if full else why_rebuild(spark, settings, inputs, cursors, fingerprint)
+        reason = "asked for (--full)" if full else why_rebuild(spark, inputs, cursors, fingerprint)
     changes: dict[str, EntityChanges] = {}
     if reason is None:
         try:
@@ -189,9 +189,10 @@ def build_silver(spark: SparkSession, settings: Settings, run_id: str, as_of: da
             change.rows.unpersist()
 
 
-def checked_rows(bronze: DataFrame, name: str, source: Source, reading: Reading) -> DataFrame:
+def checked_rows(bronze: DataFrame, name: str, source: Source, reading: Reading, carry: tuple[str, ...] = ()) -> DataFrame:
+    """Bronze rows mapped onto the source's entity, checked, with the reason each is refused (if any)."""
     entity = reading.entity(source)
-    mapped = bronze.transform(map_to_entity(name, source, reading)).transform(with_checks(entity))
+    mapped = bronze.transform(map_to_entity(name, source, reading, carry)).transform(with_checks(entity))
     return mapped.transform(with_rejection_reason(entity))
 
 
@@ -273,9 +274,7 @@ def entity_changes(spark: SparkSession, settings: Settings, reading: Reading, in
         flagged = feed.withColumn(REMOVED, ~F.col("_change_type").isin(*ADDED)).drop(*FEED_COLUMNS)
         added, removed = flagged.where(~F.col(REMOVED)), flagged.where(F.col(REMOVED))
         net = _net(added, removed).unionByName(_net(removed, added))
-        mapped = net.transform(map_to_entity(i.name, i.source, reading, carry=(REMOVED,)))
-        entity = reading.entity(i.source)
-        by_entity.setdefault(i.source.entity, []).append(mapped.transform(with_checks(entity)).transform(with_rejection_reason(entity)))
+        by_entity.setdefault(i.source.entity, []).append(checked_rows(net, i.name, i.source, reading, carry=(REMOVED,)))
     changes = {}
     for entity_name, frames in by_entity.items():
         rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).persist()
@@ -341,7 +340,7 @@ def merge_changes(spark: SparkSession, settings: Settings, reading: Reading, inp
     return accounting
 
 
-def newer_than_silver(spark: SparkSession, added: DataFrame, entity, table: str) -> tuple[DataFrame, DataFrame]:
+def newer_than_silver(spark: SparkSession, added: DataFrame, entity: Entity, table: str) -> tuple[DataFrame, DataFrame]:
     """Only rows were added: each added record against its silver row, the latest delivery wins.
     (the rows to write, the keys they replace): a key whose silver row stays newer is left alone."""
     flagged = added.transform(with_quality_flags(entity)).withColumn("_fresh", F.lit(True))
