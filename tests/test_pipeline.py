@@ -626,3 +626,83 @@ def test_maintain_lays_out_the_map_by_one_id_with_statistics_on_one_id_alone(spa
     for action in added:
         stats = json.loads(action["stats"])
         assert set(stats["minValues"]) == set(stats["maxValues"]) == {"one_id"}
+
+
+def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recompute(spark, settings, run, data_dir):
+    """Increments of POS orders: a new person, a new order of a member, an order that carries one
+    member's number and another person's phone (a merge), then that order corrected without the
+    phone (a split). Each incremental run recomputes only the components its changes reach, names
+    the merge and the split, and leaves a map that a full recompute over all of silver then finds
+    nothing to change in: the same one_id for every record, the same links, refusals and violations."""
+    from cdp.pipeline import run_stages
+
+    def state():
+        tables = {
+            "map": "SELECT source, record_key, one_id FROM identity.oneid_map",
+            "links": "SELECT link_id, side, source, record_key, match_weight FROM identity.probabilistic_links",
+            "violations": "SELECT source, record_key, id_type, id_value, reason FROM identity.violations",
+            "households": "SELECT household_id, one_id FROM identity.households",
+            "refused": "SELECT id_type, id_value, reason, records FROM identity.suspicious_identifiers",
+            "registry": "SELECT one_id, status, merged_into FROM identity.registry",
+        }
+        return {name: sorted(tuple(r) for r in spark.sql(query).collect()) for name, query in tables.items()}
+
+    def one_id(source, key):
+        return spark.table("identity.oneid_map").where((F.col("source") == source) & (F.col("record_key") == key)).first()["one_id"]
+
+    def land(name, lines):
+        folder = data_dir / "landing" / "pos_orders"
+        header = (folder / "pos_orders_part-0001.csv").read_text(encoding="utf-8").splitlines()[0]
+        (folder / name).write_text(header + "\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+        for stage in ("bronze", "silver"):
+            run_stages(spark, settings, stage, AS_OF)
+        return run_stages(spark, settings, "identity", AS_OF)[0].metrics
+
+    # Two persons each with one member number and one phone and no 身份证 (a merge the guards allow).
+    pick = spark.sql("""
+        WITH kinds AS (
+          SELECT m.one_id, i.id_type, count(DISTINCT i.id_value) AS n, min(i.id_value) AS v
+          FROM silver.identifiers i JOIN identity.oneid_map m USING (source, record_key)
+          GROUP BY m.one_id, i.id_type)
+        SELECT one_id, max(CASE WHEN id_type = 'member_id' THEN v END) AS member,
+               max(CASE WHEN id_type = 'phone' THEN v END) AS phone
+        FROM kinds GROUP BY one_id
+        HAVING sum(CASE WHEN id_type = 'member_id' THEN n END) = 1 AND sum(CASE WHEN id_type = 'phone' THEN n END) = 1
+           AND sum(CASE WHEN id_type = 'id_card' THEN n ELSE 0 END) = 0
+           AND one_id NOT IN (SELECT one_id FROM identity.households)
+        ORDER BY one_id LIMIT 2""").collect()
+    (a, b) = pick
+    assert a["one_id"] != b["one_id"]
+    run_stages(spark, settings, "identity", AS_OF)  # whatever earlier tests did to identity, recomputed
+    records = spark.table("identity.oneid_map").count()
+
+    first = land("pos_orders_part-9001.csv", [
+        "POSX1,S0301,广州天河城店,13700000001,10.00,2026/10/30 10:00,现金,MX-NEW-1",
+        f"POSX2,S0301,广州天河城店,,20.00,2026/10/30 11:00,现金,{a['member']}",
+        f"POSX3,S0301,广州天河城店,{b['phone'].removeprefix('+86')},30.00,2026/10/30 12:00,现金,{a['member']}",
+    ])
+    assert first["mode"] == "changes" and 3 <= first["reached"] < records // 4, first
+    assert first["changes"] == {"new": 1, "merge": 1}
+    survivor = one_id("pos_orders", "POSX3")
+    assert survivor in (a["one_id"], b["one_id"]) and one_id("pos_orders", "POSX2") == survivor
+    merged = spark.table("identity.changes").where((F.col("kind") == "merge") & (F.col("one_id") == survivor)) \
+        .orderBy(F.desc("changed_at")).first()
+    assert sorted(merged["old_ids"]) == sorted([a["one_id"], b["one_id"]])
+    incremental = state()
+    full = run_stages(spark, settings, "identity", AS_OF, full=True)[0].metrics
+    assert (full["mode"], full["changes"]) == ("full", {})
+    assert state() == incremental
+
+    second = land("pos_orders_part-9002.csv", [  # the order corrected: it carried no phone after all
+        f"POSX3,S0301,广州天河城店,,30.00,2026/10/30 12:00,现金,{a['member']}",
+    ])
+    assert second["mode"] == "changes" and second["changes"] == {"split": 1}, second
+    holders = spark.sql(f"""SELECT DISTINCT m.one_id FROM silver.identifiers i JOIN identity.oneid_map m
+                            USING (source, record_key) WHERE i.id_type = 'phone' AND i.id_value = '{b['phone']}'""")
+    apart = [r["one_id"] for r in holders.collect()]
+    assert len(apart) == 1 and apart[0] != one_id("pos_orders", "POSX3") == one_id("pos_orders", "POSX2")
+    incremental = state()
+    assert run_stages(spark, settings, "identity", AS_OF, full=True)[0].metrics["changes"] == {}
+    assert state() == incremental
+    quiet = run_stages(spark, settings, "identity", AS_OF)[0].metrics
+    assert (quiet["mode"], quiet["changes"]) == ("unchanged", {})

@@ -161,6 +161,35 @@ def read_changes(spark: SparkSession, name: str, after_version: int, up_to_versi
     )
 
 
+# Operations that rewrite a whole table: its change feed says every row went and came back.
+_REWRITES = ("CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT", "REPLACE TABLE AS SELECT",
+             "CREATE OR REPLACE TABLE", "REPLACE TABLE", "RESTORE", "TRUNCATE")
+HOUSEKEEPING = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES")
+
+
+def commits_after(spark: SparkSession, name: str, version: int) -> list[tuple[int, str]]:
+    """(version, operation) of the table's commits after `version`, oldest first; a whole-table
+    overwrite reads as 'OVERWRITE' (a replaceWhere keeps its name, WRITE)."""
+    rows = spark.sql(f"DESCRIBE HISTORY {name}").where(f"version > {int(version)}").select(
+        "version", "operation", "operationParameters").collect()
+    out = []
+    for row in sorted(rows, key=lambda r: r["version"]):
+        parameters = row["operationParameters"] or {}
+        overwrite = row["operation"] == "WRITE" and parameters.get("mode") == "Overwrite" and not parameters.get("predicate")
+        out.append((int(row["version"]), "OVERWRITE" if overwrite or row["operation"] in _REWRITES else row["operation"]))
+    return out
+
+
+def replace_rows(spark: SparkSession, name: str, keys: DataFrame, rows: DataFrame, on: list[str]) -> None:
+    """Delete the rows whose `on` columns match a key, then append `rows`: two commits (the caller
+    makes a crash between them harmless)."""
+    from delta.tables import DeltaTable
+
+    condition = " AND ".join(f"t.`{c}` <=> k.`{c}`" for c in on)
+    DeltaTable.forName(spark, name).alias("t").merge(keys.select(*on).distinct().alias("k"), condition).whenMatchedDelete().execute()
+    append(rows.select(*spark.table(name).columns), name)
+
+
 def filesystem(spark: SparkSession, path: str):
     """(Hadoop FileSystem, Hadoop Path) for a location: local paths, hdfs://, s3a:// alike."""
     hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)

@@ -91,8 +91,8 @@ def _silver(spark: SparkSession, settings: Settings, run_id: str, as_of: date, f
 
 
 def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
-    result = build_identity(spark, settings, run_id)
-    return {"records": result.records, "one_ids": result.one_ids, "edges": result.edges,
+    result = build_identity(spark, settings, run_id, full=full)
+    return {"mode": result.mode, "reached": result.reached, "seconds": result.seconds, "records": result.records, "one_ids": result.one_ids, "edges": result.edges,
             "refused_values": result.refused_values, "violations": result.violations, "changes": result.changes,
             "largest_one_id": result.largest_one_id, "engine": result.engine,
             "probabilistic_links": result.probabilistic_links, "candidate_pairs": result.candidate_pairs}

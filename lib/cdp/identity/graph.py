@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Persons:
     """What the graph made of the records."""
 
-    clusters: DataFrame  # source, record_key, rid (record vertex), cluster: every record's person
+    clusters: DataFrame  # source, record_key, rid (record vertex), cluster (its person), component (its graph component)
     identifiers: DataFrame  # source, record_key, id_type, id_value: the identifiers that could link
     refused_values: DataFrame  # hygiene's refusals (apply_hygiene): values no record may link by
     refused_edges: DataFrame  # source, record_key, id_type, id_value, reason, conflict: links the guards cut
@@ -132,7 +132,7 @@ def group_persons(records: DataFrame, usable: DataFrame, refused: DataFrame, con
         ).persist()
     regrouped = split.where(F.col("id_type").isNull()).select("rid", "cluster")
     clusters = labelled.join(regrouped, "rid", "left").select(
-        "source", "record_key", "rid", F.coalesce("cluster", "component").alias("cluster")
+        "source", "record_key", "rid", F.coalesce("cluster", "component").alias("cluster"), "component"
     )
     refused_edges = split.where(F.col("id_type").isNotNull()).join(labelled.select("rid", "source", "record_key"), "rid").select(
         "source", "record_key", "id_type", "id_value", "reason", "conflict"

@@ -254,17 +254,23 @@ def _order(link_only: bool) -> Column:
     return F.col("l.uid") < F.col("r.uid")
 
 
-def rule_pairs(prepared: DataFrame, rule: str, link_only: bool) -> DataFrame:
-    """(uid_l, uid_r): the pairs one rule finds (an equi-join on the columns it compares)."""
-    return prepared.alias("l").join(prepared.alias("r"), F.expr(rule) & _order(link_only)).select(
-        F.col("l.uid").alias("uid_l"), F.col("r.uid").alias("uid_r")
-    )
+def rule_pairs(prepared: DataFrame, rule: str, link_only: bool, touched: DataFrame | None = None) -> DataFrame:
+    """(uid_l, uid_r): the pairs one rule finds (an equi-join on the columns it compares); with
+    `touched` (uid), only the pairs with a touched row on either side."""
+    def pairs(left: DataFrame, right: DataFrame) -> DataFrame:
+        return left.alias("l").join(right.alias("r"), F.expr(rule) & _order(link_only)).select(
+            F.col("l.uid").alias("uid_l"), F.col("r.uid").alias("uid_r"))
+
+    if touched is None:
+        return pairs(prepared, prepared)
+    few = prepared.join(touched.select("uid").distinct(), "uid", "left_semi")
+    return pairs(few, prepared).unionByName(pairs(prepared, few))  # a pair of two touched rows twice: grouped below
 
 
-def candidate_pairs(prepared: DataFrame, spec: Linkage, link_only: bool) -> DataFrame:
+def candidate_pairs(prepared: DataFrame, spec: Linkage, link_only: bool, touched: DataFrame | None = None) -> DataFrame:
     """(uid_l, uid_r, rule, rules): the union of the blocking rules' pairs, with the first rule that
-    found each and all the rules that did."""
-    found = [rule_pairs(prepared, rule, link_only).withColumn("rule", F.lit(i)) for i, rule in enumerate(spec.blocking)]
+    found each and all the rules that did; with `touched` (uid), the pairs with a touched row only."""
+    found = [rule_pairs(prepared, rule, link_only, touched).withColumn("rule", F.lit(i)) for i, rule in enumerate(spec.blocking)]
     return reduce(DataFrame.unionByName, found).groupBy("uid_l", "uid_r").agg(
         F.min("rule").alias("rule"), F.collect_set("rule").alias("rules")
     )
@@ -494,16 +500,19 @@ def model_fingerprint(spec: Linkage) -> str:
 
 
 def link(records: DataFrame, spec: Linkage, link_only: bool = False, seed: int = 42, model: Model | None = None,
-         counted: frozenset[str] = frozenset()) -> LinkResult:
+         counted: frozenset[str] = frozenset(), touched: DataFrame | None = None) -> LinkResult:
     """Block, compare, estimate u (random pairs) and m (EM per training rule), and score every candidate pair.
     With `model` (a frozen one), nothing is estimated: the candidates are scored with it. `counted`:
-    the columns whose value frequencies a trained model must not keep (frozen_frequencies)."""
+    the columns whose value frequencies a trained model must not keep (frozen_frequencies).
+    `touched` (uid; only with `model`): score only the candidate pairs with a touched row."""
+    if touched is not None and model is None:
+        raise ValueError("scoring only touched pairs needs a frozen model: a model is trained on all the pairs")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare(records, spec).localCheckpoint()
     names = list(spec.comparisons)
 
-    pairs = candidate_pairs(prepared, spec, link_only)
+    pairs = candidate_pairs(prepared, spec, link_only, touched)
     compared = compare(pairs, prepared, spec).localCheckpoint()
     found_by = {spec.blocking[r["rule"]]: r["count"] for r in compared.groupBy("rule").count().collect()}
     per_rule = {rule: found_by.get(rule, 0) for rule in spec.blocking}  # new pairs each rule adds, in order

@@ -76,10 +76,12 @@ def without_refused(records: DataFrame, refused: DataFrame, fields: list[str]) -
 
 def probabilistic_links(
     spark: SparkSession, spec: Linkage, refused: DataFrame, identifier_types: list[str], run_id: str,
-    records: DataFrame | None = None, model: Model | None = None,
+    records: DataFrame | None = None, model: Model | None = None, touched: DataFrame | None = None,
 ) -> ProbabilisticLinks:
     """Link records (default: every silver record with a compared attribute, `attribute_records`),
-    scored with `model` when given (a frozen one: cdp.identity.models), else with one trained here."""
+    scored with `model` when given (a frozen one: cdp.identity.models), else with one trained here.
+    `touched` (source, record_key; with `model`): only the pairs with a touched record's attribute
+    row on either side are scored, and `attribute_rows` are the rows of the records those pairs reach."""
     records = attribute_records(spark, spec) if records is None else records
     fields = [c for c in records.columns if c not in ("source", "record_key")]
     records = without_refused(records, refused, [f for f in fields if f in identifier_types])
@@ -88,7 +90,9 @@ def probabilistic_links(
     rows = keyed.select("uid", *fields).dropDuplicates(["uid"])
     try:
         # identifiers' frequencies (a phone's holders) are counted on each run's data, never kept in a model
-        result = link(rows, spec, model=model, counted=frozenset(f for f in fields if f in identifier_types))
+        touched_rows = None if touched is None else keyed.join(touched, ["source", "record_key"], "left_semi").select("uid")
+        result = link(rows, spec, model=model, counted=frozenset(f for f in fields if f in identifier_types),
+                      touched=touched_rows)
     except NotTrainable as exc:
         # Too little data to estimate the model (a first small load): no probabilistic links this run.
         log.warning("identity: probabilistic engine skipped: %s", exc)

@@ -38,7 +38,7 @@ MAX_CAUSES = 20
 
 @dataclass
 class StableIds:
-    oneid_map: DataFrame  # source, record_key, one_id
+    oneid_map: DataFrame  # source, record_key, one_id (and component, when the clusters carry it)
     registry: DataFrame  # REGISTRY_SCHEMA
     changes: DataFrame  # CHANGES_SCHEMA
 
@@ -80,14 +80,17 @@ def assign_stable_ids(
     refused_edges: source, record_key, id_type, id_value — links the guards refused this run
     """
     spark = clusters.sparkSession
-    previous = previous if previous is not None else _empty(spark, "source string, record_key string, one_id string")
+    previous = (previous.select("source", "record_key", "one_id") if previous is not None
+                else _empty(spark, "source string, record_key string, one_id string"))
     registry = registry if registry is not None else _empty(spark, REGISTRY_SCHEMA)
     run, at = F.lit(run_id), F.lit(now).cast("timestamp")
 
     current = clusters.join(previous.withColumnRenamed("one_id", "prev_id"), ["source", "record_key"], "left").persist()
     inheritance = inherit_ids(current, previous, registry, at)
     named = name_clusters(clusters, inheritance, previous, registry, run).persist()
-    oneid_map = current.join(named.select("cluster", "one_id"), "cluster").select("source", "record_key", "one_id")
+    # the map keeps each record's graph component (when given): what a later run over part of the graph starts from
+    component = ["component"] if "component" in clusters.columns else []
+    oneid_map = current.join(named.select("cluster", "one_id"), "cluster").select("source", "record_key", "one_id", *component)
     changes = (
         record_changes(current, named, inheritance, identifiers, refused_edges)
         .select(run.alias("run_id"), at.alias("changed_at"), "kind", "one_id", "old_ids", "records", "causes",
@@ -117,8 +120,9 @@ def name_clusters(clusters: DataFrame, inheritance: Inheritance, previous: DataF
     """cluster, records, one_id, survivor, kept_ids: the surviving id, else 'oid_' + the hex of the
     smallest record vertex — unless that id was ever used, then one derived from the run."""
     sizes = clusters.groupBy("cluster").agg(F.min("rid").alias("anchor"), F.count("*").alias("records"))
+    # Any id the registry holds is taken: a run over part of the graph sees only part of the map.
     taken = (
-        registry.where(F.col("status") == "retired").select("one_id")
+        registry.select("one_id")
         .unionByName(previous.select("one_id")).distinct()
         .withColumn("taken", F.lit(True))
     )

@@ -19,7 +19,7 @@ PROVENANCE = "struct<source:string, record_key:string, observed_at:timestamp, ve
 
 
 def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
-    return df.join(spark.table(ONEID_MAP), ["source", "record_key"])
+    return df.join(spark.table(ONEID_MAP).select("source", "record_key", "one_id"), ["source", "record_key"])
 
 
 def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship], model: DataModel) -> DataFrame:

@@ -56,7 +56,7 @@ def _entity_rows(spark: SparkSession, settings: Settings, entity: str) -> DataFr
     if not table_exists(spark, table):
         fields = ", ".join(f"`{name}` {kind}" for name, kind in settings.model.entities[entity].types.items())
         return spark.createDataFrame([], f"one_id string, source string, record_key string, channel string, {fields}")
-    return spark.table(table).join(spark.table(ONEID_MAP), ["source", "record_key"])
+    return spark.table(table).join(spark.table(ONEID_MAP).select("source", "record_key", "one_id"), ["source", "record_key"])
 
 
 def tag_inputs(spark: SparkSession, settings: Settings, profile: DataFrame) -> Inputs:
@@ -205,7 +205,7 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
 
     consent_table = silver_table("consent_events")
     if table_exists(spark, consent_table):
-        state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP))
+        state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP).select("source", "record_key", "one_id"))
     else:
         state = spark.createDataFrame([], CONSENT_STATE_SCHEMA)
     inputs = tag_inputs(spark, settings, build_customer_profile(spark, settings, state, keys))
