@@ -4,6 +4,7 @@ reads only the commits after it (Change Data Feed), and the configuration it con
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -38,3 +39,22 @@ def write_cursors(spark: SparkSession, stage: str, cursors: list[Cursor], run_id
     rows = [(stage, c.input_table, c.version, c.fingerprint, c.accepted, run_id) for c in cursors]
     frame = spark.createDataFrame(rows, CURSOR_SCHEMA).withColumn("recorded_at", F.current_timestamp())
     replace_where(frame, STAGE_CURSORS, f"stage = {sql_string(stage)}")
+
+
+class Input(Protocol):
+    """An input table as a stage found it: its version now, and whether its change feed was on."""
+
+    table: str
+    version: int
+    feed_was_on: bool
+
+
+def unreadable_feed(inputs: list[Input], cursors: dict[str, Cursor]) -> str | None:
+    """Why some input's changes after its cursor cannot be read (its feed was off, or the table is
+    older than the cursor: recreated); None when every one can be."""
+    for i in inputs:
+        if not i.feed_was_on:
+            return f"{i.table} had no change data feed"
+        if cursors[i.table].version > i.version:
+            return f"{i.table} is older (version {i.version}) than the last run read ({cursors[i.table].version})"
+    return None

@@ -31,13 +31,15 @@ from datetime import datetime, timezone
 from functools import reduce
 from typing import Callable
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp import __version__
 from cdp.audit import current_actor
 from cdp.conf import Settings
-from cdp.cursors import Cursor, read_cursors, write_cursors
+from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
 from cdp.identity.graph import Persons, Veto, all_records, group_persons
 from cdp.identity.guards import STEWARD
 from cdp.identity import models
@@ -50,7 +52,7 @@ from cdp.lakehouse import (
     HOUSEKEEPING, commits_after, ensure_change_feed, overwrite_table, read_changes, replace_rows, replace_where,
     table_exists, table_version,
 )
-from cdp.logs import timed_step
+from cdp.logs import first_line, timed_step
 from cdp.tables import (
     CHANGES, HOUSEHOLDS, IDENTIFIERS, LINKS, ONEID_MAP, REFUSED, REGISTRY, STEWARD_RULES, VIOLATIONS, WEIGHTS,
     silver_table,
@@ -111,8 +113,11 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
         reason = "asked for (--full)" if full else why_recompute(spark, settings, inputs, cursors, fingerprint, frozen)
     touched = None
     if reason is None:
-        with timed_step(STAGE, "read_changes", seconds):
-            touched = read_touched(spark, inputs, cursors)
+        try:
+            with timed_step(STAGE, "read_changes", seconds):
+                touched = read_touched(spark, inputs, cursors)
+        except (PySparkException, Py4JJavaError) as exc:  # the versions were vacuumed away
+            reason = f"silver's change feed cannot be read ({first_line(exc)})"
     if reason is not None:
         log.info("identity: recomputing every person: %s", reason)
         result = recompute_all(spark, settings, run_id, seconds, lambda: mark_publishing(spark, cursors, run_id))
@@ -176,11 +181,10 @@ def why_recompute(spark: SparkSession, settings: Settings, inputs: list[SilverIn
         return f"{', '.join(missing) or ONEID_MAP + ' unrecorded'} missing"
     if "component" not in spark.table(ONEID_MAP).columns:
         return f"{ONEID_MAP} holds no graph components (written by an older version)"
+    unreadable = unreadable_feed(inputs, cursors)
+    if unreadable:
+        return unreadable
     for i in inputs:
-        if not i.feed_was_on:
-            return f"{i.table} had no change data feed"
-        if cursors[i.table].version > i.version:
-            return f"{i.table} is older (version {i.version}) than the last run read ({cursors[i.table].version})"
         if any(op == "OVERWRITE" for _, op in commits_after(spark, i.table, cursors[i.table].version)):
             return f"{i.table} was rewritten whole since the last run (a silver rebuild)"
     foreign = [op for _, op in commits_after(spark, ONEID_MAP, cursors[ONEID_MAP].version) if op not in HOUSEKEEPING]

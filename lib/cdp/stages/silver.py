@@ -29,9 +29,9 @@ from cdp.cleanse.mapping import (
 from cdp.conf import ConfigError, Settings
 from cdp.conf.model import Entity
 from cdp.conf.sources import Source
-from cdp.cursors import Cursor, read_cursors, write_cursors
+from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
 from cdp.lakehouse import (
-    append, ensure_change_feed, overwrite_table, read_changes, read_version, record_write, table_exists,
+    append, ensure_change_feed, overwrite_table, read_changes, read_version, record_write, replace_rows, table_exists,
     table_version,
 )
 from cdp.logs import first_line, timed_step
@@ -150,11 +150,9 @@ def why_rebuild(spark: SparkSession, inputs: list[BronzeInput], cursors: dict[st
         return "sources.yaml, model.yaml, the consent purposes or the code changed since the last run"
     if set(cursors) != {i.table for i in inputs}:
         return f"the bronze tables differ from the last run's ({', '.join(sorted(set(cursors) ^ {i.table for i in inputs}))})"
-    for i in inputs:
-        if not i.feed_was_on:
-            return f"{i.table} had no change data feed"
-        if cursors[i.table].version > i.version:
-            return f"{i.table} is older (version {i.version}) than the last run read ({cursors[i.table].version})"
+    unreadable = unreadable_feed(inputs, cursors)
+    if unreadable:
+        return unreadable
     missing = [t for t in {silver_table(i.source.entity) for i in inputs} | {IDENTIFIERS, QUARANTINE} if not table_exists(spark, t)]
     if missing:
         return f"{', '.join(sorted(missing))} missing"
@@ -324,8 +322,9 @@ def merge_changes(spark: SparkSession, settings: Settings, reading: Reading, inp
         new_identifiers.append(entity_identifiers(fresh))
     if replaced_keys:
         with timed_step(STAGE, "merge_identifiers", seconds):
-            replace_identifiers(spark, reduce(DataFrame.unionByName, replaced_keys),
-                                reduce(DataFrame.unionByName, new_identifiers).distinct())
+            # the replaced records' identifiers go, their fresh ones come (a rerun does both again: the same result)
+            replace_rows(spark, IDENTIFIERS, reduce(DataFrame.unionByName, replaced_keys),
+                         reduce(DataFrame.unionByName, new_identifiers).distinct(), KEY)
     if changes:
         with timed_step(STAGE, "merge_quarantine", seconds):
             merge_quarantine(spark, list(changes.values()))
@@ -377,17 +376,6 @@ def merge_entity(spark: SparkSession, table: str, fresh: DataFrame, keys: DataFr
         .execute()
     )
     record_write(spark, table)
-
-
-def replace_identifiers(spark: SparkSession, keys: DataFrame, identifiers: DataFrame) -> None:
-    """The replaced records' identifiers go, their fresh ones come (a rerun does both again: the same result)."""
-    (
-        DeltaTable.forName(spark, IDENTIFIERS).alias("t")
-        .merge(keys.distinct().alias("k"), "t.source = k.source AND t.record_key = k.record_key")
-        .whenMatchedDelete()
-        .execute()
-    )
-    append(identifiers, IDENTIFIERS)
 
 
 def merge_quarantine(spark: SparkSession, changed: list[EntityChanges]) -> None:

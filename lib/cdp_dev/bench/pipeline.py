@@ -18,7 +18,8 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
 6. a **daily increment**: the generated persons are split (cdp_dev.datagen.increment) so that every
    record of 0.25 % of them (new customers) and half the records of another 0.5 % (returning ones)
    land a day later; steps 2–5 run on the first delivery, then the increment lands and every stage
-   runs again, timed, and silver is rebuilt from all of bronze (`--full`) beside it as its reference.
+   runs again, timed; then silver is rebuilt from all of bronze and identity recomputes every person
+   (`--full`) beside them as their references.
 
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the catalog is one
@@ -223,7 +224,8 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
 
 
 def daily_increment(spark, settings, increment) -> dict[str, Any]:
-    """Land the increment, run every stage on it, then rebuild silver from all of bronze (--full)."""
+    """Land the increment, run every stage on it, then rebuild silver from all of bronze and recompute
+    every person (--full), as the references."""
     from cdp.pipeline import run_stage
 
     for source_dir in increment.increment.iterdir():
@@ -231,7 +233,7 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
             shutil.copy(path, increment.initial / source_dir.name / path.name)
     figures: dict[str, Any] = {"records": increment.increment_records, "new_persons": len(increment.new_persons),
                                "returning_persons": len(increment.returning_persons), "stages": {}}
-    for stage, full in [*((s, False) for s in STAGES), ("silver", True)]:
+    for stage, full in [*((s, False) for s in STAGES), ("silver", True), ("identity", True)]:
         outcome = run_stage(spark, settings, stage, AS_OF, full=full)
         if outcome.status != "succeeded":
             raise SystemExit(f"bench: stage {stage} failed on the increment: {outcome.error}")
@@ -239,6 +241,9 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
             "seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
             "rows_out": sum(outcome.rows_out.values()),
         }
+        if stage == "identity":  # how much of the map the run recomputed
+            figures["stages"][f"{stage} --full" if full else stage]["records_recomputed"] = (
+                outcome.metrics["records"] if outcome.metrics["mode"] == "full" else outcome.metrics["reached"])
     return figures
 
 
