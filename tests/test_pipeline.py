@@ -704,3 +704,22 @@ def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recomput
     assert state() == incremental
     quiet = run_stages(spark, settings, "identity", AS_OF)[0].metrics
     assert (quiet["mode"], quiet["changes"]) == ("unchanged", {})
+
+    # When the next run must recompute everything instead, and why.
+    from cdp.cursors import read_cursors, write_cursors
+    from cdp.identity import models
+    from cdp.stages.identity import PUBLISHING, identity_fingerprint, mark_publishing, silver_inputs, why_recompute
+
+    def reason():
+        frozen = models.newest(spark, settings.identity.probabilistic)[0]
+        return why_recompute(spark, settings, silver_inputs(spark, settings), read_cursors(spark, "identity"),
+                             identity_fingerprint(settings, frozen.version), frozen)
+
+    spark.sql("OPTIMIZE identity.oneid_map")
+    assert reason() is None  # housekeeping is no change
+    cursors = read_cursors(spark, "identity")
+    mark_publishing(spark, cursors, "test")
+    assert reason() == "the last run stopped while publishing"
+    write_cursors(spark, "identity", [c for c in cursors.values() if c.input_table != PUBLISHING], "test")
+    spark.sql("UPDATE identity.oneid_map SET one_id = one_id WHERE source = 'pos_orders' AND record_key = 'POSX1'")
+    assert reason() == "identity.oneid_map was written by something else since the last run (UPDATE: an erasure?)"

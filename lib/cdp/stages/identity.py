@@ -270,7 +270,11 @@ def recompute_touched(spark: SparkSession, settings: Settings, run_id: str, touc
         refused_touched = refused_now.join(touched.values, VALUE, "left_semi").transform(materialised)
         refused_values = (spark.table(REFUSED).select(*VALUE).join(touched.values, VALUE, "left_anti")
                           .unionByName(refused_touched.select(*VALUE)).distinct().transform(materialised))
-        components = old_map().join(touched.records.unionByName(carriers), KEYS, "left_semi").select("component").distinct()
+        # A value refused before and after links nobody either way: its carriers stay where they are.
+        still_refused = (spark.table(REFUSED).select(*VALUE).join(touched.values, VALUE, "left_semi")
+                         .join(refused_touched.select(*VALUE), VALUE, "left_semi"))
+        linking = identifiers().join(touched.values.join(still_refused, VALUE, "left_anti"), VALUE, "left_semi").select(*KEYS)
+        components = old_map().join(touched.records.unionByName(linking), KEYS, "left_semi").select("component").distinct()
         current = all_records(spark, settings)
         reached = (old_map().join(components, "component", "left_semi").select(*KEYS).unionByName(touched.records)
                    .join(current, KEYS, "left_semi").distinct().transform(materialised))

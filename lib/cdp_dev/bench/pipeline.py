@@ -226,13 +226,17 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
 def daily_increment(spark, settings, increment) -> dict[str, Any]:
     """Land the increment, run every stage on it, then rebuild silver from all of bronze and recompute
     every person (--full), as the references."""
+    from pyspark.sql import functions as F
+
     from cdp.pipeline import run_stage
+    from cdp.tables import ONEID_MAP
 
     for source_dir in increment.increment.iterdir():
         for path in source_dir.iterdir():
             shutil.copy(path, increment.initial / source_dir.name / path.name)
     figures: dict[str, Any] = {"records": increment.increment_records, "new_persons": len(increment.new_persons),
                                "returning_persons": len(increment.returning_persons), "stages": {}}
+    incremental = None
     for stage, full in [*((s, False) for s in STAGES), ("silver", True), ("identity", True)]:
         outcome = run_stage(spark, settings, stage, AS_OF, full=full)
         if outcome.status != "succeeded":
@@ -241,9 +245,17 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
             "seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
             "rows_out": sum(outcome.rows_out.values()),
         }
-        if stage == "identity":  # how much of the map the run recomputed
-            figures["stages"][f"{stage} --full" if full else stage]["records_recomputed"] = (
+        if stage == "identity":  # how much of the map the run recomputed, and whether a full recompute agrees
+            named = f"{stage} --full" if full else stage
+            figures["stages"][named]["records_recomputed"] = (
                 outcome.metrics["records"] if outcome.metrics["mode"] == "full" else outcome.metrics["reached"])
+            current = spark.table(ONEID_MAP).select("source", "record_key", "one_id")
+            if not full:
+                incremental = current.withColumnRenamed("one_id", "incremental").localCheckpoint()
+            else:
+                figures["stages"][named]["records_with_another_one_id_than_the_incremental_run"] = (
+                    incremental.join(current, ["source", "record_key"], "full_outer")
+                    .where(~F.col("incremental").eqNullSafe(F.col("one_id"))).count())
     return figures
 
 
