@@ -257,6 +257,7 @@ def recompute_touched(spark: SparkSession, settings: Settings, run_id: str, touc
                       frozen: models.FrozenModel | None, seconds: dict[str, float], publishing) -> IdentityResult:
     """Recompute the components silver's changes reach, and replace only their rows."""
     config = settings.identity
+
     def identifiers() -> DataFrame:
         return spark.table(IDENTIFIERS)
 
