@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from cdp.conf.identity import Linkage
@@ -45,12 +45,11 @@ def newest(spark: SparkSession, spec: Linkage) -> tuple[FrozenModel | None, str]
     """The newest version when it fits `spec`; otherwise None and why a new one is due."""
     if not table_exists(spark, MODELS):
         return None, FIRST_USE
-    newest_rows = Window.orderBy(F.desc("model_version"))
-    rows = (spark.table(MODELS).withColumn("_rank", F.dense_rank().over(newest_rows)).where("_rank = 1")
-            .orderBy("comparison", "level").collect())  # one read: a version is a few dozen rows
-    if not rows:
+    latest = spark.table(MODELS).agg(F.max("model_version")).first()[0]
+    if latest is None:
         return None, FIRST_USE
-    latest = rows[0]["model_version"]
+    # a version is a few dozen rows (and no window over the whole table: Spark would warn of one partition)
+    rows = spark.table(MODELS).where(F.col("model_version") == latest).orderBy("comparison", "level").collect()
     if rows[0]["fingerprint"] != model_fingerprint(spec):
         return None, CONFIG_CHANGED
     m: dict[str, list[float]] = {}
