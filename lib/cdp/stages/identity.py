@@ -75,6 +75,7 @@ class IdentityResult:
     candidate_pairs: int = 0
     mode: str = "full"  # full: every person recomputed; changes: the components silver's changes reach; unchanged
     reached: int = 0  # records this run recomputed
+    model_version: int | None = None  # the probabilistic model version it scored with
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -121,8 +122,7 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     if reason is not None:
         log.info("identity: recomputing every person: %s", reason)
         result = recompute_all(spark, settings, run_id, seconds, lambda: mark_publishing(spark, cursors, run_id))
-        version = models_version(spark, settings)
-        fingerprint = identity_fingerprint(settings, version)
+        fingerprint = identity_fingerprint(settings, result.model_version)  # the version it scored with (or trained)
     elif touched.count == 0:
         log.info("identity: silver has not changed since the last run")
         result = summarise(spark, None, None, None, mode="unchanged")
@@ -153,13 +153,6 @@ def identity_fingerprint(settings: Settings, model_version: int | None) -> str:
     described = {"identity": settings.identity.model_dump(mode="json"), "model_version": model_version,
                  "version": __version__}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-
-
-def models_version(spark: SparkSession, settings: Settings) -> int | None:
-    if not settings.identity.probabilistic.enabled:
-        return None
-    frozen = models.newest(spark, settings.identity.probabilistic)[0]
-    return frozen.version if frozen else None
 
 
 def why_recompute(spark: SparkSession, settings: Settings, inputs: list[SilverInput], cursors: dict[str, Cursor],
@@ -501,4 +494,5 @@ def summarise(spark: SparkSession, persons: Persons | None, stable: StableIds | 
         probabilistic_links=links.links.select("link_id").distinct().count() if links is not None else 0,
         candidate_pairs=links.result.candidates if links is not None and links.result else 0,
         mode=mode,
+        model_version=links.model_version if links is not None else None,
     )
