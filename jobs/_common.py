@@ -19,7 +19,7 @@ def parse_arguments(stage: str) -> argparse.Namespace:
     parser.add_argument("--profile", default=None, help="profile in conf/pipeline.yaml")
     parser.add_argument("--conf-dir", default=None, help="folder holding pipeline.yaml")
     parser.add_argument("--as-of", default=None, type=run_date, help="run date YYYY-MM-DD (default: today)")
-    parser.add_argument("--full", action="store_true", help="silver: rebuild from all of bronze; identity: recompute every person (not only what changed)")
+    parser.add_argument("--full", action="store_true", help="silver: rebuild from all of bronze; identity and gold: recompute every person (not only what changed)")
     return parser.parse_args()
 
 

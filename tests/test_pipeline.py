@@ -628,13 +628,14 @@ def test_maintain_lays_out_the_map_by_one_id_with_statistics_on_one_id_alone(spa
         assert set(stats["minValues"]) == set(stats["maxValues"]) == {"one_id"}
 
 
-def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recompute(spark, settings, run, data_dir):
+def test_identity_and_gold_recompute_only_what_changed_and_equal_a_full_recompute(spark, settings, run, data_dir):
     """Increments of POS orders: a new person, a new order of a member, an order that carries one
     member's number and another person's phone (a merge), then that order corrected without the
-    phone (a split). Each incremental run recomputes only the components its changes reach and names
-    the merge and the split; what they leave, a full recompute over all of silver then finds nothing
-    to change in: the same one_id for every record, the same links, refusals, violations, households
-    and registry."""
+    phone (a split); then a consent withdrawal. Each incremental run recomputes only the components
+    its changes reach and names the merge and the split, and gold recomputes only the persons they
+    changed; what they leave, a full recompute over all of silver then finds nothing to change in:
+    the same one_id for every record, the same links, refusals, violations, households and registry,
+    and the same profiles, identity map, tag values, consent states and audience members."""
     from cdp.pipeline import run_stages
 
     def state():
@@ -648,16 +649,31 @@ def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recomput
         }
         return {name: sorted(tuple(r) for r in spark.sql(query).collect()) for name, query in tables.items()}
 
+    def gold_state():
+        tables = {
+            "profile": "SELECT * EXCEPT (phone_enc, email_enc) FROM gold.customer_profile",
+            "identity_map": "SELECT * FROM gold.identity_map",
+            "tags": "SELECT one_id, tag_code, value FROM gold.customer_tags",
+            "consent": "SELECT * FROM gold.consent_state",
+            "audiences": "SELECT audience, one_id, purpose, entered_on FROM gold.audience_members",
+            "tag_history": "SELECT * FROM gold.tag_history",
+        }
+        return {name: sorted(str(tuple(r)) for r in spark.sql(query).collect()) for name, query in tables.items()}
+
     def one_id(source, key):
         return spark.table("identity.oneid_map").where((F.col("source") == source) & (F.col("record_key") == key)).first()["one_id"]
 
-    def land(name, lines):
-        folder = data_dir / "landing" / "pos_orders"
-        header = (folder / "pos_orders_part-0001.csv").read_text(encoding="utf-8").splitlines()[0]
+    gold_runs = []
+
+    def land(name, lines, source="pos_orders"):
+        folder = data_dir / "landing" / source
+        header = (folder / f"{source}_part-0001.csv").read_text(encoding="utf-8").splitlines()[0]
         (folder / name).write_text(header + "\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8")
         for stage in ("bronze", "silver"):
             run_stages(spark, settings, stage, AS_OF)
-        return run_stages(spark, settings, "identity", AS_OF)[0].metrics
+        metrics = run_stages(spark, settings, "identity", AS_OF)[0].metrics
+        gold_runs.append(run_stages(spark, settings, "gold", AS_OF)[0].metrics)
+        return metrics
 
     # Two persons each with one member number and one phone and no 身份证 (a merge the guards allow).
     pick = spark.sql("""
@@ -675,7 +691,9 @@ def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recomput
     (a, b) = pick
     assert a["one_id"] != b["one_id"]
     run_stages(spark, settings, "identity", AS_OF)  # whatever earlier tests did to identity, recomputed
+    run_stages(spark, settings, "gold", AS_OF)  # and to gold
     records = spark.table("identity.oneid_map").count()
+    persons = spark.table("gold.customer_profile").count()
 
     first = land("pos_orders_part-9001.csv", [
         "POSX1,S0301,广州天河城店,13700000001,10.00,2026/10/30 10:00,现金,MX-NEW-1",
@@ -698,12 +716,27 @@ def test_identity_recomputes_only_what_silver_changed_and_equals_a_full_recomput
                             USING (source, record_key) WHERE i.id_type = 'phone' AND i.id_value = '{b['phone']}'""")
     apart = [r["one_id"] for r in holders.collect()]
     assert len(apart) == 1 and apart[0] != one_id("pos_orders", "POSX3") == one_id("pos_orders", "POSX2")
-    incremental = state()
+    withdrawn = land("consent_events_part-9003.csv", [
+        f"CX9003,phone,{b['phone'].removeprefix('+86')},marketing_sms,withdraw,crm,2026-10-31 09:00:00,crm",
+    ], source="consent_events")
+    assert withdrawn["mode"] == "changes" and withdrawn["changes"] == {}, withdrawn
+    holder = spark.sql("""SELECT status FROM gold.consent_state c JOIN identity.oneid_map m USING (one_id)
+                           WHERE m.source = 'consent_events' AND m.record_key = 'CX9003' AND c.purpose = 'marketing_sms'""")
+    assert [r["status"] for r in holder.collect()] == ["withdrawn"]
+    # Gold followed each increment: only the persons it changed were recomputed.
+    assert [(g["mode"], 1 <= g["persons_recomputed"] <= 6) for g in gold_runs] == [("changes", True)] * 3, gold_runs
+    assert gold_runs[-1]["profiles"] == persons + 1  # the new person of the first increment
+    incremental, incremental_gold = state(), gold_state()
     full = run_stages(spark, settings, "identity", AS_OF, full=True)[0].metrics
     assert (full["mode"], full["changes"]) == ("full", {})
     assert state() == incremental
+    rebuilt = run_stages(spark, settings, "gold", AS_OF, full=True)[0].metrics
+    assert (rebuilt["mode"], rebuilt["persons_recomputed"]) == ("full", persons + 1)
+    assert gold_state() == incremental_gold
     quiet = run_stages(spark, settings, "identity", AS_OF)[0].metrics
     assert (quiet["mode"], quiet["changes"]) == ("unchanged", {})
+    quiet_gold = run_stages(spark, settings, "gold", AS_OF)[0].metrics
+    assert (quiet_gold["mode"], quiet_gold["persons_recomputed"]) == ("changes", 0)
 
     # When the next run must recompute everything instead, and why.
     from cdp.cursors import read_cursors, write_cursors

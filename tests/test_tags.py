@@ -159,6 +159,27 @@ def test_long_form_keeps_true_booleans_and_values(spark, settings, inputs):
 # ---------------------------------------------------------------- the library's own rules
 
 
+def test_tags_over_the_daily_summaries_equal_tags_over_the_rows(spark, settings, inputs, tags):
+    """Gold counts over per-person daily summaries, not over silver: every tag of every person comes
+    out as it does over the raw rows, and the summaries keep only the columns the tags name."""
+    from cdp.tags.summaries import DAY, expand, read_columns, summarise_days
+
+    entities, kept = {}, {}
+    for name, (rows, time_field) in inputs.entities.items():
+        kept[name] = read_columns(settings.tags, name, rows.columns)
+        summary = summarise_days(rows, kept[name], time_field)
+        entities[name] = (expand(summary), DAY)
+        kept[name + "_rows"] = summary.count()
+    assert kept == {"orders": ["amount", "status", "payment_method", "channel"], "orders_rows": 14,
+                    "events": ["event_type", "page"], "events_rows": 10}
+    wide = compute_tags(spark, settings.tags, Inputs(inputs.profile, entities), RUN)
+    assert {row["one_id"]: row.asDict() for row in wide.collect()} == tags
+    # Two rows of a day that agree on every read column are one summary row that counts 2.
+    twice = inputs.entities["events"][0].where("one_id = 'p5' AND event_type = 'add_to_cart'")
+    doubled = summarise_days(twice.unionByName(twice), ["event_type", "page"], "event_time")
+    assert [(r["one_id"], r[DAY], r["summary_rows"]) for r in doubled.collect()] == [("p5", RUN - timedelta(days=3), 2)]
+
+
 def library(tags: dict, params: dict | None = None) -> TagLibrary:
     base = {"name_zh": "标签", "name_en": "Tag", "category": "test", "owner": "tests", "description": "d"}
     return TagLibrary.model_validate({"params": params or {}, "tags": {c: {**base, **t} for c, t in tags.items()}})

@@ -121,7 +121,7 @@ def generate(
 def run(
     stage: str = typer.Option("all", "--stage", "-s", help="bronze | silver | identity | gold | all"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Run date for time-window tags (default: today)."),
-    full: bool = typer.Option(False, "--full", help="Rebuild silver from all of bronze and recompute every person, instead of only what changed since the last run."),
+    full: bool = typer.Option(False, "--full", help="Rebuild silver from all of bronze, recompute every person in identity and gold, instead of only what changed since the last run."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:

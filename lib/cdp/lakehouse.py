@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 from uuid import uuid4
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,18 @@ def replace_rows(spark: SparkSession, name: str, keys: DataFrame, rows: DataFram
     condition = " AND ".join(f"t.`{c}` <=> k.`{c}`" for c in on)
     DeltaTable.forName(spark, name).alias("t").merge(keys.select(*on).distinct().alias("k"), condition).whenMatchedDelete().execute()
     append(rows.select(*spark.table(name).columns), name)
+
+
+def materialised(frame: DataFrame) -> DataFrame:
+    """The frame computed once (a local checkpoint), under fresh column ids: frames that derive from
+    the same tables (the map joined to itself) meet in unions and joins, where Spark's optimizer
+    fails on shared ids (InferFiltersFromConstraints: "key not found").
+
+    Checkpointed after a coalesce, whose partitioning Spark does not claim to know: a checkpoint of a
+    shuffle AQE had coalesced keeps claiming the shuffle's partition count, and a sort-merge join
+    against it then fails ("Can't zip RDDs with unequal numbers of partitions")."""
+    kept = frame.coalesce(max(1, frame.sparkSession.sparkContext.defaultParallelism)).localCheckpoint()
+    return kept.select(*[F.col(f"`{c}`").alias(c) for c in kept.columns])
 
 
 def filesystem(spark: SparkSession, path: str):

@@ -99,8 +99,8 @@ def _identity(spark: SparkSession, settings: Settings, run_id: str, as_of: date,
 
 
 def _gold(spark: SparkSession, settings: Settings, run_id: str, as_of: date, full: bool) -> dict[str, Any]:
-    result = build_gold(spark, settings, as_of, run_id)
-    return {"profiles": result.profiles, "tag_rows": result.tag_rows, "consent_rows": result.consent_rows,
+    result = build_gold(spark, settings, as_of, run_id, full=full)
+    return {"mode": result.mode, "persons_recomputed": result.persons_recomputed, "profiles": result.profiles, "tag_rows": result.tag_rows, "consent_rows": result.consent_rows,
             "audiences": result.audience_sizes, "as_of": as_of.isoformat(), "warnings": result.warnings,
             "seconds": result.seconds}
 

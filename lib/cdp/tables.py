@@ -47,6 +47,11 @@ def silver_table(entity: str) -> str:
     return f"silver.{entity}"
 
 
+def daily_table(entity: str) -> str:
+    """The per-person daily summary of an entity the tags count over: what they read instead of silver."""
+    return f"gold.{entity}_daily"
+
+
 QUARANTINE = "silver.quarantine"
 IDENTIFIERS = "silver.identifiers"
 

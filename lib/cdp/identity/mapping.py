@@ -23,11 +23,11 @@ def mask_value(model: DataModel, id_type: str, value: str) -> Column:
     return shown
 
 
-def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys) -> DataFrame:
+def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys, persons: DataFrame | None = None) -> DataFrame:
     """one_id × identifier: first and last seen, how many sources and records carry it.
 
     Only links that count: values refused before the graph and record links refused by the guards
-    are left out. Types with `gold: hash` show no clear value. Every row carries `id_hash`, the keyed
+    are left out. Types with `gold: hash` show no clear value. With `persons` (one_id): theirs only. Every row carries `id_hash`, the keyed
     hash (HMAC-SHA-256) of `type:value`: the join key outside silver, and a masked form.
     """
     identifiers = spark.table(IDENTIFIERS)
@@ -37,8 +37,11 @@ def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys) -> D
         refused_edges = spark.table(VIOLATIONS).select("source", "record_key", "id_type", "id_value")
         identifiers = identifiers.join(refused_edges, ["source", "record_key", "id_type", "id_value"], "left_anti")
     hashed = [t for t, spec in settings.identity.identifiers.items() if spec.gold == "hash"]
+    mapped = spark.table(ONEID_MAP).select("source", "record_key", "one_id")
+    if persons is not None:
+        mapped = mapped.join(F.broadcast(persons.select("one_id")), "one_id", "left_semi")
     grouped = (
-        identifiers.join(spark.table(ONEID_MAP), ["source", "record_key"])
+        identifiers.join(mapped, ["source", "record_key"])
         .join(all_records(spark, settings), ["source", "record_key"], "left")
         .groupBy("one_id", "id_type", "id_value")
         .agg(

@@ -18,11 +18,18 @@ from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, silver_table
 PROVENANCE = "struct<source:string, record_key:string, observed_at:timestamp, verified:boolean>"
 
 
-def _with_one_id(spark: SparkSession, df: DataFrame) -> DataFrame:
-    return df.join(spark.table(ONEID_MAP).select("source", "record_key", "one_id"), ["source", "record_key"])
+def person_map(spark: SparkSession, persons: DataFrame | None = None) -> DataFrame:
+    """(source, record_key, one_id) of every record, or of the records of `persons` (one_id) only."""
+    mapped = spark.table(ONEID_MAP).select("source", "record_key", "one_id")
+    return mapped if persons is None else mapped.join(F.broadcast(persons.select("one_id")), "one_id", "left_semi")
 
 
-def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship], model: DataModel) -> DataFrame:
+def _with_one_id(spark: SparkSession, df: DataFrame, persons: DataFrame | None = None) -> DataFrame:
+    return df.join(person_map(spark, persons), ["source", "record_key"])
+
+
+def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship], model: DataModel,
+                         persons: DataFrame | None = None) -> DataFrame:
     """(one_id, attribute, value, priority, observed_at, verified, source, record_key): every non-null
     candidate value of every golden attribute, from each silver entity that has been built.
 
@@ -48,7 +55,7 @@ def attribute_candidates(spark: SparkSession, rules: dict[str, Survivorship], mo
             )
             for attribute, rule, priority, candidate in candidates
         ])
-        rows = _with_one_id(spark, spark.table(table)).select(
+        rows = _with_one_id(spark, spark.table(table), persons).select(
             "one_id", "source", "record_key", F.explode(values).alias("c"))
         frames.append(rows.select("one_id", "c.*", "source", "record_key")
                       .where(F.col("value").isNotNull() & (F.trim("value") != "")))
@@ -98,7 +105,7 @@ def golden_attributes(candidates: DataFrame, rules: dict[str, Survivorship]) -> 
     )
 
 
-def activity(spark: SparkSession, model: DataModel) -> DataFrame:
+def activity(spark: SparkSession, model: DataModel, persons: DataFrame | None = None) -> DataFrame:
     """(one_id, channel, ts, is_interaction) for every record: when and where the person was seen
     (interactions: records of the entities the model marks as such — orders, events, tickets)."""
     frames = []
@@ -107,7 +114,7 @@ def activity(spark: SparkSession, model: DataModel) -> DataFrame:
         if table_exists(spark, table):
             seen = F.col(entity.time_field) if entity.time_field else F.lit(None)
             frames.append(
-                _with_one_id(spark, spark.table(table)).select(
+                _with_one_id(spark, spark.table(table), persons).select(
                     "one_id", "channel", seen.cast("timestamp").alias("ts"),
                     F.lit(entity.interaction).alias("is_interaction"),
                 )
@@ -115,9 +122,9 @@ def activity(spark: SparkSession, model: DataModel) -> DataFrame:
     return reduce(DataFrame.unionByName, frames)
 
 
-def order_summary(spark: SparkSession) -> DataFrame:
+def order_summary(spark: SparkSession, persons: DataFrame | None = None) -> DataFrame:
     """Orders, spend and last purchase per one_id; refunded orders count for neither."""
-    orders = _with_one_id(spark, spark.table(silver_table("orders")))
+    orders = _with_one_id(spark, spark.table(silver_table("orders")), persons)
     kept = orders.where(F.coalesce(F.col("status"), F.lit("")) != "refunded")
     return kept.groupBy("one_id").agg(
         F.count("*").alias("order_count"),
@@ -127,12 +134,12 @@ def order_summary(spark: SparkSession) -> DataFrame:
     )
 
 
-def contact_points(spark: SparkSession, keys: Keys) -> DataFrame:
+def contact_points(spark: SparkSession, keys: Keys, persons: DataFrame | None = None) -> DataFrame:
     """Whether a person can be reached by phone or email: the contact masked for display and
     encrypted for the exports that must send to it (never in clear outside silver)."""
     refused = spark.table(REFUSED).select("id_type", "id_value")
     usable = spark.table(IDENTIFIERS).join(refused, ["id_type", "id_value"], "left_anti")
-    contacts = _with_one_id(spark, usable.where(F.col("id_type").isin("phone", "email")))
+    contacts = _with_one_id(spark, usable.where(F.col("id_type").isin("phone", "email")), persons)
     chosen = contacts.groupBy("one_id").agg(
         F.min(F.when(F.col("id_type") == "phone", F.col("id_value"))).alias("phone"),
         F.min(F.when(F.col("id_type") == "email", F.col("id_value"))).alias("email"),
@@ -164,11 +171,13 @@ def _consent_columns(statuses: str, purposes: dict[str, str]) -> dict[str, Colum
             "withdrawn_purposes": F.array_compact(F.array(*withdrawn))}
 
 
-def build_customer_profile(spark: SparkSession, settings: Settings, consent: DataFrame, keys: Keys) -> DataFrame:
-    """One row per one_id: golden attributes with provenance, reachability, activity, purchases, consent."""
+def build_customer_profile(spark: SparkSession, settings: Settings, consent: DataFrame, keys: Keys,
+                           persons: DataFrame | None = None) -> DataFrame:
+    """One row per one_id: golden attributes with provenance, reachability, activity, purchases, consent.
+    With `persons` (one_id), the rows of those persons only: the rest is not read past the map join."""
     rules = settings.gold.survivorship
-    people = spark.table(ONEID_MAP).groupBy("one_id").agg(F.count("*").alias("record_count"))
-    seen = activity(spark, settings.model).groupBy("one_id").agg(
+    people = person_map(spark, persons).groupBy("one_id").agg(F.count("*").alias("record_count"))
+    seen = activity(spark, settings.model, persons).groupBy("one_id").agg(
         F.min("ts").alias("first_seen"),
         F.max("ts").alias("last_seen"),
         F.max(F.when(F.col("is_interaction"), F.col("ts"))).alias("last_active_at"),
@@ -185,10 +194,10 @@ def build_customer_profile(spark: SparkSession, settings: Settings, consent: Dat
         **{name: F.coalesce(F.col(name), default) for name, default in no_events.items()},
     }
     return (
-        people.join(golden_attributes(attribute_candidates(spark, rules, settings.model), rules), "one_id", "left")
-        .join(contact_points(spark, keys), "one_id", "left")
+        people.join(golden_attributes(attribute_candidates(spark, rules, settings.model, persons), rules), "one_id", "left")
+        .join(contact_points(spark, keys, persons), "one_id", "left")
         .join(seen, "one_id", "left")
-        .join(order_summary(spark), "one_id", "left")
+        .join(order_summary(spark, persons), "one_id", "left")
         .join(consent_summary(consent, settings.privacy.defaults), "one_id", "left")
         # the golden attributes after one_id, then the columns every profile has (PROFILE_COLUMNS)
         .select("one_id", *rules, *[filled.get(name, F.col(name)).alias(name) for name in PROFILE_COLUMNS[1:]])

@@ -1,16 +1,33 @@
 """The gold stage: consent state, the 360° profile, tags with their history and catalog, and
-consent-filtered audiences with theirs — all keyed by the current one_id."""
+consent-filtered audiences with theirs — all keyed by the current one_id.
+
+A run recomputes the per-person tables (consent state, profile, identity map, the daily summaries
+the tags count over) for the persons whose records, identifiers or identity changed since the run
+before (ops.stage_cursors; Delta Change Data Feed on silver and on the identity tables gold reads),
+and replaces just their rows. Tags and audiences, whose time windows move for everyone as days pass,
+are then recomputed for every person from those compact tables: one row per person, and the
+summaries, never the raw history. Everything is recomputed from silver on the first run, on
+`cdp run --full`, when the tag library, audiences, gold, privacy, model or identity configuration or
+the code changed, when an input was rewritten whole (a silver rebuild, an identity recompute of every
+person) or written by something else (an erasure), when a change feed is gone, or when the last run
+stopped while publishing.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import reduce
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from cdp import __version__
 
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf import ConfigError, Settings
@@ -18,18 +35,23 @@ from cdp.conf.audiences import compile_rule, referenced_tags
 from cdp.conf.tags import TagLibrary
 from cdp.identity.mapping import build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
-from cdp.lakehouse import append, overwrite_table, table_exists
+from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
+from cdp.lakehouse import (
+    HOUSEKEEPING, append, commits_after, ensure_change_feed, materialised, overwrite_table, read_changes,
+    read_version, replace_rows, table_exists, table_version,
+)
 from cdp.logs import first_line, timed_step
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
 from cdp.privacy.protect import load_keys
 from cdp.privacy.views import build_role_views
-from cdp.profile.golden import build_customer_profile
+from cdp.profile.golden import build_customer_profile, person_map
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
 from cdp.tables import (
-    AUDIENCE_HISTORY, AUDIENCE_RUNS, AUDIENCES, CONSENT, IDENTITY_MAP, ONEID_MAP, PROFILE, REGISTRY, TAG_CATALOG,
-    TAG_HISTORY, TAGS, silver_table,
+    AUDIENCE_HISTORY, AUDIENCE_RUNS, AUDIENCES, CONSENT, IDENTIFIERS, IDENTITY_MAP, ONEID_MAP, PROFILE, REFUSED,
+    REGISTRY, TAG_CATALOG, TAG_HISTORY, TAGS, VIOLATIONS, daily_table, silver_table,
 )
 from cdp.tags.engine import Inputs, compile_library, compute_tags, empty_tags, to_long
+from cdp.tags.summaries import DAY, expand, read_columns, summarise_days
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +70,54 @@ class GoldResult:
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for sizing
     views: list[str] = field(default_factory=list)  # the role views (re)built
+    mode: str = "full"  # full: every person recomputed from silver; changes: the persons that changed
+    persons_recomputed: int = 0  # persons whose profile, consent and summaries this run recomputed
 
 
-def _entity_rows(spark: SparkSession, settings: Settings, entity: str) -> DataFrame:
-    """A silver entity's rows with their one_id (empty, typed, when the entity has no table yet)."""
+STAGE = "gold"
+KEYS = ["source", "record_key"]
+VALUE = ["id_type", "id_value"]
+PUBLISHING = "(publishing)"  # a cursor row written before the first gold table, removed by the cursors
+PER_PERSON = (CONSENT, PROFILE, IDENTITY_MAP)  # replaced by one_id on a run over changes
+# A run over changes restricts every read to the changed persons by broadcasting their one_ids:
+# beyond this many, it recomputes every person instead.
+MOST_PERSONS = 2_000_000
+# Inputs written by the stages before gold in the ways gold can follow by their change feed.
+FOLLOWED = ("WRITE", "MERGE", *HOUSEKEEPING)
+
+
+@dataclass(frozen=True)
+class GoldInput:
+    table: str
+    version: int
+    feed_was_on: bool
+
+
+def _entity_rows(spark: SparkSession, settings: Settings, entity: str, persons: DataFrame | None = None) -> DataFrame:
+    """A silver entity's rows with their one_id (of `persons` only, when given; empty and typed when
+    the entity has no table yet)."""
     table = silver_table(entity)
     if not table_exists(spark, table):
         fields = ", ".join(f"`{name}` {kind}" for name, kind in settings.model.entities[entity].types.items())
         return spark.createDataFrame([], f"one_id string, source string, record_key string, channel string, {fields}")
-    return spark.table(table).join(spark.table(ONEID_MAP).select("source", "record_key", "one_id"), ["source", "record_key"])
+    return spark.table(table).join(person_map(spark, persons), ["source", "record_key"])
+
+
+def tag_entities(settings: Settings) -> list[str]:
+    """The entities some tag counts over (each has a daily summary)."""
+    return sorted({t.source for t in settings.tags.tags.values() if t.source not in (None, "profile")})
+
+
+def daily_summary(spark: SparkSession, settings: Settings, entity: str, persons: DataFrame | None = None) -> DataFrame:
+    """The entity's per-person daily summary (tags.summaries), from its silver rows."""
+    rows = _entity_rows(spark, settings, entity, persons)
+    time_field = settings.model.entities[entity].time_field
+    return summarise_days(rows, read_columns(settings.tags, entity, rows.columns), time_field)
 
 
 def tag_inputs(spark: SparkSession, settings: Settings, profile: DataFrame) -> Inputs:
-    """The profile, and the rows of every entity the tag library counts over."""
-    sources = {t.source for t in settings.tags.tags.values() if t.source not in (None, "profile")}
-    entities = settings.model.entities
-    return Inputs(profile, {name: (_entity_rows(spark, settings, name), entities[name].time_field) for name in sources})
+    """The profile, and each summarised entity's rows as the tags count them (from gold's summaries)."""
+    return Inputs(profile, {name: (expand(spark.table(daily_table(name))), DAY) for name in tag_entities(settings)})
 
 
 def deprecated_in_use(library: TagLibrary, audiences: dict) -> list[str]:
@@ -116,7 +170,8 @@ def _history(spark: SparkSession, table: str, keys: list[str], current: DataFram
 
 def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date, computed_at: datetime,
                registry: DataFrame, warnings: list[str], profiles: int) -> tuple[DataFrame, int]:
-    """Compute the tag library; write customer_tags, tag_history and tag_catalog. Returns the wide tags."""
+    """Compute the tag library for every person; write customer_tags, tag_history and tag_catalog.
+    Returns the wide tags."""
     library = settings.tags
     wide = compute_tags(spark, library, inputs, run_date).persist()
     overwrite_table(to_long(wide, library, run_date, computed_at), TAGS,
@@ -194,7 +249,128 @@ def _step(name: str, seconds: dict[str, float]):
     return timed_step("gold", name, seconds)
 
 
-def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str = "gold") -> GoldResult:
+def gold_inputs(spark: SparkSession, settings: Settings) -> list[GoldInput]:
+    """What the per-person tables are computed from, each with its Change Data Feed on: the silver
+    entities and identifiers, the map, and the identity tables that decide which identifiers count."""
+    tables = sorted({silver_table(e) for e in settings.model.entities} | {IDENTIFIERS, ONEID_MAP, REFUSED, VIOLATIONS})
+    inputs = []
+    for table in tables:
+        if table_exists(spark, table):
+            was_on = ensure_change_feed(spark, table)
+            inputs.append(GoldInput(table, table_version(spark, table), was_on))
+    return inputs
+
+
+def gold_fingerprint(settings: Settings) -> str:
+    """What gold's tables depend on besides its inputs: the tag library, audiences, survivorship,
+    consent defaults, the data model, identity.yaml (which identifiers show hashed), the code."""
+    described = {name: getattr(settings, name).model_dump(mode="json")
+                 for name in ("tags", "audiences", "gold", "privacy", "model", "identity")}
+    described["version"] = __version__
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def gold_tables(settings: Settings) -> list[str]:
+    return [*PER_PERSON, *(daily_table(e) for e in tag_entities(settings))]
+
+
+def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[GoldInput], cursors: dict[str, Cursor],
+                fingerprint: str) -> str | None:
+    """Why this run must recompute every person from silver; None when it can follow the changes."""
+    if not cursors:
+        return "no earlier gold run recorded what it read"
+    if PUBLISHING in cursors:
+        return "the last run stopped while publishing"
+    if any(c.fingerprint != fingerprint for c in cursors.values()):
+        return "the tags, audiences, gold, privacy, model or identity configuration or the code changed since the last run"
+    read = {i.table for i in inputs}
+    if set(cursors) != read:
+        return f"the input tables differ from the last run's ({', '.join(sorted(set(cursors) ^ read))})"
+    missing = [t for t in gold_tables(settings) if not table_exists(spark, t)]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    unreadable = unreadable_feed(inputs, cursors)
+    if unreadable:
+        return unreadable
+    for i in inputs:
+        operations = {op for _, op in commits_after(spark, i.table, cursors[i.table].version)}
+        if "OVERWRITE" in operations:
+            return f"{i.table} was rewritten whole since the last run"
+        foreign = operations - set(FOLLOWED)
+        if foreign:
+            return f"{i.table} was written by something else since the last run ({', '.join(sorted(foreign))}: an erasure?)"
+    return None
+
+
+def changed_persons(spark: SparkSession, inputs: list[GoldInput], cursors: dict[str, Cursor]) -> DataFrame:
+    """The one_ids (current, and former) whose rows the commits after the cursors can have changed:
+    persons with a record added, changed or removed in silver or its identifiers, with an identifier
+    value newly refused or allowed, or with a link the guards refused; and every person the map gave
+    a record or took one from."""
+    records, values, moved = [], [], []
+    for i in inputs:
+        after = cursors[i.table].version
+        if after == i.version:
+            continue
+        feed = read_changes(spark, i.table, after, i.version)
+        if i.table == REFUSED:
+            values.append(feed.select(*VALUE))
+        elif i.table == ONEID_MAP:
+            keys = feed.select(*KEYS).distinct()
+            before = read_version(spark, ONEID_MAP, after).join(keys, KEYS, "left_semi").select(*KEYS, "one_id")
+            now = spark.table(ONEID_MAP).join(keys, KEYS, "left_semi").select(*KEYS, "one_id")
+            moved.append(before.subtract(now).unionByName(now.subtract(before)).select("one_id"))
+        else:  # silver entities, identifiers, violations
+            records.append(feed.select(*KEYS))
+    if values:
+        carriers = spark.table(IDENTIFIERS).join(reduce(DataFrame.unionByName, values).distinct(), VALUE, "left_semi")
+        records.append(carriers.select(*KEYS))
+    persons = moved
+    if records:
+        changed = reduce(DataFrame.unionByName, records).distinct()
+        persons.append(spark.table(ONEID_MAP).join(changed, KEYS, "left_semi").select("one_id"))
+    empty = spark.createDataFrame([], "one_id string")
+    return reduce(DataFrame.unionByName, persons, empty).distinct().transform(materialised)
+
+
+def mark_publishing(spark: SparkSession, cursors: dict[str, Cursor], run_id: str) -> None:
+    """Before the first gold table is written: a crash from here on makes the next run recompute everything."""
+    write_cursors(spark, STAGE, [*cursors.values(), Cursor(PUBLISHING, -1, "")], run_id)
+
+
+def consent_of(spark: SparkSession, persons: DataFrame | None) -> DataFrame:
+    """Consent state per one_id and purpose (of `persons` only, when given)."""
+    consent_table = silver_table("consent_events")
+    if not table_exists(spark, consent_table):
+        return spark.createDataFrame([], CONSENT_STATE_SCHEMA)
+    return consent_state(spark.table(consent_table), person_map(spark, persons))
+
+
+def publish_persons(spark: SparkSession, settings: Settings, keys, persons: DataFrame | None) -> None:
+    """Consent state, profile, identity map and daily summaries: of every person (persons None), or
+    the rows of `persons` replaced."""
+    def write(table: str, rows: DataFrame, comment: str) -> None:
+        if persons is None:
+            overwrite_table(rows, table, comment)
+        else:
+            replace_rows(spark, table, persons, rows, ["one_id"])
+
+    write(CONSENT, consent_of(spark, persons), "Consent per one_id and purpose: each identity's latest event; the "
+          "most restrictive across a person's identities, conflicts flagged")
+    state = spark.table(CONSENT) if persons is None else spark.table(CONSENT).join(persons, "one_id", "left_semi")
+    write(PROFILE, build_customer_profile(spark, settings, state, keys, persons),
+          "One row per one_id: the golden record with provenance, and the 360° view")
+    write(IDENTITY_MAP, build_identity_map(spark, settings, keys, persons),
+          "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
+    for entity in tag_entities(settings):
+        write(daily_table(entity), daily_summary(spark, settings, entity, persons),
+              f"Per person and day, the {entity} rows the tags count over, counted (summary_rows)")
+
+
+def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str = "gold",
+               full: bool = False) -> GoldResult:
+    """Bring gold up to silver and identity: the per-person tables of the persons that changed (or of
+    every person), then tags and audiences for everyone from those."""
     library, audiences = settings.tags, settings.audiences.audiences
     computed_at = datetime.now()
     seconds: dict[str, float] = {}
@@ -203,37 +379,52 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
     for warning in warnings:
         log.warning("gold: %s", warning)
 
-    consent_table = silver_table("consent_events")
-    if table_exists(spark, consent_table):
-        state = consent_state(spark.table(consent_table), spark.table(ONEID_MAP).select("source", "record_key", "one_id"))
-    else:
-        state = spark.createDataFrame([], CONSENT_STATE_SCHEMA)
-    inputs = tag_inputs(spark, settings, build_customer_profile(spark, settings, state, keys))
     with _step("check", seconds):
-        check_definitions(spark, settings, inputs, as_of)  # a bad tag or rule fails before anything is written
+        # a bad tag or rule fails before anything is written (against the schemas, over no rows)
+        profile_schema = build_customer_profile(spark, settings, spark.createDataFrame([], CONSENT_STATE_SCHEMA), keys)
+        entities = {e: (_entity_rows(spark, settings, e).withColumn(DAY, F.lit(None).cast("date")), DAY)
+                    for e in tag_entities(settings)}
+        check_definitions(spark, settings, Inputs(profile_schema, entities), as_of)
+    with _step("plan", seconds):
+        inputs = gold_inputs(spark, settings)
+        fingerprint = gold_fingerprint(settings)
+        cursors = read_cursors(spark, STAGE)
+        reason = "asked for (--full)" if full else why_rebuild(spark, settings, inputs, cursors, fingerprint)
+    persons, recomputed = None, 0
+    if reason is None:
+        try:
+            with _step("read_changes", seconds):
+                persons = changed_persons(spark, inputs, cursors)
+                recomputed = persons.count()
+        except (PySparkException, Py4JJavaError) as exc:  # the versions were vacuumed away
+            reason = f"a change feed cannot be read ({first_line(exc)})"
+    if reason is None and recomputed > MOST_PERSONS:
+        reason = f"{recomputed:,} persons changed, more than the {MOST_PERSONS:,} a run over changes takes"
+    if reason is not None:
+        persons = None
+    if reason is not None:
+        log.info("gold: recomputing every person from silver: %s", reason)
+    else:
+        log.info("gold: %d persons changed since the last run", recomputed)
 
-    with _step("consent_and_profile", seconds):
-        overwrite_table(state, CONSENT, "Consent per one_id and purpose: each identity's latest event; the most "
-                                    "restrictive across a person's identities, conflicts flagged")
-        state = spark.table(CONSENT)
-        overwrite_table(build_customer_profile(spark, settings, state, keys), PROFILE,
-                        "One row per one_id: the golden record with provenance, and the 360° view")
-        profile = spark.table(PROFILE)
-        inputs = replace(inputs, profile=profile)
-    with _step("identity_map", seconds):
-        overwrite_table(build_identity_map(spark, settings, keys), IDENTITY_MAP,
-                        "Each one_id's identifiers (主账号-子账号 mapping): first/last seen, sources; sensitive values hashed")
-
+    with _step("persons", seconds):
+        mark_publishing(spark, cursors, run_id)
+        publish_persons(spark, settings, keys, persons)
+    profile = spark.table(PROFILE)
+    state = spark.table(CONSENT)
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else spark.createDataFrame([], REGISTRY_SCHEMA)
     profiles = profile.count()
     with _step("tags", seconds):
-        wide, tag_rows = build_tags(spark, settings, inputs, as_of, computed_at, registry, warnings, profiles)
+        wide, tag_rows = build_tags(spark, settings, tag_inputs(spark, settings, profile), as_of, computed_at,
+                                    registry, warnings, profiles)
     with _step("audiences", seconds):
         sizes = build_audiences(spark, settings, run_id, profile, wide, state, as_of, computed_at, registry)
     wide.unpersist()
     with _step("role_views", seconds):
         views = build_role_views(spark, settings)
+    write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint) for i in inputs], run_id)
     return GoldResult(
         profiles=profiles, tag_rows=tag_rows, consent_rows=state.count(), audience_sizes=sizes,
-        warnings=warnings, seconds=seconds, views=views,
+        warnings=warnings, seconds=seconds, views=views, mode="full" if persons is None else "changes",
+        persons_recomputed=profiles if persons is None else recomputed,
     )

@@ -49,8 +49,8 @@ from cdp.identity.graph import record_vertex
 from cdp.identity.registry import StableIds, assign_stable_ids, oid, with_cause
 from cdp.identity.veto import households, scored_pairs, weak_pairs
 from cdp.lakehouse import (
-    HOUSEKEEPING, commits_after, ensure_change_feed, overwrite_table, read_changes, replace_rows, replace_where,
-    table_exists, table_version,
+    HOUSEKEEPING, commits_after, ensure_change_feed, materialised, overwrite_table, read_changes, replace_rows,
+    replace_where, table_exists, table_version,
 )
 from cdp.logs import first_line, timed_step
 from cdp.tables import (
@@ -184,14 +184,6 @@ def why_recompute(spark: SparkSession, settings: Settings, inputs: list[SilverIn
     if foreign:
         return f"{ONEID_MAP} was written by something else since the last run ({', '.join(sorted(set(foreign)))}: an erasure?)"
     return None
-
-
-def materialised(frame: DataFrame) -> DataFrame:
-    """The frame computed once (a local checkpoint), under fresh column ids: frames that derive from
-    the same tables (the map joined to itself) meet in unions and joins, where Spark's optimizer
-    fails on shared ids (InferFiltersFromConstraints: "key not found")."""
-    kept = frame.localCheckpoint()
-    return kept.select(*[F.col(f"`{c}`").alias(c) for c in kept.columns])
 
 
 def read_touched(spark: SparkSession, inputs: list[SilverInput], cursors: dict[str, Cursor]) -> Touched:

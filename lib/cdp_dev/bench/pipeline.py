@@ -18,8 +18,8 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
 6. a **daily increment**: the generated persons are split (cdp_dev.datagen.increment) so that every
    record of 0.25 % of them (new customers) and half the records of another 0.5 % (returning ones)
    land a day later; steps 2–5 run on the first delivery, then the increment lands and every stage
-   runs again, timed; then silver is rebuilt from all of bronze and identity recomputes every person
-   (`--full`) beside them as their references.
+   runs again, timed; then silver is rebuilt from all of bronze, and identity and gold recompute
+   every person (`--full`) beside them as their references (and must agree with the run over changes).
 
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the catalog is one
@@ -236,8 +236,8 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
             shutil.copy(path, increment.initial / source_dir.name / path.name)
     figures: dict[str, Any] = {"records": increment.increment_records, "new_persons": len(increment.new_persons),
                                "returning_persons": len(increment.returning_persons), "stages": {}}
-    incremental = None
-    for stage, full in [*((s, False) for s in STAGES), ("silver", True), ("identity", True)]:
+    incremental = gold_incremental = None
+    for stage, full in [*((s, False) for s in STAGES), ("silver", True), ("identity", True), ("gold", True)]:
         outcome = run_stage(spark, settings, stage, AS_OF, full=full)
         if outcome.status != "succeeded":
             raise SystemExit(f"bench: stage {stage} failed on the increment: {outcome.error}")
@@ -256,7 +256,29 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
                 figures["stages"][named]["records_with_another_one_id_than_the_incremental_run"] = (
                     incremental.join(current, ["source", "record_key"], "full_outer")
                     .where(~F.col("incremental").eqNullSafe(F.col("one_id"))).count())
+        if stage == "gold":  # how many persons the run recomputed, and whether a full recompute agrees
+            named = f"{stage} --full" if full else stage
+            figures["stages"][named]["persons_recomputed"] = outcome.metrics["persons_recomputed"]
+            current = gold_rows(spark)
+            if not full:
+                gold_incremental = current.localCheckpoint()
+            else:
+                figures["stages"][named]["rows_differing_from_the_incremental_run"] = (
+                    gold_incremental.exceptAll(current).count() + current.exceptAll(gold_incremental).count())
     return figures
+
+
+def gold_rows(spark):
+    """Every profile, tag value, consent state and audience membership, as one column of strings."""
+    from pyspark.sql import functions as F
+
+    queries = [
+        "SELECT to_json(struct(* EXCEPT (phone_enc, email_enc))) AS row FROM gold.customer_profile",
+        "SELECT to_json(struct(one_id, tag_code, value)) AS row FROM gold.customer_tags",
+        "SELECT to_json(struct(*)) AS row FROM gold.consent_state",
+        "SELECT to_json(struct(audience, one_id, purpose, entered_on)) AS row FROM gold.audience_members",
+    ]
+    return spark.sql(" UNION ALL ".join(f"({q})" for q in queries)).select(F.col("row"))
 
 
 def with_ratios(figures: dict[str, Any]) -> dict[str, Any]:
@@ -294,14 +316,19 @@ def print_report(results: list[dict[str, Any]]) -> None:
         engines.add_row(f"{result['persons']:,}", "scipy", "(reference)", "", f"{identity['reference']['seconds']:.1f}", "1.0", "")
     Console(width=130).print(engines)
     daily = Table(title="the next day: an increment landed, each stage run again (seconds; rows read)")
-    for column in ("persons", "increment records", "stage", "seconds", "rows in", "first run seconds"):
+    for column in ("persons", "increment records", "stage", "seconds", "rows in", "first run seconds",
+                   "recomputed", "differ from the run over changes"):
         daily.add_column(column, justify="left" if column == "stage" else "right")
     for result in results:
         increment = result["increment"]
         for stage, f in increment["stages"].items():
             first = result["stages"].get(stage.split()[0], {}).get("seconds")
+            recomputed = f.get("records_recomputed", f.get("persons_recomputed"))
+            differ = f.get("records_with_another_one_id_than_the_incremental_run",
+                           f.get("rows_differing_from_the_incremental_run"))
             daily.add_row(f"{result['persons']:,}", f"{increment['records']:,}", stage, f"{f['seconds']:.1f}",
-                          f"{f['rows_in']:,}", f"{first:.1f}" if first is not None else "")
+                          f"{f['rows_in']:,}", f"{first:.1f}" if first is not None else "",
+                          f"{recomputed:,}" if recomputed is not None else "", f"{differ:,}" if differ is not None else "")
     Console(width=130).print(daily)
     for result in results:
         ref = result["stages"]["identity"]["reference"]
