@@ -10,7 +10,7 @@ import pytest
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf.audiences import RuleError, compile_rule, referenced_tags
 from cdp.conf.audiences import Audience
-from cdp.stages.gold import _history
+from cdp.stages.gold import write_history
 from cdp.profile.history import next_history, survivors
 
 RUN = date(2026, 11, 1)
@@ -125,6 +125,9 @@ def test_survivors_follow_merge_chains(spark):
         ("x", "retired", "y"), ("y", "retired", "z"), ("z", "active", None), ("gone", "retired", None),
     ], "one_id string, status string, merged_into string")
     assert survivors(registry) == {"x": "z", "y": "z", "gone": None}
+    # Of the ids a table holds only: x, and y which its chain passes through; not gone.
+    held = spark.createDataFrame([("x",), ("z",), ("x",)], "one_id string")
+    assert survivors(registry, held) == {"x": "z", "y": "z"}
 
 
 def test_history_follows_merges_and_forgets_removed_persons(spark):
@@ -144,8 +147,9 @@ def test_history_follows_merges_and_forgets_removed_persons(spark):
     ], "one_id string, status string, merged_into string")
     current = spark.createDataFrame([("keep", "vip", "true"), ("keep", "stage", "活跃")],
                                     "one_id string, tag_code string, value string")
-    result = _history(spark, table, ["one_id", "tag_code", "value"], current, RUN, registry)
-    assert rows(result, "one_id", "tag_code", "value", "entered_on", "exited_on") == [
+    rewritten = write_history(spark, table, ["one_id", "tag_code", "value"], current, RUN, registry, "test")
+    assert rewritten == 3  # old, gone (retired) and keep (their survivor); nobody else's rows
+    assert rows(spark.table(table), "one_id", "tag_code", "value", "entered_on", "exited_on") == [
         ("keep", "stage", "新客", date(2026, 4, 1), date(2026, 6, 1)),
         ("keep", "stage", "活跃", date(2026, 6, 1), None),
         ("keep", "vip", "true", date(2026, 5, 1), None),  # the earlier stay of the merged id

@@ -633,8 +633,8 @@ def test_identity_and_gold_recompute_only_what_changed_and_equal_a_full_recomput
     member's number and another person's phone (a merge), then that order corrected without the
     phone (a split); then a consent withdrawal. Each incremental run recomputes only the components
     its changes reach and names the merge and the split, and gold recomputes only the persons they
-    changed; what they leave, a full recompute over all of silver then finds nothing to change in:
-    the same one_id for every record, the same links, refusals, violations, households and registry,
+    changed; what they leave, a rebuild from bronze (`cdp run --full`) then finds nothing to change
+    in: the same one_id for every record, the same links, refusals, violations, households and registry,
     and the same profiles, identity map, tag values, consent states and audience members."""
     from cdp.pipeline import run_stages
 
@@ -727,11 +727,11 @@ def test_identity_and_gold_recompute_only_what_changed_and_equal_a_full_recomput
     assert [(g["mode"], 1 <= g["persons_recomputed"] <= 6) for g in gold_runs] == [("changes", True)] * 3, gold_runs
     assert gold_runs[-1]["profiles"] == persons + 1  # the new person of the first increment
     incremental, incremental_gold = state(), gold_state()
-    full = run_stages(spark, settings, "identity", AS_OF, full=True)[0].metrics
-    assert (full["mode"], full["changes"]) == ("full", {})
+    # `cdp run --full`: silver rebuilt from all of bronze, every person recomputed in identity and gold.
+    rebuilt = {o.stage: o.metrics for o in run_stages(spark, settings, "all", AS_OF, full=True)}
+    assert (rebuilt["identity"]["mode"], rebuilt["identity"]["changes"]) == ("full", {})
+    assert (rebuilt["gold"]["mode"], rebuilt["gold"]["persons_recomputed"]) == ("full", persons + 1)
     assert state() == incremental
-    rebuilt = run_stages(spark, settings, "gold", AS_OF, full=True)[0].metrics
-    assert (rebuilt["mode"], rebuilt["persons_recomputed"]) == ("full", persons + 1)
     assert gold_state() == incremental_gold
     quiet = run_stages(spark, settings, "identity", AS_OF)[0].metrics
     assert (quiet["mode"], quiet["changes"]) == ("unchanged", {})

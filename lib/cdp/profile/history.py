@@ -2,7 +2,8 @@
 or an audience. One row per stay: (keys…, entered_on, exited_on), exited_on null while it lasts.
 
 Chosen over daily snapshots: a snapshot keeps every membership every day (persons × tags × days),
-while a stay is written once when it starts and once when it ends.
+while a stay is written once when it starts and once when it ends. A run rewrites only the rows of
+the persons whose stays change (gold's write_history).
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from pyspark.sql import functions as F
 HISTORY_COLUMNS = "entered_on date, exited_on date"
 
 
-def survivors(registry: DataFrame) -> dict[str, str | None]:
+def survivors(registry: DataFrame, ids: DataFrame | None = None) -> dict[str, str | None]:
     """Each retired one_id → the active one_id now holding its records (merges followed to the end of
-    the chain), or None when its records are gone."""
-    retired = {r["one_id"]: r["merged_into"] for r in
-               registry.where(F.col("status") == "retired").select("one_id", "merged_into").collect()}
+    the chain), or None when its records are gone. With `ids` (one_id): only the retired ones among
+    them, and the ids their chains pass through — what a table holding those ids needs, without
+    collecting every id ever retired."""
+    rows = registry.where(F.col("status") == "retired").select("one_id", "merged_into")
+    if ids is None:
+        retired = {r["one_id"]: r["merged_into"] for r in rows.collect()}
+    else:
+        retired = {}
+        found = rows.join(ids.select("one_id").distinct(), "one_id", "left_semi").collect()
+        while found:
+            retired.update({r["one_id"]: r["merged_into"] for r in found})
+            nxt = sorted({r["merged_into"] for r in found if r["merged_into"] is not None} - set(retired))
+            found = rows.where(F.col("one_id").isin(*nxt)).collect() if nxt else []
     resolved: dict[str, str | None] = {}
     for start in retired:
         current, seen = start, {start}
@@ -30,13 +41,13 @@ def survivors(registry: DataFrame) -> dict[str, str | None]:
     return resolved
 
 
-def follow_merges(spark: SparkSession, rows: DataFrame, registry: DataFrame) -> DataFrame:
-    """Rows keyed by one_id, moved to the survivor of each retired id; rows of removed persons dropped."""
-    mapping = survivors(registry)
-    if not mapping:
+def follow_merges(spark: SparkSession, rows: DataFrame, moves: dict[str, str | None]) -> DataFrame:
+    """Rows keyed by one_id, moved to the survivor of each retired id (`moves`, from survivors);
+    rows of removed persons dropped."""
+    if not moves:
         return rows
-    moves = spark.createDataFrame(list(mapping.items()), "one_id string, _survivor string")
-    moved = rows.join(F.broadcast(moves.withColumn("_retired", F.lit(True))), "one_id", "left")
+    table = spark.createDataFrame(list(moves.items()), "one_id string, _survivor string")
+    moved = rows.join(F.broadcast(table.withColumn("_retired", F.lit(True))), "one_id", "left")
     return (
         moved.where(F.col("_retired").isNull() | F.col("_survivor").isNotNull())
         .withColumn("one_id", F.coalesce("_survivor", "one_id"))

@@ -45,7 +45,7 @@ from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
 from cdp.privacy.protect import load_keys
 from cdp.privacy.views import build_role_views
 from cdp.profile.golden import build_customer_profile, person_map
-from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history
+from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history, survivors
 from cdp.tables import (
     AUDIENCE_HISTORY, AUDIENCE_RUNS, AUDIENCES, CONSENT, IDENTIFIERS, IDENTITY_MAP, ONEID_MAP, PROFILE, REFUSED,
     REGISTRY, TAG_CATALOG, TAG_HISTORY, TAGS, VIOLATIONS, daily_table, silver_table,
@@ -157,15 +157,28 @@ def tag_catalog(library: TagLibrary, audiences: dict, persons: dict[str, int], p
     return spark.createDataFrame(rows, schema)
 
 
-def _history(spark: SparkSession, table: str, keys: list[str], current: DataFrame, run_date: date,
-             registry: DataFrame) -> DataFrame:
-    """The next state of a membership history table, materialised (it is about to overwrite its source)."""
-    if table_exists(spark, table):
-        previous = follow_merges(spark, spark.table(table), registry)
-    else:
+def write_history(spark: SparkSession, table: str, keys: list[str], current: DataFrame, run_date: date,
+                  registry: DataFrame, comment: str) -> int:
+    """Bring a membership history table to `current`, rewriting only the rows of the persons whose
+    stays change: a stay begins or ends, or the person's one_id was retired since the last run (its
+    stays move to the survivor). Returns how many persons' rows were rewritten."""
+    if not table_exists(spark, table):
         columns = ", ".join(f"{k} string" for k in keys)
-        previous = spark.createDataFrame([], f"{columns}, {HISTORY_COLUMNS}")
-    return next_history(previous, current, keys, run_date).checkpoint()
+        empty = spark.createDataFrame([], f"{columns}, {HISTORY_COLUMNS}")
+        overwrite_table(next_history(empty, current, keys, run_date), table, comment)
+        return spark.table(table).select("one_id").distinct().count()
+    stored = spark.table(table)
+    moves = survivors(registry, stored)
+    previous = follow_merges(spark, stored, moves)
+    open_ = previous.where(F.col("exited_on").isNull()).select(*keys).distinct()
+    now = current.select(*keys).distinct()
+    moved = spark.createDataFrame([(i,) for pair in moves.items() for i in pair if i is not None], "one_id string")
+    persons = (open_.exceptAll(now).unionByName(now.exceptAll(open_)).select("one_id")
+               .unionByName(moved).distinct().transform(materialised))
+    rows = next_history(previous.join(persons, "one_id", "left_semi"), current.join(persons, "one_id", "left_semi"),
+                        keys, run_date).transform(materialised)  # computed before its source is rewritten
+    replace_rows(spark, table, persons, rows, ["one_id"])
+    return persons.count()
 
 
 def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date, computed_at: datetime,
@@ -178,9 +191,8 @@ def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date
                     "Tags per one_id (标签): boolean tags where true, other tags where they have a value")
     long = spark.table(TAGS)
     tracked = [code for code, tag in library.tags.items() if tag.tracked]
-    history = _history(spark, TAG_HISTORY, ["one_id", "tag_code", "value"],
-                       long.where(F.col("tag_code").isin(tracked)), run_date, registry)
-    overwrite_table(history, TAG_HISTORY, "When each person entered and left each tag value (SCD2: exited_on null = current)")
+    write_history(spark, TAG_HISTORY, ["one_id", "tag_code", "value"], long.where(F.col("tag_code").isin(tracked)),
+                  run_date, registry, "When each person entered and left each tag value (SCD2: exited_on null = current)")
     persons = {r["tag_code"]: r["n"] for r in long.groupBy("tag_code").agg(F.count("*").alias("n")).collect()}
     catalog = tag_catalog(library, settings.audiences.audiences, persons, profiles, warnings, run_date, computed_at, spark)
     overwrite_table(catalog, TAG_CATALOG, "The tag library (标签库): definitions, owners, versions, usage and coverage")
@@ -220,8 +232,8 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
             counts[r["audience"]] = (purposes[r["audience"]], r["count"])
     current = reduce(DataFrame.unionByName, members,
                      spark.createDataFrame([], "audience string, one_id string, purpose string")).checkpoint()
-    history = _history(spark, AUDIENCE_HISTORY, ["audience", "one_id"], current, run_date, registry)
-    overwrite_table(history, AUDIENCE_HISTORY, "When each person entered and left each audience (SCD2)")
+    write_history(spark, AUDIENCE_HISTORY, ["audience", "one_id"], current, run_date, registry,
+                  "When each person entered and left each audience (SCD2)")
     stays = spark.table(AUDIENCE_HISTORY).where(F.col("exited_on").isNull()).select("audience", "one_id", "entered_on")
     overwrite_table(
         current.join(stays, ["audience", "one_id"], "left").select(
