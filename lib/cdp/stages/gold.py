@@ -315,10 +315,12 @@ def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[GoldInput]
 
 
 def changed_persons(spark: SparkSession, inputs: list[GoldInput], cursors: dict[str, Cursor]) -> DataFrame:
-    """The one_ids (current, and former) whose rows the commits after the cursors can have changed:
-    persons with a record added, changed or removed in silver or its identifiers, with an identifier
-    value newly refused or allowed, or with a link the guards refused; and every person the map gave
-    a record or took one from."""
+    """The one_ids (current, and former) whose gold rows the commits after the cursors can have
+    changed: persons with a record added, changed or removed in silver or its identifiers; carriers of
+    an identifier value refused now and not before, or the reverse; persons with a record–identifier
+    link the guards refuse now and not before, or the reverse; and every person the map gave a record
+    or took one from. Identity rewrites the rows of every component it reaches: a row written again
+    as it was (the same one_id, the same refusal) changes nobody."""
     records, values, moved = [], [], []
     for i in inputs:
         after = cursors[i.table].version
@@ -326,13 +328,12 @@ def changed_persons(spark: SparkSession, inputs: list[GoldInput], cursors: dict[
             continue
         feed = read_changes(spark, i.table, after, i.version)
         if i.table == REFUSED:
-            values.append(feed.select(*VALUE))
+            values.append(net_change(spark, i.table, after, feed, VALUE))
+        elif i.table == VIOLATIONS:
+            records.append(net_change(spark, i.table, after, feed, [*KEYS, *VALUE]).select(*KEYS))
         elif i.table == ONEID_MAP:
-            keys = feed.select(*KEYS).distinct()
-            before = read_version(spark, ONEID_MAP, after).join(keys, KEYS, "left_semi").select(*KEYS, "one_id")
-            now = spark.table(ONEID_MAP).join(keys, KEYS, "left_semi").select(*KEYS, "one_id")
-            moved.append(before.subtract(now).unionByName(now.subtract(before)).select("one_id"))
-        else:  # silver entities, identifiers, violations
+            moved.append(net_change(spark, i.table, after, feed, [*KEYS, "one_id"], KEYS).select("one_id"))
+        else:  # silver entities and identifiers
             records.append(feed.select(*KEYS))
     if values:
         carriers = spark.table(IDENTIFIERS).join(reduce(DataFrame.unionByName, values).distinct(), VALUE, "left_semi")
@@ -343,6 +344,17 @@ def changed_persons(spark: SparkSession, inputs: list[GoldInput], cursors: dict[
         persons.append(spark.table(ONEID_MAP).join(changed, KEYS, "left_semi").select("one_id"))
     empty = spark.createDataFrame([], "one_id string")
     return reduce(DataFrame.unionByName, persons, empty).distinct().transform(materialised)
+
+
+def net_change(spark: SparkSession, table: str, after: int, feed: DataFrame, columns: list[str],
+               keys: list[str] | None = None) -> DataFrame:
+    """`columns` of the rows the feed's commits left different: present at version `after` and not
+    now, or now and not then, among the rows whose `keys` (default: the columns) the feed names."""
+    keys = keys or columns
+    named = feed.select(*keys).distinct()
+    before = read_version(spark, table, after).join(named, keys, "left_semi").select(*columns)
+    now = spark.table(table).join(named, keys, "left_semi").select(*columns)
+    return before.subtract(now).unionByName(now.subtract(before))
 
 
 def mark_publishing(spark: SparkSession, cursors: dict[str, Cursor], run_id: str) -> None:

@@ -245,6 +245,8 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
             "seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
             "rows_out": sum(outcome.rows_out.values()),
         }
+        if stage in ("identity", "gold"):  # per step, from ops.job_runs.metrics
+            figures["stages"][f"{stage} --full" if full else stage]["steps"] = outcome.metrics.get("seconds")
         if stage == "identity":  # how much of the map the run recomputed, and whether a full recompute agrees
             named = f"{stage} --full" if full else stage
             figures["stages"][named]["records_recomputed"] = (
