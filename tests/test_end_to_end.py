@@ -38,7 +38,7 @@ def test_run_reports_each_stage(pipeline):
     landed = summary["bronze"][0]
     assert summary["bronze"][1:] == (landed + 12, 7)  # 6 bronze tables + ops.ingest_log, one row per file
     assert summary["silver"][0] == landed
-    assert summary["gold"][2] == 11  # 9 gold tables and the daily summaries of orders and events
+    assert summary["gold"][2] == 12  # 9 gold tables, the daily summaries of orders and events, its cursors
 
 
 def test_sql_json_format_and_errors(env, pipeline):
