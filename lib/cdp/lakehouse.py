@@ -194,12 +194,8 @@ def replace_rows(spark: SparkSession, name: str, keys: DataFrame, rows: DataFram
 def materialised(frame: DataFrame) -> DataFrame:
     """The frame computed once (a local checkpoint), under fresh column ids: frames that derive from
     the same tables (the map joined to itself) meet in unions and joins, where Spark's optimizer
-    fails on shared ids (InferFiltersFromConstraints: "key not found").
-
-    Checkpointed after a coalesce, whose partitioning Spark does not claim to know: a checkpoint of a
-    shuffle AQE had coalesced keeps claiming the shuffle's partition count, and a sort-merge join
-    against it then fails ("Can't zip RDDs with unequal numbers of partitions")."""
-    kept = frame.coalesce(max(1, frame.sparkSession.sparkContext.defaultParallelism)).localCheckpoint()
+    fails on shared ids (InferFiltersFromConstraints: "key not found")."""
+    kept = frame.localCheckpoint()
     return kept.select(*[F.col(f"`{c}`").alias(c) for c in kept.columns])
 
 

@@ -15,8 +15,6 @@ stopped while publishing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -35,10 +33,12 @@ from cdp.conf.audiences import compile_rule, referenced_tags
 from cdp.conf.tags import TagLibrary
 from cdp.identity.mapping import build_identity_map
 from cdp.identity.registry import REGISTRY_SCHEMA
-from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
+from cdp.cursors import (
+    PUBLISHING, Cursor, FeedInput, digest, feed_inputs, mark_publishing, read_cursors, unreadable_feed, write_cursors,
+)
 from cdp.lakehouse import (
-    HOUSEKEEPING, append, commits_after, ensure_change_feed, materialised, overwrite_table, read_changes,
-    read_version, replace_rows, table_exists, table_version,
+    HOUSEKEEPING, append, commits_after, materialised, overwrite_table, read_changes,
+    read_version, replace_rows, table_exists,
 )
 from cdp.logs import first_line, timed_step
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, consent_state
@@ -77,20 +77,12 @@ class GoldResult:
 STAGE = "gold"
 KEYS = ["source", "record_key"]
 VALUE = ["id_type", "id_value"]
-PUBLISHING = "(publishing)"  # a cursor row written before the first gold table, removed by the cursors
 PER_PERSON = (CONSENT, PROFILE, IDENTITY_MAP)  # replaced by one_id on a run over changes
 # A run over changes restricts every read to the changed persons by broadcasting their one_ids:
 # beyond this many, it recomputes every person instead.
 MOST_PERSONS = 2_000_000
 # Inputs written by the stages before gold in the ways gold can follow by their change feed.
 FOLLOWED = ("WRITE", "MERGE", *HOUSEKEEPING)
-
-
-@dataclass(frozen=True)
-class GoldInput:
-    table: str
-    version: int
-    feed_was_on: bool
 
 
 def _entity_rows(spark: SparkSession, settings: Settings, entity: str, persons: DataFrame | None = None) -> DataFrame:
@@ -261,16 +253,11 @@ def _step(name: str, seconds: dict[str, float]):
     return timed_step("gold", name, seconds)
 
 
-def gold_inputs(spark: SparkSession, settings: Settings) -> list[GoldInput]:
+def gold_inputs(spark: SparkSession, settings: Settings) -> list[FeedInput]:
     """What the per-person tables are computed from, each with its Change Data Feed on: the silver
     entities and identifiers, the map, and the identity tables that decide which identifiers count."""
-    tables = sorted({silver_table(e) for e in settings.model.entities} | {IDENTIFIERS, ONEID_MAP, REFUSED, VIOLATIONS})
-    inputs = []
-    for table in tables:
-        if table_exists(spark, table):
-            was_on = ensure_change_feed(spark, table)
-            inputs.append(GoldInput(table, table_version(spark, table), was_on))
-    return inputs
+    return feed_inputs(spark, sorted({silver_table(e) for e in settings.model.entities}
+                                     | {IDENTIFIERS, ONEID_MAP, REFUSED, VIOLATIONS}))
 
 
 def gold_fingerprint(settings: Settings) -> str:
@@ -279,14 +266,14 @@ def gold_fingerprint(settings: Settings) -> str:
     described = {name: getattr(settings, name).model_dump(mode="json")
                  for name in ("tags", "audiences", "gold", "privacy", "model", "identity")}
     described["version"] = __version__
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    return digest(described)
 
 
 def gold_tables(settings: Settings) -> list[str]:
     return [*PER_PERSON, *(daily_table(e) for e in tag_entities(settings))]
 
 
-def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[GoldInput], cursors: dict[str, Cursor],
+def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[FeedInput], cursors: dict[str, Cursor],
                 fingerprint: str) -> str | None:
     """Why this run must recompute every person from silver; None when it can follow the changes."""
     if not cursors:
@@ -314,7 +301,7 @@ def why_rebuild(spark: SparkSession, settings: Settings, inputs: list[GoldInput]
     return None
 
 
-def changed_persons(spark: SparkSession, inputs: list[GoldInput], cursors: dict[str, Cursor]) -> DataFrame:
+def changed_persons(spark: SparkSession, inputs: list[FeedInput], cursors: dict[str, Cursor]) -> DataFrame:
     """The one_ids (current, and former) whose gold rows the commits after the cursors can have
     changed: persons with a record added, changed or removed in silver or its identifiers; carriers of
     an identifier value refused now and not before, or the reverse; persons with a record–identifier
@@ -355,11 +342,6 @@ def net_change(spark: SparkSession, table: str, after: int, feed: DataFrame, col
     before = read_version(spark, table, after).join(named, keys, "left_semi").select(*columns)
     now = spark.table(table).join(named, keys, "left_semi").select(*columns)
     return before.subtract(now).unionByName(now.subtract(before))
-
-
-def mark_publishing(spark: SparkSession, cursors: dict[str, Cursor], run_id: str) -> None:
-    """Before the first gold table is written: a crash from here on makes the next run recompute everything."""
-    write_cursors(spark, STAGE, [*cursors.values(), Cursor(PUBLISHING, -1, "")], run_id)
 
 
 def consent_of(spark: SparkSession, persons: DataFrame | None) -> DataFrame:
@@ -426,13 +408,12 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
         reason = f"{recomputed:,} persons changed, more than the {MOST_PERSONS:,} a run over changes takes"
     if reason is not None:
         persons = None
-    if reason is not None:
         log.info("gold: recomputing every person from silver: %s", reason)
     else:
         log.info("gold: %d persons changed since the last run", recomputed)
 
     with _step("persons", seconds):
-        mark_publishing(spark, cursors, run_id)
+        mark_publishing(spark, STAGE, cursors, run_id)
         publish_persons(spark, settings, keys, persons)
     profile = spark.table(PROFILE)
     state = spark.table(CONSENT)

@@ -23,8 +23,6 @@ Tables written:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +37,10 @@ from pyspark.sql import functions as F
 from cdp import __version__
 from cdp.audit import current_actor
 from cdp.conf import Settings
-from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
+from cdp import cursors as feeds
+from cdp.cursors import (
+    PUBLISHING, Cursor, FeedInput, digest, feed_inputs, read_cursors, unreadable_feed, write_cursors,
+)
 from cdp.identity.graph import Persons, Veto, all_records, group_persons
 from cdp.identity.guards import STEWARD
 from cdp.identity import models
@@ -49,7 +50,7 @@ from cdp.identity.graph import record_vertex
 from cdp.identity.registry import StableIds, assign_stable_ids, oid, with_cause
 from cdp.identity.veto import households, scored_pairs, weak_pairs
 from cdp.lakehouse import (
-    HOUSEKEEPING, commits_after, ensure_change_feed, materialised, overwrite_table, read_changes, replace_rows,
+    HOUSEKEEPING, commits_after, materialised, overwrite_table, read_changes, replace_rows,
     replace_where, table_exists, table_version,
 )
 from cdp.logs import first_line, timed_step
@@ -82,15 +83,7 @@ class IdentityResult:
 STAGE = "identity"
 KEYS = ["source", "record_key"]
 VALUE = ["id_type", "id_value"]
-PUBLISHING = "(publishing)"  # a cursor row the publish step writes first and removes last
 IDENTITY_TABLES = (ONEID_MAP, REGISTRY, REFUSED, VIOLATIONS, HOUSEHOLDS, CHANGES)
-
-
-@dataclass(frozen=True)
-class SilverInput:
-    table: str
-    version: int
-    feed_was_on: bool
 
 
 @dataclass
@@ -137,25 +130,19 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
     return result
 
 
-def silver_inputs(spark: SparkSession, settings: Settings) -> list[SilverInput]:
+def silver_inputs(spark: SparkSession, settings: Settings) -> list[FeedInput]:
     """The silver tables identity reads (and the steward rules), each with its Change Data Feed on."""
-    tables = sorted({silver_table(s.entity) for s in settings.sources.sources.values()} | {IDENTIFIERS, STEWARD_RULES})
-    inputs = []
-    for table in tables:
-        if table_exists(spark, table):
-            was_on = ensure_change_feed(spark, table)  # a commit of its own when it was off: read the version after it
-            inputs.append(SilverInput(table, table_version(spark, table), was_on))
-    return inputs
+    return feed_inputs(spark, sorted({silver_table(s.entity) for s in settings.sources.sources.values()}
+                                     | {IDENTIFIERS, STEWARD_RULES}))
 
 
 def identity_fingerprint(settings: Settings, model_version: int | None) -> str:
     """What the persons depend on besides silver: identity.yaml, the model version, the code."""
-    described = {"identity": settings.identity.model_dump(mode="json"), "model_version": model_version,
-                 "version": __version__}
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    return digest({"identity": settings.identity.model_dump(mode="json"), "model_version": model_version,
+                        "version": __version__})
 
 
-def why_recompute(spark: SparkSession, settings: Settings, inputs: list[SilverInput], cursors: dict[str, Cursor],
+def why_recompute(spark: SparkSession, settings: Settings, inputs: list[FeedInput], cursors: dict[str, Cursor],
                   fingerprint: str, frozen: models.FrozenModel | None) -> str | None:
     """Why this run must recompute every person; None when it can recompute what silver's changes reach."""
     if not cursors:
@@ -186,7 +173,7 @@ def why_recompute(spark: SparkSession, settings: Settings, inputs: list[SilverIn
     return None
 
 
-def read_touched(spark: SparkSession, inputs: list[SilverInput], cursors: dict[str, Cursor]) -> Touched:
+def read_touched(spark: SparkSession, inputs: list[FeedInput], cursors: dict[str, Cursor]) -> Touched:
     """The records and identifier values silver's commits after the cursors added, changed or removed."""
     records, values = [], []
     for i in inputs:
@@ -209,7 +196,7 @@ def read_touched(spark: SparkSession, inputs: list[SilverInput], cursors: dict[s
 
 def mark_publishing(spark: SparkSession, cursors: dict[str, Cursor], run_id: str) -> None:
     """Before the first identity table is written: a crash from here on makes the next run recompute everything."""
-    write_cursors(spark, STAGE, [*cursors.values(), Cursor(PUBLISHING, -1, "")], run_id)
+    feeds.mark_publishing(spark, STAGE, cursors, run_id)
 
 
 def recompute_all(spark: SparkSession, settings: Settings, run_id: str, seconds: dict[str, float],

@@ -7,8 +7,6 @@ sources.yaml, model.yaml, the consent purposes or the code changed, or when the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -29,7 +27,7 @@ from cdp.cleanse.mapping import (
 from cdp.conf import ConfigError, Settings
 from cdp.conf.model import Entity
 from cdp.conf.sources import Source
-from cdp.cursors import Cursor, read_cursors, unreadable_feed, write_cursors
+from cdp.cursors import Cursor, digest, read_cursors, unreadable_feed, write_cursors
 from cdp.lakehouse import (
     append, ensure_change_feed, overwrite_table, read_changes, read_version, record_write, replace_rows, table_exists,
     table_version,
@@ -124,9 +122,8 @@ class EntityChanges:
 
 def silver_fingerprint(settings: Settings) -> str:
     """What silver's rows depend on besides bronze: the sources, the model, the purposes, the code."""
-    described = {"sources": settings.sources.model_dump(mode="json"), "model": settings.model.model_dump(mode="json"),
-                 "purposes": sorted(settings.privacy.purposes), "version": __version__}
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+    return digest({"sources": settings.sources.model_dump(mode="json"), "model": settings.model.model_dump(mode="json"),
+                        "purposes": sorted(settings.privacy.purposes), "version": __version__})
 
 
 def bronze_inputs(spark: SparkSession, settings: Settings) -> list[BronzeInput]:
