@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 AIRFLOW_STAMP := $(VENV)/.installed-airflow
 PERSONS ?= 3000
 BENCH_SIZES ?= 50000
+BENCH_FLAGS ?=
 SEED    ?= 42
 JARS_DIR ?= jars/staged
 
@@ -31,7 +32,7 @@ LOCK_FLAGS = --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
 	@echo "make test   - install and run the test suite"
-	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\")"
+	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\"; BENCH_FLAGS=--no-references: stages and the increment only)"
 	@echo "make jars   - stage the Delta, GraphFrames and Derby network jars into $(JARS_DIR)"
 	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
 	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog"
@@ -81,7 +82,7 @@ test-fast: $(AIRFLOW_STAMP)
 
 # Figures for docs/performance.md: build/bench/bench.json and bench.png.
 bench: $(STAMP)
-	$(BIN)/python -m cdp_dev.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench
+	$(BIN)/python -m cdp_dev.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench $(BENCH_FLAGS)
 
 # A release folder for spark-submit on a cluster (docs/operations.md, "On a cluster"); includes the
 # staged jars when `make jars` has run. dist/ is rebuilt whole: a release holds one build only.

@@ -21,6 +21,9 @@ For each size, in a Spark session of its own (`local` profile, sized by `sizing`
    runs again, timed; then silver is rebuilt from all of bronze, and identity and gold recompute
    every person (`--full`) beside them as their references (and must agree with the run over changes).
 
+`--no-references` keeps steps 1, 2 and 6 without their references (no floors, scipy, engine runs or
+`--full` reruns): at 1,000,000 persons those take longer than the stages they measure.
+
 Writes <out>/bench.json (every figure) and <out>/bench.png (time per stage and rows/s per size), and
 prints the stages with their ratios. Each size runs in a child process: the catalog is one
 per lakehouse, and a fresh JVM per size keeps one size's memory out of the next one's figures.
@@ -177,7 +180,7 @@ def engine_timings(spark, settings, reference: Any) -> list[dict[str, Any]]:
     return timings
 
 
-def run_size(persons: int, work: Path) -> dict[str, Any]:
+def run_size(persons: int, work: Path, references: bool = True) -> dict[str, Any]:
     """Generate, run and floor every stage for one size, in this process (called in a child)."""
     shutil.rmtree(work, ignore_errors=True)
     data, lakehouse = work / "data", work / "lakehouse"
@@ -202,20 +205,24 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
             outcome = run_stage(spark, settings, stage, AS_OF)
             if outcome.status != "succeeded":
                 raise SystemExit(f"bench: stage {stage} failed at {persons:,} persons: {outcome.error}")
+            figures = {"seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
+                       "rows_out": sum(outcome.rows_out.values()), "tables_written": len(outcome.rows_out)}
+            if stage == "identity":
+                figures["one_ids"] = outcome.metrics["one_ids"]
+                figures["engine"] = outcome.metrics["engine"]
+            if not references:
+                result["stages"][stage] = with_ratios(figures)
+                continue
             if stage == "bronze":
                 inputs = {f"landing_{name}": frame for name, frame in landed_frames(spark, settings).items()}
             else:
                 inputs = {table: spark.table(table) for table in outcome.rows_in}
-            figures = {"seconds": round(outcome.seconds, 2), "rows_in": sum(outcome.rows_in.values()),
-                       "rows_out": sum(outcome.rows_out.values()), "tables_written": len(outcome.rows_out),
-                       "floor": io_floor(spark, inputs)}
+            figures["floor"] = io_floor(spark, inputs)
             if stage == "identity":
                 figures["reference"], labels = oneid_reference(spark, settings)
-                figures["one_ids"] = outcome.metrics["one_ids"]
-                figures["engine"] = outcome.metrics["engine"]
                 figures["engines"] = engine_timings(spark, settings, labels)
             result["stages"][stage] = with_ratios(figures)
-        result["increment"] = daily_increment(spark, settings, increment)
+        result["increment"] = daily_increment(spark, settings, increment, references)
     from cdp.metastore import stop_server
 
     stop_server(settings)  # the lakehouse's catalog server goes with the lakehouse
@@ -223,9 +230,9 @@ def run_size(persons: int, work: Path) -> dict[str, Any]:
     return result
 
 
-def daily_increment(spark, settings, increment) -> dict[str, Any]:
-    """Land the increment, run every stage on it, then rebuild silver from all of bronze and recompute
-    every person (--full), as the references."""
+def daily_increment(spark, settings, increment, references: bool = True) -> dict[str, Any]:
+    """Land the increment, run every stage on it, then (with references) rebuild silver from all of bronze
+    and recompute every person (--full), as the references."""
     from pyspark.sql import functions as F
 
     from cdp.pipeline import run_stage
@@ -237,7 +244,8 @@ def daily_increment(spark, settings, increment) -> dict[str, Any]:
     figures: dict[str, Any] = {"records": increment.increment_records, "new_persons": len(increment.new_persons),
                                "returning_persons": len(increment.returning_persons), "stages": {}}
     incremental = gold_incremental = None
-    for stage, full in [*((s, False) for s in STAGES), ("silver", True), ("identity", True), ("gold", True)]:
+    reruns = [("silver", True), ("identity", True), ("gold", True)] if references else []
+    for stage, full in [*((s, False) for s in STAGES), *reruns]:
         outcome = run_stage(spark, settings, stage, AS_OF, full=full)
         if outcome.status != "succeeded":
             raise SystemExit(f"bench: stage {stage} failed on the increment: {outcome.error}")
@@ -286,7 +294,8 @@ def gold_rows(spark):
 def with_ratios(figures: dict[str, Any]) -> dict[str, Any]:
     seconds = figures["seconds"]
     figures["rows_per_second"] = round(figures["rows_in"] / seconds) if seconds else None
-    figures["ratio_to_floor"] = round(seconds / figures["floor"]["seconds"], 2) if figures["floor"]["seconds"] else None
+    floor = figures.get("floor", {}).get("seconds")
+    figures["ratio_to_floor"] = round(seconds / floor, 2) if floor else None
     if "reference" in figures:
         figures["ratio_to_reference"] = round(seconds / figures["reference"]["seconds"], 2)
     return figures
@@ -301,9 +310,10 @@ def print_report(results: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="left" if column == "stage" else "right")
     for result in results:
         for stage, f in result["stages"].items():
-            reference = f.get("reference")
+            reference, floor = f.get("reference"), f.get("floor")
             table.add_row(f"{result['persons']:,}", stage, f"{f['seconds']:.1f}", f"{f['rows_in']:,}",
-                          f"{f['rows_per_second']:,}", f"{f['floor']['seconds']:.1f}", f"{f['ratio_to_floor']:.1f}",
+                          f"{f['rows_per_second']:,}", f"{floor['seconds']:.1f}" if floor else "",
+                          f"{f['ratio_to_floor']:.1f}" if floor else "",
                           f"{reference['seconds']:.1f}" if reference else "", f"{f['ratio_to_reference']:.1f}" if reference else "")
     Console(width=130).print(table)
     engines = Table(title="connected components on the identity graph (seconds; × scipy = engine / scipy reference)")
@@ -311,12 +321,15 @@ def print_report(results: list[dict[str, Any]]) -> None:
         engines.add_column(column, justify="left" if column in ("engine", "algorithm") else "right")
     for result in results:
         identity = result["stages"]["identity"]
+        if "engines" not in identity:
+            continue
         for run in identity["engines"]:
             engines.add_row(f"{result['persons']:,}", run["engine"], run["algorithm"], str(run["broadcast_threshold"] or ""),
                             f"{run['seconds']:.1f}", f"{run['seconds'] / identity['reference']['seconds']:.1f}",
                             "yes" if run["same_partition_as_scipy"] else "NO")
         engines.add_row(f"{result['persons']:,}", "scipy", "(reference)", "", f"{identity['reference']['seconds']:.1f}", "1.0", "")
-    Console(width=130).print(engines)
+    if any("engines" in result["stages"]["identity"] for result in results):
+        Console(width=130).print(engines)
     daily = Table(title="the next day: an increment landed, each stage run again (seconds; rows read)")
     for column in ("persons", "increment records", "stage", "seconds", "rows in", "first run seconds",
                    "recomputed", "differ from the run over changes"):
@@ -333,7 +346,11 @@ def print_report(results: list[dict[str, Any]]) -> None:
                           f"{recomputed:,}" if recomputed is not None else "", f"{differ:,}" if differ is not None else "")
     Console(width=130).print(daily)
     for result in results:
-        ref = result["stages"]["identity"]["reference"]
+        ref = result["stages"]["identity"].get("reference")
+        if ref is None:
+            print(f"{result['persons']:,} persons: {result['landed_rows']:,} landed rows, generated in "
+                  f"{result['generate_seconds']:.1f}s → {result['stages']['identity']['one_ids']:,} one_ids")
+            continue
         print(f"{result['persons']:,} persons: {result['landed_rows']:,} landed rows, generated in "
               f"{result['generate_seconds']:.1f}s; OneID graph {ref['vertices']:,} vertices, {ref['edges']:,} edges, "
               f"{ref['components']:,} scipy components (collect {ref['collect_seconds']:.1f}s + solve "
@@ -354,7 +371,7 @@ def draw_chart(results: list[dict[str, Any]], path: Path) -> None:
         x = [s + i * width for s in range(len(STAGES))]
         label = f"{result['persons']:,} persons"
         times.bar(x, [result["stages"][s]["seconds"] for s in STAGES], width * 0.6, align="edge", label=label)
-        times.bar([p + width * 0.6 for p in x], [result["stages"][s]["floor"]["seconds"] for s in STAGES], width * 0.3,
+        times.bar([p + width * 0.6 for p in x], [result["stages"][s].get("floor", {}).get("seconds", 0) for s in STAGES], width * 0.3,
                   align="edge", color="grey", label="I/O floor" if i == 0 else None)
         speed.bar(x, [result["stages"][s]["rows_per_second"] for s in STAGES], width * 0.9, align="edge", label=label)
     if len(results) > 1:
@@ -378,19 +395,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cdp_dev.bench.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000], help="persons per run")
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
+    parser.add_argument("--no-references", action="store_true",
+                        help="time the stages and the increment only: no I/O floors, scipy, engine runs or --full reruns")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process's job
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.one_size:
-        result = run_size(args.one_size, out / f"work-{args.one_size}")
+        result = run_size(args.one_size, out / f"work-{args.one_size}", references=not args.no_references)
         (out / f"size-{args.one_size}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         return 0
     results = []
     for persons in args.sizes:
         print(f"bench: {persons:,} persons …", flush=True)
         wall, child = _timed(lambda: subprocess.run([sys.executable, "-m", "cdp_dev.bench.pipeline", "--one-size", str(persons),
-                                                     "--out", str(out)], check=False))
+                                                     "--out", str(out), *(["--no-references"] if args.no_references else [])],
+                                                    check=False))
         if child.returncode != 0:
             print(f"bench: the {persons:,}-person run failed (exit {child.returncode}); see its output above", file=sys.stderr)
             return 1
