@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # for the command line it would start; writes what it found as JSON to argv[3].
 PROBE = """
 import json, sys
+from datetime import date, timedelta
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.execution_time.context import VariableAccessor
 
@@ -38,8 +39,13 @@ if dag is not None:
             "timeout_s": task.execution_timeout.total_seconds() if task.execution_timeout else None,
             "upstream": sorted(task.upstream_task_ids),
             "downstream": sorted(task.downstream_task_ids),
-            "command": task._get_hook()._build_spark_submit_command(task.application),
         }
+        if hasattr(task, "application"):  # a spark-submit
+            report["tasks"][task.task_id]["command"] = task._get_hook()._build_spark_submit_command(task.application)
+        else:  # a check: its answer for the seven days from the run date, as the rendered callable gives it
+            week = [(date.fromisoformat(run_date) + timedelta(days=n)).isoformat() for n in range(7)]
+            report["tasks"][task.task_id]["true_on"] = [
+                day for day in week if task.python_callable(**{**task.op_kwargs, "ds": day})]
 with open(target, "w") as out:
     json.dump(report, out)
 """
@@ -47,14 +53,17 @@ with open(target, "w") as out:
 
 
 
-def render_dag(home: Path, release: str, connection: dict, run_date: str) -> dict:
-    """import_errors, dag_ids, schedule … and per task its upstream, downstream and `command`."""
+def render_dag(home: Path, release: str, connection: dict, run_date: str, variables: dict[str, str] | None = None) -> dict:
+    """import_errors, dag_ids, schedule … and per task its upstream, downstream and `command` (a
+    spark-submit) or `true_on` (a check: the days of the week from `run_date` it lets pass);
+    `variables`: more AIRFLOW_VAR_… settings."""
     environment = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_VAR_CDP_RELEASE": release,
         "AIRFLOW_CONN_CDP_SPARK": json.dumps(connection),
+        **(variables or {}),
     }
     report = home / "dag.json"
     result = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "jobs" / "dags"), run_date, str(report)],

@@ -39,13 +39,25 @@ def test_stages_run_in_the_pipelines_order(dag):
         "bronze": ([], ["silver"]),
         "silver": (["bronze"], ["identity"]),
         "identity": (["silver"], ["gold"]),
-        "gold": (["identity"], ["maintain"]),
-        "maintain": (["gold"], []),
+        "gold": (["identity"], ["housekeeping_day"]),
+        "housekeeping_day": (["gold"], ["maintain"]),
+        "maintain": (["housekeeping_day"], []),
     }
+
+
+def test_housekeeping_runs_once_a_week_on_sunday_unless_the_site_chooses_another_day(dag, tmp_path):
+    assert dag["tasks"]["housekeeping_day"]["operator"] == "airflow.providers.standard.operators.python.ShortCircuitOperator"
+    # the week from Monday 2026-11-02: maintain runs on Sunday the 8th only; skipped (not failed) on the others
+    assert dag["tasks"]["housekeeping_day"]["true_on"] == ["2026-11-08"]
+    wednesdays = render_dag(tmp_path, RELEASE, {"conn_type": "spark", "host": "yarn"}, RUN_DATE,
+                            {"AIRFLOW_VAR_CDP_HOUSEKEEPING_WEEKDAY": "3"})
+    assert wednesdays["tasks"]["housekeeping_day"]["true_on"] == ["2026-11-04"]
 
 
 def test_each_stage_is_a_retried_spark_submit_with_a_timeout(dag):
     for task_id, task in dag["tasks"].items():
+        if task_id == "housekeeping_day":
+            continue
         assert task["operator"] == "airflow.providers.apache.spark.operators.spark_submit.SparkSubmitOperator", task_id
         assert task["retries"] >= 2 and task["retry_delay_s"] >= 60, task_id
         assert task["timeout_s"] == 2 * 3600, task_id
