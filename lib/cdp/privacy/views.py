@@ -78,18 +78,27 @@ def view_definitions(spark: SparkSession, settings: Settings) -> dict[str, str]:
 
 
 def build_role_views(spark: SparkSession, settings: Settings) -> list[str]:
-    """Create or replace every role's views; an audit row when any definition changed. Returns the views."""
+    """Create or replace the roles' views when a definition changed since the last build or a view is
+    missing; an audit row when any definition changed. Returns the views."""
     check_classified(spark, settings, [f"gold.{t.name}" for t in spark.catalog.listTables("gold")])
     definitions = view_definitions(spark, settings)
+    fingerprints = {v: hashlib.sha256(s.encode("utf-8")).hexdigest()[:16] for v, s in definitions.items()}
+    previous = (last_details(spark, "role_views") or {}).get("views", {})
+    if fingerprints == previous and set(definitions) <= existing_views(spark, settings):
+        return sorted(definitions)  # every view already selects what it would now (its columns are in its text)
     for role_name in settings.privacy.roles:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {role_name}")
     for view, select in definitions.items():
         spark.sql(f"CREATE OR REPLACE VIEW {view} AS {select}")
-    fingerprints = {v: hashlib.sha256(s.encode("utf-8")).hexdigest()[:16] for v, s in definitions.items()}
-    previous = (last_details(spark, "role_views") or {}).get("views", {})
     if fingerprints != previous:
         changed = sorted(v for v in fingerprints.keys() | previous.keys() if fingerprints.get(v) != previous.get(v))
         audit(spark, "role_views", object=",".join(sorted(settings.privacy.roles)), rows=len(fingerprints),
               details={"views": fingerprints, "changed": changed})
         log.info("privacy: role views changed: %s", changed)
     return sorted(definitions)
+
+
+def existing_views(spark: SparkSession, settings: Settings) -> set[str]:
+    """role.view for every view the roles' databases hold now."""
+    return {f"{role}.{t.name}" for role in settings.privacy.roles if spark.catalog.databaseExists(role)
+            for t in spark.catalog.listTables(role) if t.tableType == "VIEW"}
