@@ -2,7 +2,7 @@
 venv's pyspark, and the daily DAG's own spark-submit commands, run in order with the `cluster` profile.
 
 What a site provides around the DAG is provided here the way a site would: the lakehouse locations and
-the keys in the driver's environment, the metastore in a hive-site.xml on Spark's conf path (here a
+the keys in the driver's environment, the keys in the worker's too (executors hash and encrypt), the metastore in a hive-site.xml on Spark's conf path (here a
 Derby network server, cdp.metastore) with its JDBC driver on the class path, Python on the worker.
 The result must equal a local run of `cdp run` on the same landing files.
 """
@@ -64,12 +64,20 @@ def alive_workers(ui_port: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A standalone master and one worker (2 cores) on 127.0.0.1; both stopped at the end, even on failure."""
+def keys() -> dict[str, str]:
+    """The site's secrets: in the drivers' environment and in the worker's (its executors read them there)."""
+    return {"CDP_HASH_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "CDP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, keys):
+    """A standalone master and one worker (2 cores) on 127.0.0.1; both stopped at the end, even on failure.
+    The worker's environment holds the keys, as a site's spark-env.sh would: executors inherit it."""
     work = tmp_path_factory.mktemp("cluster")
     port, master_ui, worker_ui = free_port(7077), free_port(), free_port()
     environment = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_WORKER_DIR": str(work / "worker"),
-                   "SPARK_LOG_DIR": str(work / "logs"), "PYSPARK_PYTHON": sys.executable}
+                   "SPARK_LOG_DIR": str(work / "logs"), "PYSPARK_PYTHON": sys.executable, **keys}
     spark_class = str(spark_home() / "bin" / "spark-class")
     daemons = []
     try:
@@ -130,11 +138,9 @@ def site_metastore(conf_dir: Path, lakehouse: Path) -> dict[str, str]:
 
 
 def test_the_dags_commands_run_the_release_on_a_standalone_cluster_as_a_local_run_does(
-        cluster, spark, cli_env, cli_pipeline, tmp_path_factory):
+        cluster, keys, spark, cli_env, cli_pipeline, tmp_path_factory):
     """On the landing files of the CLI lakehouse (tests/cli.py), which `cdp run` processed locally."""
     work = tmp_path_factory.mktemp("cluster-run")
-    keys = {"CDP_HASH_KEY": base64.b64encode(os.urandom(32)).decode(),
-            "CDP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
     base = {**os.environ, **keys, "CDP_LANDING": cli_env["CDP_LANDING"], "CDP_ACTOR": "cdp-batch",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 

@@ -85,6 +85,9 @@ def test_properties_hold_the_cluster_confs_and_nothing_per_deployment(release):
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.databricks.delta.properties.defaults.dataSkippingNumIndexedCols": "0",
+        # the keys' variables redacted from the UI and the event log, and long binary literals from plans
+        "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|CDP_ENCRYPTION_KEY|CDP_ENCRYPTION_KEY_PREVIOUS|CDP_HASH_KEY",
+        "spark.sql.redaction.string.regex": "(?i)X'[0-9a-f]{32,}'",
         "spark.jars.packages": f"{DELTA},{GRAPHFRAMES}",
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.session.timeZone": "Asia/Shanghai",

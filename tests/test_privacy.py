@@ -10,6 +10,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
@@ -19,7 +20,9 @@ from cdp.operations.erasure import erasable_tables, erase
 from cdp.tables import ERASURE_LEDGER as LEDGER, STEWARD_RULES
 from cdp.operations.export import ExportRefused, export_audience
 from cdp.operations.steward import add_rule
-from cdp.privacy.protect import Keys, decrypt, encrypt, keyed_hash, keyed_hash_text, load_keys, masked
+from cdp.privacy.protect import (
+    aes_gcm_decrypt, aes_gcm_encrypt, decrypt, encrypt, hmac_hex, keyed_hash, keyed_hash_text, load_keys, masked,
+)
 from cdp.privacy.views import view_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,15 +33,18 @@ AUDIENCE, PURPOSE = "winback_sms", "marketing_sms"
 # ---------------------------------------------------------------- building blocks
 
 
-def test_keyed_hash_is_hmac_sha256_rfc4231(spark):
-    frame = spark.createDataFrame([("what do ya want for nothing?",),
-                                   ("Test Using Larger Than Block-Size Key - Hash Key First",), (None,)], "v string")
-    short = [r[0] for r in frame.select(keyed_hash(F.col("v"), b"Jefe")).collect()]
-    long = [r[0] for r in frame.select(keyed_hash(F.col("v"), b"\xaa" * 131)).collect()]
+def test_keyed_hash_is_hmac_sha256_rfc4231(spark, settings):
+    values = pd.Series(["what do ya want for nothing?", "Test Using Larger Than Block-Size Key - Hash Key First", None])
+    short, long = hmac_hex(values, b"Jefe"), hmac_hex(values, b"\xaa" * 131)
     assert short[0] == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"  # RFC 4231 case 2
     assert long[1] == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"  # RFC 4231 case 6
     assert short[2] is None
     assert keyed_hash_text("what do ya want for nothing?", b"Jefe") == short[0]
+    # in Spark, the executors find the suite's (development) key and hash as the driver does
+    keys = load_keys(settings)
+    frame = spark.createDataFrame([(values[0],), (None,)], "v string").coalesce(1)
+    assert [r[0] for r in frame.select(keyed_hash(F.col("v"), keys)).collect()] == [
+        keyed_hash_text(values[0], keys.hash_key), None]
 
 
 def test_masks_show_enough_to_recognise_and_no_more(spark):
@@ -50,14 +56,20 @@ def test_masks_show_enough_to_recognise_and_no_more(spark):
     assert tuple(row) == ("138****8000", "110***********002X", "z***@qq.com", "张*", "欧***", date(1990, 1, 1))
 
 
-def test_encryption_round_trip_and_key_rotation(spark):
+def test_encryption_round_trip_key_rotation_and_sparks_layout(spark, settings):
     old, new = bytes(range(32)), bytes(range(32, 64))
+    sealed = aes_gcm_encrypt(pd.Series(["+8613800138000", None]), old)
+    assert len(sealed[0]) == 12 + 14 + 16 and sealed[1] is None  # IV, the 14 bytes, the tag
+    assert list(aes_gcm_decrypt(sealed, new, previous=old)) == ["+8613800138000", None]  # during a rotation
+    assert list(aes_gcm_decrypt(sealed, new)) == [None, None]  # after it: the old key is gone
+    # in Spark, with the suite's (development) keys; the layout is Spark's own aes_encrypt's, both ways
+    keys = load_keys(settings)
     frame = spark.createDataFrame([("+8613800138000",)], "phone string").select(
-        encrypt(F.col("phone"), Keys(b"h" * 32, old)).alias("enc"))
-    rotating = frame.select(decrypt(F.col("enc"), Keys(b"h" * 32, new, previous_encryption_key=old))).first()[0]
-    rotated = frame.select(decrypt(F.col("enc"), Keys(b"h" * 32, new))).first()[0]
-    assert frame.schema["enc"].dataType.typeName() == "binary"
-    assert (rotating, rotated) == ("+8613800138000", None)
+        encrypt(F.col("phone"), keys).alias("ours"), F.aes_encrypt("phone", F.lit(keys.encryption_key)).alias("sparks"))
+    row = frame.select(decrypt(F.col("ours"), keys), F.aes_decrypt("ours", F.lit(keys.encryption_key)).cast("string"),
+                       decrypt(F.col("sparks"), keys)).first()
+    assert frame.schema["ours"].dataType.typeName() == "binary"
+    assert tuple(row) == ("+8613800138000",) * 3
 
 
 def test_a_cluster_profile_without_secrets_fails_naming_the_variables(monkeypatch):

@@ -27,6 +27,16 @@ DELTA_CONF = {
 }
 
 
+def redaction_conf(settings: Settings) -> dict[str, str]:
+    """Spark's redaction of conf values and plan text: the keys' variables besides Spark's defaults
+    (a site that sets them as spark.executorEnv.* sees them redacted in the UI and the event log),
+    and any binary literal of 16 bytes or more in a plan (the keys are never literals: defence in depth)."""
+    names = settings.privacy.secrets
+    variables = "|".join(sorted({names.hash_key_env, names.encryption_key_env, names.previous_encryption_key_env}))
+    return {"spark.redaction.regex": f"(?i)secret|password|token|access[.]?key|{variables}",
+            "spark.sql.redaction.string.regex": "(?i)X'[0-9a-f]{32,}'"}
+
+
 def jar_packages(settings: Settings) -> list[str]:
     """The Maven coordinates the jobs need: jars.packages, and GraphFrames for the identity stage."""
     return [*settings.pipeline.jars.packages, settings.pipeline.jars.graphframes_package]
@@ -104,6 +114,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
     """Every Spark conf this project sets, in one dict (also what `cdp submit-args` prints)."""
     conf: dict[str, str] = {}
     conf.update(DELTA_CONF)
+    conf.update(redaction_conf(settings))
     conf.update(jar_settings(settings))
     conf.update(catalog_settings(settings))
     conf["spark.sql.session.timeZone"] = settings.profile.timezone
@@ -118,7 +129,7 @@ def release_conf(settings: Settings) -> dict[str, str]:
     (the session factory derives them from CDP_LAKEHOUSE at run time), staged jar paths, the Ivy cache,
     the Maven repositories besides Central (a site's mirror: --repositories when submitting).
     """
-    conf = dict(DELTA_CONF)
+    conf = {**DELTA_CONF, **redaction_conf(settings)}
     conf["spark.jars.packages"] = ",".join(jar_packages(settings))
     conf["spark.sql.catalogImplementation"] = "hive"
     conf["spark.sql.session.timeZone"] = settings.profile.timezone

@@ -53,7 +53,7 @@ def build_identity_map(spark: SparkSession, settings: Settings, keys: Keys, pers
     return grouped.select(
         "one_id", "id_type",
         F.when(is_hashed, F.lit(None).cast("string")).otherwise(F.col("id_value")).alias("id_value"),
-        identifier_hash(F.col("id_type"), F.col("id_value"), keys.hash_key).alias("id_hash"),
+        identifier_hash(F.col("id_type"), F.col("id_value"), keys).alias("id_hash"),
         mask_value(settings.model, "id_type", "id_value").alias("id_masked"),
         "first_seen", "last_seen", "sources", "records",
     )

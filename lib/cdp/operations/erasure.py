@@ -277,7 +277,7 @@ def enforce_ledger(spark: SparkSession, settings: Settings, batch_id: str) -> di
     tombstones = spark.table(LEDGER).select("key_hash").distinct()
     if tombstones.isEmpty():
         return {}
-    key = load_keys(settings).hash_key
+    keys = load_keys(settings)
     reading = Reading(settings.model, tuple(settings.privacy.purposes))
     hits = []
     for name, source in settings.sources.sources.items():
@@ -286,7 +286,7 @@ def enforce_ledger(spark: SparkSession, settings: Settings, batch_id: str) -> di
             continue
         mapped = spark.table(table).where(F.col("_batch_id") == batch_id).transform(map_to_entity(name, source, reading))
         hashed = entity_identifiers(mapped).withColumn(
-            "key_hash", identifier_hash(F.col("id_type"), F.col("id_value"), key))
+            "key_hash", identifier_hash(F.col("id_type"), F.col("id_value"), keys))
         hits.append(hashed.join(F.broadcast(tombstones), "key_hash").select("source", "record_key"))
     if not hits:
         return {}
