@@ -5,6 +5,7 @@ identifier types — through every stage, with explicit expected rows."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -193,8 +194,13 @@ def test_the_new_identifier_type_reaches_gold_and_erasure(spark, retailer, cli_e
     ]
     conf = lakehouse.parent / "conf"
     env = {**cli_env, "CDP_LAKEHOUSE": str(lakehouse), "CDP_LANDING": str(lakehouse.parent / "landing")}
+    dry = cdp(env, "erase", "--id", "jd_pin:JD_ZHOU", "--dry-run", "--conf-dir", str(conf))
+    assert re.search(r"^dry run, nothing deleted: 1 person\(s\) \(oid_\w+\), 2 record\(s\); would delete \d+ rows",
+                     dry.stdout, re.M), dry.stdout
+    assert "  identity.oneid_map: 2\n" in dry.stdout, dry.stdout
+    assert table(spark, lakehouse, "identity.oneid_map").where(F.col("record_key").isin("JD1003", "E3")).count() == 2
     erased = cdp(env, "erase", "--id", "jd_pin:JD_ZHOU", "--reason", "DSR-B-1", "--conf-dir", str(conf))
-    assert "1 one_id(s), 2 record(s)" in erased.stdout, erased.stdout
+    assert re.search(r"^erasure-\w+: 1 person\(s\) \(oid_\w+\), 2 record\(s\)", erased.stdout, re.M), erased.stdout
     assert table(spark, lakehouse, "identity.oneid_map").where(F.col("record_key").isin("JD1003", "E3")).count() == 0
     assert table(spark, lakehouse, "silver.orders").where(F.col("record_key") == "JD1003").count() == 0
     unknown = cdp_failure(env, "erase", "--id", "qq:12345", "--conf-dir", str(conf))

@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cdp.conf import ConfigError, load_settings
-from cdp.operations.erasure import erasable_tables, erase
+from cdp.operations.erasure import ErasureError, erasable_tables, erase, resolve_subject
 from cdp.tables import ERASURE_LEDGER as LEDGER, STEWARD_RULES
 from cdp.operations.export import ExportRefused, export_audience
 from cdp.operations.steward import add_rule
@@ -279,6 +279,74 @@ def test_erasure_removes_the_subject_from_every_table(spark, settings, first_exp
     assert [(r["object"], r["actor"], r["rows"]) for r in audited] == [(result.erasure_id, "dpo", result.total_deleted)]
 
 
+def test_erasing_one_member_of_a_family_keeps_the_other_and_their_shared_phone(spark, settings, data_dir,
+                                                                               first_export):
+    """A phone several persons share (a household: the veto kept them apart) is nobody's alone. Asked
+    by that phone, the erasure takes the person it identifies (the holder whose link to it no guard
+    refused), deletes that person and their records only, and never tombstones the phone: the other
+    members' records, profiles and one_ids stay, and a new row with the phone lands."""
+    from cdp.pipeline import run_stages
+
+    spoken_for = {one_id for one_id, _ in subjects(first_export)} | set(first_export[1])  # the later tests' persons
+    households = spark.sql("""SELECT id_value, sort_array(collect_set(one_id)) AS members FROM identity.households
+                              WHERE id_type = 'phone' GROUP BY id_value ORDER BY id_value""").collect()
+    assert households, "the generator plants households that share a phone"
+    # the first household whose phone identifies a person the later tests leave alone
+    phone, members, subject = next((h["id_value"], h["members"], held) for h in households
+                                   for held in [resolve_subject(spark, [("phone", h["id_value"])], None).one_ids]
+                                   if len(held) == 1 and not held & spoken_for)
+    (subject,) = subject
+    others = [m for m in members if m != subject]
+    assert subject in members and others
+
+    def records_of(one_id: str) -> list[tuple]:
+        return sorted(tuple(r) for r in spark.table("identity.oneid_map").where(F.col("one_id") == one_id)
+                      .select("source", "record_key").collect())
+
+    subject_records, other_records = records_of(subject), {o: records_of(o) for o in others}
+    dry = erase(spark, settings, phone=phone[-11:], dry_run=True, actor="dpo")
+    assert (dry.persons, dry.records, dry.dry_run) == ([subject], len(subject_records), True)
+    assert dry.rows_deleted["identity.oneid_map"] == len(subject_records)
+    assert dry.shared >= 1  # the phone, which the other members' records carry too
+    assert records_of(subject) == subject_records  # a dry run deletes nothing
+    # a request naming two persons must say so
+    two = sorted([subject, others[0]])
+    with pytest.raises(ErasureError, match=f"resolves to 2 persons \\({', '.join(two)}\\).*--confirm-persons 2"):
+        erase(spark, settings, phone=phone[-11:], one_id=others[0], actor="dpo")
+    both = erase(spark, settings, phone=phone[-11:], one_id=others[0], dry_run=True, confirm_persons=2, actor="dpo")
+    assert (both.persons, both.records) == (two, len(subject_records) + len(other_records[others[0]]))
+
+    result = erase(spark, settings, phone=phone[-11:], reason="ticket 4712", actor="dpo")
+    assert (result.persons, result.records, result.shared, result.dry_run) == ([subject], len(subject_records),
+                                                                              dry.shared, False)
+    assert result.rows_deleted == dry.rows_deleted and result.keys == dry.keys
+    assert (records_of(subject), {o: records_of(o) for o in others}) == ([], other_records)
+    profiles = spark.table("gold.customer_profile")
+    assert profiles.where(F.col("one_id").isin(*others)).count() == len(others)
+    assert profiles.where(F.col("one_id") == subject).count() == 0
+    ledger = {r["key_hash"] for r in spark.table(LEDGER).where(F.col("erasure_id") == result.erasure_id).collect()}
+    assert len(ledger) == result.keys
+    assert keyed_hash_text(f"phone:{phone}", load_keys(settings).hash_key) not in ledger
+
+    # a new row with the shared phone (another member's) lands, and nothing of it is deleted
+    land(data_dir / "landing" / "crm_members", "crm_members_part-9002.csv",
+         "会员编号,姓名,手机号,邮箱,身份证号,性别,出生日期,省份,城市,注册时间",
+         f"M99999992,测试,{phone[-11:]},,,,,,,2026-11-02 11:00:00")
+    outcomes = {o.stage: o for o in run_stages(spark, settings, "bronze", AS_OF) + run_stages(spark, settings, "silver", AS_OF)}
+    assert outcomes["bronze"].metrics["erased_rows"] == {}
+    assert spark.table("silver.customers").where(F.col("record_key") == "M99999992").count() == 1
+
+
+def test_erasing_by_a_refused_placeholder_phone_is_refused_and_deletes_nothing(spark, settings):
+    placeholder = spark.sql("""SELECT id_value, reason FROM identity.suspicious_identifiers WHERE id_type = 'phone'
+                               ORDER BY id_value LIMIT 1""").first()
+    carriers = spark.table("silver.identifiers").where(F.col("id_value") == placeholder["id_value"]).count()
+    assert carriers > 0
+    with pytest.raises(ErasureError, match=f"refused: phone \\{placeholder['id_value']}: .*identifies nobody"):
+        erase(spark, settings, phone=placeholder["id_value"][-11:], actor="dpo")
+    assert spark.table("silver.identifiers").where(F.col("id_value") == placeholder["id_value"]).count() == carriers
+
+
 def test_after_maintenance_no_file_under_the_lakehouse_holds_the_phone(spark, settings, lakehouse, first_export):
     """cdp maintain: every table compacted (the per-person ones Z-ordered), then vacuumed at once."""
     from cdp.operations.maintenance import maintain
@@ -324,6 +392,7 @@ def test_the_audit_log_is_append_only_and_saw_every_kind_of_event(spark, first_e
     properties = {r["key"]: r["value"] for r in spark.sql("SHOW TBLPROPERTIES ops.audit_log").collect()}
     assert properties["delta.appendOnly"] == "true"
     actions = {r["action"] for r in spark.table("ops.audit_log").select("action").distinct().collect()}
-    assert actions == {"job_run", "export", "export_refused", "erasure", "vacuum", "role_views", "steward_rule", "maintain"}
+    assert actions == {"job_run", "export", "export_refused", "erasure", "erasure_dry_run", "vacuum", "role_views",
+                       "steward_rule", "maintain"}
     with pytest.raises(Exception, match="(?i)append"):
         spark.sql("DELETE FROM ops.audit_log WHERE action = 'erasure'")

@@ -22,7 +22,7 @@ AUDIT_SCHEMA = (
     "event_id string, at timestamp, actor string, action string, object string, purpose string, "
     "audience string, rows long, destination string, status string, details string"
 )
-ACTIONS = ("job_run", "export", "export_refused", "erasure", "vacuum", "role_views", "steward_rule",
+ACTIONS = ("job_run", "export", "export_refused", "erasure", "erasure_dry_run", "vacuum", "role_views", "steward_rule",
            "maintain")
 
 

@@ -704,11 +704,16 @@ def erase(
     ids: Optional[list[str]] = typer.Option(None, "--id", help="TYPE:VALUE, any identifier type of conf/model.yaml "
                                             "(jd_pin:jd_4711, member_id:M1001); repeatable."),
     reason: str = typer.Option("subject request", "--reason", help="Why (the request's reference), kept in the ledger."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the persons and the rows per table it would delete; "
+                                 "delete nothing."),
+    confirm_persons: Optional[int] = typer.Option(None, "--confirm-persons", help="Needed when the request resolves "
+                                                  "to more than one person: their number (see --dry-run)."),
     actor: Optional[str] = ActorOption,
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Erase a subject (PIPL art. 47) from bronze, silver, identity and gold; keep a hashed tombstone."""
+    """Erase exactly one subject (PIPL art. 47) from bronze, silver, identity and gold; keep a hashed
+    tombstone of their own identifiers. Identifiers they share with other persons stay with those."""
     from cdp.operations.erasure import ErasureError
     from cdp.operations.erasure import erase as erase_subject
     from cdp.spark import spark_session
@@ -725,16 +730,30 @@ def erase(
     with spark_session(settings, app_name="cdp-erase") as spark:
         try:
             result = erase_subject(spark, settings, phone=phone, email=email, one_id=one_id, identifiers=pairs,
-                                   reason=reason, actor=actor)
+                                   reason=reason, actor=actor, dry_run=dry_run, confirm_persons=confirm_persons)
         except (ErasureError, ConfigError) as exc:
             err.print(str(exc), highlight=False)
             raise typer.Exit(2) from exc
-    out.print(f"{result.erasure_id}: {result.one_ids} one_id(s), {result.records} record(s), {result.keys} hashed "
-              f"key(s) in ops.erasure_ledger; {result.total_deleted:,} rows deleted in {result.seconds:.1f}s", highlight=False)
-    for table, count in sorted(result.rows_deleted.items()):
-        out.print(f"  {table}: {count:,}", highlight=False)
-    out.print("The deleted rows stay in old Delta files until `cdp vacuum` removes them "
-              f"(after {settings.privacy.vacuum_retention_hours} h by default).", highlight=False)
+    for line in erasure_report(result, settings.privacy.vacuum_retention_hours):
+        out.print(line, highlight=False, soft_wrap=True)  # one line per figure, for whoever greps it
+
+
+def erasure_report(result, retention_hours: int) -> list[str]:
+    """What `cdp erase` prints: the persons, the rows per table, the tombstones (or, dry, what it would do)."""
+    persons = ", ".join(result.persons) or "none"
+    if result.dry_run:
+        lines = [f"dry run, nothing deleted: {result.one_ids} person(s) ({persons}), {result.records} record(s); "
+                 f"would delete {result.total_deleted:,} rows and keep {result.keys} hashed key(s) in "
+                 f"ops.erasure_ledger ({result.shared} shared identifier(s) stay with their other holders):"]
+    else:
+        lines = [f"{result.erasure_id}: {result.one_ids} person(s) ({persons}), {result.records} record(s), "
+                 f"{result.keys} hashed key(s) in ops.erasure_ledger ({result.shared} shared identifier(s) kept); "
+                 f"{result.total_deleted:,} rows deleted in {result.seconds:.1f}s"]
+    lines += [f"  {table}: {count:,}" for table, count in sorted(result.rows_deleted.items())]
+    if not result.dry_run:
+        lines.append("The deleted rows stay in old Delta files until `cdp vacuum` removes them "
+                     f"(after {retention_hours} h by default).")
+    return lines
 
 
 def _housekeeping(settings, app_name: str, action):

@@ -1,19 +1,27 @@
-"""Erasure (PIPL art. 47, 删除权): find a subject through the identity graph, delete their rows from
-every layer with Delta DELETE, keep a tombstone of hashed keys, and keep their data out afterwards.
+"""Erasure (PIPL art. 47, 删除权) of exactly one subject: find the person through the identity graph,
+delete their rows from every layer with Delta DELETE, keep a tombstone of hashed keys, and keep
+their data out afterwards — without touching anyone who merely shares an identifier with them.
 
-1. Resolve: the given phone / email (normalised as silver does) or one_id (a retired id is followed
-   to its survivor) → the records carrying it → their one_ids → every record of those one_ids →
-   every identifier on those records (a shared, suspicious identifier such as a store's walk-in
-   phone is not followed unless it is the one asked for) → every record carrying one of them.
-2. Delete, per table of bronze, silver, identity and gold: one pass finds the rows of those records
+1. Resolve the subject (docs/privacy.md, "Erasure"): a one_id (a retired id is followed to its
+   survivor), or an identifier as silver normalises it. An identifier resolves to the persons whose
+   records carry it as a person-level identifier: not a value identity refused (a store's walk-in
+   phone, a placeholder — asking by one is refused: it identifies nobody), not on a record whose
+   link to it a guard refused. More than one person needs `confirm_persons` (`--confirm-persons N`).
+2. The subject's records are every record of those one_ids. Their identifiers are the subject's own
+   when no other person's record carries them; the others (a family's phone, a refused value) are
+   shared: they are deleted where the subject's records hold them, and nowhere else.
+3. Delete, per table of bronze, silver, identity and gold: one pass finds the rows of those records
    (bronze by its delivered key), of those one_ids, and rows whose text holds one of the subject's
-   phone, e-mail or 身份证 numbers or another identifier's exact value (quarantined rows, refused
-   links, merge causes); one Delta MERGE … WHEN MATCHED THEN DELETE removes them by the SHA-256 of
-   their content. The MERGE condition, which the Delta log records, names columns, never a value.
-3. Tombstone: `ops.erasure_ledger` gets the keyed hash (HMAC-SHA-256) of each identifier, no clear
-   value. Every later bronze run deletes newly landed rows whose identifiers hash to a tombstone.
-4. `vacuum` then removes the files the DELETEs left behind (and old checkpoint files), after the
+   own phone, e-mail or 身份证 numbers or another own identifier's exact value (quarantined rows,
+   merge causes); one Delta MERGE … WHEN MATCHED THEN DELETE removes them by the SHA-256 of their
+   content. The MERGE condition, which the Delta log records, names columns, never a value.
+4. Tombstone: `ops.erasure_ledger` gets the keyed hash (HMAC-SHA-256) of each of the subject's own
+   identifiers, never of a shared one. Every later bronze run deletes newly landed rows whose
+   identifiers hash to a tombstone, so a family member's new row with the shared phone still lands.
+5. `vacuum` then removes the files the DELETEs left behind (and old checkpoint files), after the
    configured retention; until then Delta time travel can still read them.
+
+`dry_run` resolves and counts the rows per table, and deletes nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from cdp.cleanse.normalisers import NORMALISERS, to_half_width
 from cdp.conf import ConfigError, Settings
 from cdp.lakehouse import filesystem, table_exists
 from cdp.tables import ERASURE_LEDGER as LEDGER
-from cdp.tables import HOUSEHOLDS, IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, bronze_table
+from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, bronze_table
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
 
 log = logging.getLogger(__name__)
@@ -55,12 +63,17 @@ class ErasureError(ValueError):
 
 @dataclass
 class Erasure:
+    """What an erasure did (or, with dry_run, would do: rows_deleted are the rows it would delete)."""
+
     erasure_id: str
     one_ids: int
     records: int
-    keys: int
+    keys: int  # tombstones written (or that would be): the subject's own identifiers
     rows_deleted: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False
+    persons: list[str] = field(default_factory=list)  # the subject's one_ids
+    shared: int = 0  # identifiers the subject shares with other persons or that identity refused: not tombstoned
 
     @property
     def total_deleted(self) -> int:
@@ -96,28 +109,71 @@ def _survivor(spark: SparkSession, one_id: str) -> str:
     return one_id
 
 
-def resolve_subject(spark: SparkSession, seeds: list[tuple[str, str]], one_id: str | None
-                    ) -> tuple[set[str], DataFrame, list[tuple[str, str]]]:
-    """(one_ids, records (source, record_key), identifiers (type, value)) of the subject."""
-    ids = spark.table(IDENTIFIERS).select("source", "record_key", "id_type", "id_value")
+@dataclass
+class Resolution:
+    """The subject: one_ids, records (source, record_key), and the identifiers on those records: the
+    subject's own, and those other persons carry too (or identity refused), which are shared."""
+
+    one_ids: set[str]
+    records: DataFrame
+    own: list[tuple[str, str]]
+    shared: list[tuple[str, str]]
+
+
+def _frame(spark: SparkSession, values: list[tuple[str, str]]) -> DataFrame:
+    return spark.createDataFrame(values, "id_type string, id_value string")
+
+
+def refused_values(spark: SparkSession, values: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Of these values, those identity refused as identifiers (placeholders, shared by strangers), with the reason."""
+    if not values or not table_exists(spark, REFUSED):
+        return {}
+    rows = spark.table(REFUSED).join(_frame(spark, values), ["id_type", "id_value"], "left_semi").collect()
+    return {(r["id_type"], r["id_value"]): r["reason"] for r in rows}
+
+
+def person_carriers(spark: SparkSession, values: list[tuple[str, str]]) -> DataFrame:
+    """(source, record_key) of the records that carry one of these values as a person-level identifier:
+    not a link a guard refused (identity.violations)."""
+    carriers = spark.table(IDENTIFIERS).join(_frame(spark, values), ["id_type", "id_value"], "left_semi")
+    if table_exists(spark, VIOLATIONS):
+        carriers = carriers.join(spark.table(VIOLATIONS).select("source", "record_key", "id_type", "id_value"),
+                                 ["source", "record_key", "id_type", "id_value"], "left_anti")
+    return carriers.select("source", "record_key")
+
+
+def resolve_subject(spark: SparkSession, seeds: list[tuple[str, str]], one_id: str | None,
+                    confirm_persons: int | None = None) -> Resolution:
+    """The subject the request names, or ErasureError when a value identifies nobody or the request
+    reaches more persons than it confirms."""
+    refused = refused_values(spark, seeds)
+    if refused:
+        named = "; ".join(f"{t} {v}: {reason}" for (t, v), reason in sorted(refused.items()))
+        raise ErasureError(
+            f"refused: {named}. Identity does not use this value as an identifier, so it identifies nobody and "
+            f"erasing by it would reach whoever happens to carry it. Fix: name the subject by a one_id "
+            f"(cdp explain) or by an identifier of their own; nothing was deleted.")
     oneid_map = spark.table(ONEID_MAP).select("source", "record_key", "one_id")
-    seed_frame = spark.createDataFrame(seeds, "id_type string, id_value string")
-    seed_records = ids.join(seed_frame, ["id_type", "id_value"]).select("source", "record_key")
+    seed_records = person_carriers(spark, seeds) if seeds else spark.createDataFrame([], "source string, record_key string")
     one_ids = {r["one_id"] for r in oneid_map.join(seed_records, ["source", "record_key"]).select("one_id").collect()}
     if one_id:
         one_ids.add(_survivor(spark, one_id))
-    records = (oneid_map.where(F.col("one_id").isin(*one_ids)).select("source", "record_key")
-               .unionByName(seed_records).distinct())
-    found = ids.join(records, ["source", "record_key"]).select("id_type", "id_value").distinct()
-    # Shared values belong to nobody in particular: a store's walk-in phone (refused), a family's phone
-    # (a household): the subject's own records go, the other holders' records stay.
-    for shared in (REFUSED, HOUSEHOLDS):
-        if table_exists(spark, shared):
-            found = found.join(spark.table(shared).select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
-    values = sorted({(r["id_type"], r["id_value"]) for r in found.collect()} | set(seeds))
-    value_frame = spark.createDataFrame(values, "id_type string, id_value string")
-    records = records.unionByName(ids.join(value_frame, ["id_type", "id_value"]).select("source", "record_key")).distinct()
-    return one_ids, records.localCheckpoint(), values
+    if len(one_ids) > 1 and confirm_persons != len(one_ids):
+        raise ErasureError(
+            f"the request resolves to {len(one_ids)} persons ({', '.join(sorted(one_ids))}). Check them with "
+            f"--dry-run, then confirm with --confirm-persons {len(one_ids)}; nothing was deleted.")
+    mapped = oneid_map.where(F.col("one_id").isin(*one_ids)).select("source", "record_key")
+    unmapped = seed_records.join(oneid_map, ["source", "record_key"], "left_anti")  # landed after identity ran
+    records = mapped.unionByName(unmapped).distinct().localCheckpoint()
+    ids = spark.table(IDENTIFIERS).select("source", "record_key", "id_type", "id_value")
+    carried = ids.join(records, ["source", "record_key"], "left_semi").select("id_type", "id_value").distinct()
+    # a value is shared when a record of another person carries it (guard-refused or not), or identity refused it
+    others = (ids.join(carried, ["id_type", "id_value"], "left_semi").join(records, ["source", "record_key"], "left_anti")
+              .join(oneid_map, ["source", "record_key"]).select("id_type", "id_value"))
+    values = sorted({(r["id_type"], r["id_value"]) for r in carried.collect()} | set(seeds))
+    shared = {(r["id_type"], r["id_value"]) for r in others.distinct().collect()} | set(refused_values(spark, values))
+    own = [v for v in values if v not in shared]
+    return Resolution(one_ids, records, own, sorted(shared))
 
 
 def needles(values: list[tuple[str, str]]) -> list[str]:
@@ -204,11 +260,16 @@ def erasable_tables(spark: SparkSession, layers: tuple[str, ...] = ERASED_LAYERS
     return sorted(tables, key=lambda t: (t in RESOLVERS, t))
 
 
+def _bronze_keys(settings: Settings) -> dict[str, Column]:
+    """Per bronze table, its rows' record key as silver makes it."""
+    return {bronze_table(name): record_key(source) for name, source in settings.sources.sources.items()}
+
+
 def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, tables: list[str],
                 by_text: bool = True) -> dict[str, int]:
     """Per table: the subject's rows found by a query, then deleted by one MERGE on their content
     fingerprint. The MERGE's condition (which the Delta log records) names columns, never a value."""
-    bronze_keys = {bronze_table(name): record_key(source) for name, source in settings.sources.sources.items()}
+    bronze_keys = _bronze_keys(settings)
 
     def erase_from(table: str) -> tuple[str, int]:
         fingerprints = matching_rows(spark, table, subject, bronze_keys.get(table), by_text)
@@ -240,11 +301,13 @@ def _record_tombstones(spark: SparkSession, key: bytes, erasure_id: str, actor: 
 
 def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, email: str | None = None,
           one_id: str | None = None, identifiers: list[tuple[str, str]] = (), reason: str = "subject request",
-          actor: str | None = None) -> Erasure:
+          actor: str | None = None, dry_run: bool = False, confirm_persons: int | None = None) -> Erasure:
     """Erase one subject everywhere; the tombstone is written before any row is deleted, so a crash
     mid-way is finished by running the same erase again (or, for newly landed data, by bronze).
 
-    The subject: a phone, an e-mail, any identifier (type, value) of conf/model.yaml, or a one_id."""
+    The subject: a phone, an e-mail, any identifier (type, value) of conf/model.yaml, or a one_id.
+    `dry_run`: resolve and count, delete nothing (audited as erasure_dry_run). A request that resolves
+    to more than one person needs `confirm_persons` equal to their number."""
     if not (phone or email or one_id or identifiers):
         raise ErasureError("an erasure needs the subject: --phone, --email, --id TYPE:VALUE or --one-id")
     if not table_exists(spark, IDENTIFIERS) or not table_exists(spark, ONEID_MAP):
@@ -255,18 +318,23 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
     actor = actor or current_actor()
     asked = [*([("phone", phone)] if phone else []), *([("email", email)] if email else []), *identifiers]
     seeds = [(id_type, normalised_key(spark, settings, id_type, raw)) for id_type, raw in asked]
-    one_ids, records, values = resolve_subject(spark, seeds, one_id)
+    subject = resolve_subject(spark, seeds, one_id, confirm_persons)
     erasure_id = f"erasure-{uuid4().hex[:12]}"
-    tombstones = _record_tombstones(spark, hash_key, erasure_id, actor, reason, values, set(seeds))
-    keys = [(r["source"], r["record_key"]) for r in records.collect()]
-    record_count = len(keys)
-    subject = Subject(one_ids, keys, needles(values))
-    deleted = delete_rows(spark, settings, subject, erasable_tables(spark))
-    result = Erasure(erasure_id, len(one_ids), record_count, tombstones, deleted,
-                     round(time.perf_counter() - started, 1))
-    audit(spark, "erasure", object=erasure_id, rows=result.total_deleted, actor=actor,
-          details={"reason": reason, "one_ids": len(one_ids), "records": record_count, "keys": tombstones,
-                   "rows_deleted": deleted})
+    keys = [(r["source"], r["record_key"]) for r in subject.records.collect()]
+    rows = Subject(subject.one_ids, keys, needles(subject.own))
+    tables = erasable_tables(spark)
+    if dry_run:
+        counts = {t: len(matching_rows(spark, t, rows, _bronze_keys(settings).get(t), True)) for t in tables}
+        deleted, tombstones = {t: n for t, n in counts.items() if n}, len(subject.own)
+    else:
+        tombstones = _record_tombstones(spark, hash_key, erasure_id, actor, reason, subject.own, set(seeds))
+        deleted = delete_rows(spark, settings, rows, tables)
+    result = Erasure(erasure_id, len(subject.one_ids), len(keys), tombstones, deleted,
+                     round(time.perf_counter() - started, 1), dry_run, sorted(subject.one_ids), len(subject.shared))
+    audit(spark, "erasure_dry_run" if dry_run else "erasure", object=erasure_id, rows=result.total_deleted,
+          actor=actor, details={"reason": reason, "one_ids": len(subject.one_ids), "records": len(keys),
+                                "keys": tombstones, "shared_identifiers_kept": len(subject.shared),
+                                "rows_deleted": deleted})
     return result
 
 
