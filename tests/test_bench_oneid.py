@@ -33,3 +33,21 @@ def test_stability_counts_untouched_persons_merges_and_split_parts(spark):
         "merges_observed": [("B", ("A", "B"))],
         "moves_observed": [("D", "C")],
     }
+
+
+def test_a_person_a_new_record_reaches_through_a_shared_value_is_touched(spark):
+    """A new family member's record with the family phone reaches the person who held the phone alone
+    (the veto may split them): touched, though no new record sits in their one_ids afterwards. A
+    value refused before and after (a walk-in phone) reaches nobody."""
+    before = frame(spark, [("s", "f1", "F"), ("s", "f2", "F"), ("s", "f3", "F"), ("s", "w1", "W")])
+    after = frame(spark, [("s", "f1", "F"), ("s", "f2", "F2"), ("s", "f3", "F"), ("s", "w1", "W"),
+                          ("s", "n1", "N"), ("s", "n2", "M")])
+    identifiers = spark.createDataFrame([
+        ("s", "f2", "phone", "+8613900000001"), ("s", "n1", "phone", "+8613900000001"),  # the family phone
+        ("s", "w1", "phone", "+8613900000009"), ("s", "n2", "phone", "+8613900000009"),  # a walk-in phone
+    ], "source string, record_key string, id_type string, id_value string")
+    inert = spark.createDataFrame([("phone", "+8613900000009")], "id_type string, id_value string")
+    result = stability(before, after, identifiers, inert)
+    assert (result["untouched"], result["untouched_kept_one_id"], result["moves_observed"]) == (1, 1, [("F2", "F")])
+    unaware = stability(before, after)  # by shared one_ids alone, F looks untouched and split without a cause
+    assert (unaware["untouched"], unaware["untouched_kept_one_id"]) == (2, 1)

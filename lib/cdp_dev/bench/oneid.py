@@ -26,7 +26,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cdp.tables import HOUSEHOLDS, REFUSED, VIOLATIONS
+from cdp.tables import HOUSEHOLDS, IDENTIFIERS, REFUSED, VIOLATIONS
 
 # Trap families in truth/manifest.json trap_values, in the form the identity tables hold them.
 TRAP_KEYS = (
@@ -36,21 +36,35 @@ TRAP_KEYS = (
 )
 
 
-def stability(before: DataFrame, after: DataFrame) -> dict[str, Any]:
-    """Persons of `before` whose records meet no new record in `after`: how many kept their one_id;
-    and the merges and moves seen, to compare with identity.changes.
+def stability(before: DataFrame, after: DataFrame, identifiers: DataFrame | None = None,
+              inert: DataFrame | None = None) -> dict[str, Any]:
+    """Persons of `before` no new record of `after` reaches: how many kept their one_id; and the
+    merges and moves seen, to compare with identity.changes.
 
-    before/after: (source, record_key, one_id). New records are those only in `after`. A previous
-    person's *main holder* is the one_id now holding most of its records (the id it keeps or
-    merges into); a one_id holding only some of a person's records received a split-off part.
-    Persons whose records are split evenly (no single main holder) are reported apart.
+    before/after: (source, record_key, one_id). New records are those only in `after`. A new record
+    reaches a previous person when, after the run, they share a one_id, or (given `identifiers`:
+    source, record_key, id_type, id_value) when a record of the person carries an identifier value
+    the new record carries: a new family member's record with the family phone reaches the person
+    who held the phone alone, whom the veto may then split. Values in `inert` (id_type, id_value:
+    refused before and after the run) link nobody and reach nobody. A previous person's *main
+    holder* is the one_id now holding most of its records (the id it keeps or merges into); a one_id
+    holding only some of a person's records received a split-off part. Persons whose records are
+    split evenly (no single main holder) are reported apart.
     """
     b = before.select("source", "record_key", F.col("one_id").alias("before_id"))
     joined = after.join(b, ["source", "record_key"], "left").persist()
     touched_after = joined.where(F.col("before_id").isNull()).select("one_id").distinct()
-    # a before-person is touched when any of its records now sits in a one_id holding a new record
+    # a before-person is touched when any of its records now sits in a one_id holding a new record…
+    reached = joined.where(F.col("before_id").isNotNull()).join(touched_after, "one_id", "left_semi").select("before_id")
+    if identifiers is not None:  # …or carries a value a new record carries
+        new = joined.where(F.col("before_id").isNull()).select("source", "record_key")
+        values = identifiers.join(new, ["source", "record_key"], "left_semi").select("id_type", "id_value").distinct()
+        if inert is not None:
+            values = values.join(inert.select("id_type", "id_value"), ["id_type", "id_value"], "left_anti")
+        carriers = identifiers.join(values, ["id_type", "id_value"], "left_semi").select("source", "record_key")
+        reached = reached.unionByName(b.join(carriers, ["source", "record_key"], "left_semi").select("before_id"))
     person = joined.where(F.col("before_id").isNotNull()).join(
-        touched_after.withColumn("touched", F.lit(True)), "one_id", "left"
+        reached.distinct().withColumn("touched", F.lit(True)), "before_id", "left"
     ).groupBy("before_id").agg(
         F.max(F.coalesce("touched", F.lit(False))).alias("touched"),
         F.count_distinct("one_id").alias("after_ids"),
@@ -198,7 +212,7 @@ def add_increment(spark: SparkSession, settings, as_of: date, increment, data: P
     from cdp.lakehouse import table_version
     from cdp.tables import ONEID_MAP
 
-    basis = table_version(spark, ONEID_MAP)
+    basis, refused_basis = table_version(spark, ONEID_MAP), table_version(spark, REFUSED)
     for source_dir in increment.increment.iterdir():
         for path in source_dir.iterdir():
             shutil.copy(path, data / "initial" / source_dir.name / path.name)
@@ -208,7 +222,10 @@ def add_increment(spark: SparkSession, settings, as_of: date, increment, data: P
     report["second_run_identity"] = {k: identity.get(k) for k in ("mode", "reached", "records", "seconds", "changes")}
     after = spark.table(ONEID_MAP)
     before = spark.sql(f"SELECT * FROM {ONEID_MAP} VERSION AS OF {basis}")
-    report["stability"] = changes_against_observed(spark, basis, stability(before, after))
+    refused_before = spark.sql(f"SELECT id_type, id_value FROM {REFUSED} VERSION AS OF {refused_basis}")
+    inert = refused_before.intersect(spark.table(REFUSED).select("id_type", "id_value"))
+    report["stability"] = changes_against_observed(
+        spark, basis, stability(before, after, spark.table(IDENTIFIERS), inert))
     report["full_recompute"] = full_recompute(spark, settings, as_of)
 
 
