@@ -144,6 +144,8 @@ def write_properties(properties: dict[str, str], target: Path, profile: str, var
         "# spark-submit reads this file instead of the cluster's conf/spark-defaults.conf unless you add",
         "# --load-spark-defaults. Set per deployment, not here: --master and --deploy-mode, and the",
         f"# environment of the driver: CDP_PROFILE={profile} (or --profile {profile}) and {', '.join(variables) or 'nothing else'}.",
+        "# Executors hash and encrypt with the keys read from their own environment: give them the key",
+        "# variables too, never as spark.executorEnv.* (docs/operations.md, \"Secrets on a cluster\").",
     ]
     lines = [f"{key}={_escape(value)}" for key, value in properties.items()]
     target.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
