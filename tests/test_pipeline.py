@@ -739,9 +739,9 @@ def test_identity_and_gold_recompute_only_what_changed_and_equal_a_full_recomput
     assert (quiet_gold["mode"], quiet_gold["persons_recomputed"]) == ("changes", 0)
 
     # When the next run must recompute everything instead, and why.
-    from cdp.cursors import read_cursors, write_cursors
+    from cdp.cursors import PUBLISHING, mark_publishing, read_cursors, write_cursors
     from cdp.identity import models
-    from cdp.stages.identity import PUBLISHING, identity_fingerprint, mark_publishing, silver_inputs, why_recompute
+    from cdp.stages.identity import identity_fingerprint, silver_inputs, why_recompute
 
     def reason():
         frozen = models.newest(spark, settings.identity.probabilistic)[0]
@@ -751,7 +751,7 @@ def test_identity_and_gold_recompute_only_what_changed_and_equal_a_full_recomput
     spark.sql("OPTIMIZE identity.oneid_map")
     assert reason() is None  # housekeeping is no change
     cursors = read_cursors(spark, "identity")
-    mark_publishing(spark, cursors, "test")
+    mark_publishing(spark, "identity", cursors, "test")
     assert reason() == "the last run stopped while publishing"
     write_cursors(spark, "identity", [c for c in cursors.values() if c.input_table != PUBLISHING], "test")
     spark.sql("UPDATE identity.oneid_map SET one_id = one_id WHERE source = 'pos_orders' AND record_key = 'POSX1'")

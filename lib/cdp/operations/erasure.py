@@ -260,21 +260,17 @@ def erasable_tables(spark: SparkSession, layers: tuple[str, ...] = ERASED_LAYERS
     return sorted(tables, key=lambda t: (t in RESOLVERS, t))
 
 
-def _bronze_keys(settings: Settings) -> dict[str, Column]:
-    """Per bronze table, its rows' record key as silver makes it."""
-    return {bronze_table(name): record_key(source) for name, source in settings.sources.sources.items()}
-
-
 def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, tables: list[str],
-                by_text: bool = True) -> dict[str, int]:
+                by_text: bool = True, dry_run: bool = False) -> dict[str, int]:
     """Per table: the subject's rows found by a query, then deleted by one MERGE on their content
-    fingerprint. The MERGE's condition (which the Delta log records) names columns, never a value."""
-    bronze_keys = _bronze_keys(settings)
+    fingerprint (`dry_run`: counted only). The MERGE's condition (which the Delta log records) names
+    columns, never a value."""
+    bronze_keys = {bronze_table(name): record_key(source) for name, source in settings.sources.sources.items()}
 
     def erase_from(table: str) -> tuple[str, int]:
         fingerprints = matching_rows(spark, table, subject, bronze_keys.get(table), by_text)
-        if not fingerprints:
-            return table, 0
+        if not fingerprints or dry_run:
+            return table, len(fingerprints)
         rows = spark.createDataFrame([(h,) for h in fingerprints], "h string")
         columns = [(f.name, f.dataType.typeName()) for f in spark.table(table).schema.fields]
         result = (DeltaTable.forName(spark, table).alias("t")
@@ -286,7 +282,7 @@ def delete_rows(spark: SparkSession, settings: Settings, subject: Subject, table
     counts = [erase_from(t) for t in sorted(tables, key=lambda t: t in RESOLVERS)]
     deleted = {table: count for table, count in counts if count}
     for table, count in deleted.items():
-        log.info("erasure: %s: %d rows deleted", table, count)
+        log.info("erasure: %s: %d rows %s", table, count, "to delete (dry run)" if dry_run else "deleted")
     return deleted
 
 
@@ -322,13 +318,11 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
     erasure_id = f"erasure-{uuid4().hex[:12]}"
     keys = [(r["source"], r["record_key"]) for r in subject.records.collect()]
     rows = Subject(subject.one_ids, keys, needles(subject.own))
-    tables = erasable_tables(spark)
     if dry_run:
-        counts = {t: len(matching_rows(spark, t, rows, _bronze_keys(settings).get(t), True)) for t in tables}
-        deleted, tombstones = {t: n for t, n in counts.items() if n}, len(subject.own)
+        tombstones = len(subject.own)
     else:
         tombstones = _record_tombstones(spark, hash_key, erasure_id, actor, reason, subject.own, set(seeds))
-        deleted = delete_rows(spark, settings, rows, tables)
+    deleted = delete_rows(spark, settings, rows, erasable_tables(spark), dry_run=dry_run)
     result = Erasure(erasure_id, len(subject.one_ids), len(keys), tombstones, deleted,
                      round(time.perf_counter() - started, 1), dry_run, sorted(subject.one_ids), len(subject.shared))
     audit(spark, "erasure_dry_run" if dry_run else "erasure", object=erasure_id, rows=result.total_deleted,

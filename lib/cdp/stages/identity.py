@@ -37,9 +37,8 @@ from pyspark.sql import functions as F
 from cdp import __version__
 from cdp.audit import current_actor
 from cdp.conf import Settings
-from cdp import cursors as feeds
 from cdp.cursors import (
-    PUBLISHING, Cursor, FeedInput, digest, feed_inputs, read_cursors, unreadable_feed, write_cursors,
+    PUBLISHING, Cursor, FeedInput, digest, feed_inputs, mark_publishing, read_cursors, unreadable_feed, write_cursors,
 )
 from cdp.identity.graph import Persons, Veto, all_records, group_persons
 from cdp.identity.guards import STEWARD
@@ -114,14 +113,14 @@ def build_identity(spark: SparkSession, settings: Settings, run_id: str = "adhoc
             reason = f"silver's change feed cannot be read ({first_line(exc)})"
     if reason is not None:
         log.info("identity: recomputing every person: %s", reason)
-        result = recompute_all(spark, settings, run_id, seconds, lambda: mark_publishing(spark, cursors, run_id))
+        result = recompute_all(spark, settings, run_id, seconds, lambda: mark_publishing(spark, STAGE, cursors, run_id))
         fingerprint = identity_fingerprint(settings, result.model_version)  # the version it scored with (or trained)
     elif touched.count == 0:
         log.info("identity: silver has not changed since the last run")
         result = summarise(spark, None, None, None, mode="unchanged")
     else:
         result = recompute_touched(spark, settings, run_id, touched, frozen, seconds,
-                                   lambda: mark_publishing(spark, cursors, run_id))
+                                   lambda: mark_publishing(spark, STAGE, cursors, run_id))
     write_cursors(spark, STAGE, [Cursor(i.table, i.version, fingerprint) for i in inputs]
                   + [Cursor(ONEID_MAP, table_version(spark, ONEID_MAP), fingerprint)], run_id)
     result.seconds = seconds
@@ -139,7 +138,7 @@ def silver_inputs(spark: SparkSession, settings: Settings) -> list[FeedInput]:
 def identity_fingerprint(settings: Settings, model_version: int | None) -> str:
     """What the persons depend on besides silver: identity.yaml, the model version, the code."""
     return digest({"identity": settings.identity.model_dump(mode="json"), "model_version": model_version,
-                        "version": __version__})
+                   "version": __version__})
 
 
 def why_recompute(spark: SparkSession, settings: Settings, inputs: list[FeedInput], cursors: dict[str, Cursor],
@@ -192,11 +191,6 @@ def read_touched(spark: SparkSession, inputs: list[FeedInput], cursors: dict[str
     changed = reduce(DataFrame.unionByName, records, spark_empty).distinct().transform(materialised)
     carried = reduce(DataFrame.unionByName, values, spark.createDataFrame([], "id_type string, id_value string"))
     return Touched(changed, carried.distinct().transform(materialised), changed.count())
-
-
-def mark_publishing(spark: SparkSession, cursors: dict[str, Cursor], run_id: str) -> None:
-    """Before the first identity table is written: a crash from here on makes the next run recompute everything."""
-    feeds.mark_publishing(spark, STAGE, cursors, run_id)
 
 
 def recompute_all(spark: SparkSession, settings: Settings, run_id: str, seconds: dict[str, float],
