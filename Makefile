@@ -35,7 +35,7 @@ help:
 	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\"; BENCH_FLAGS=--no-references: stages and the increment only)"
 	@echo "make jars   - stage the Delta, GraphFrames and Derby network jars into $(JARS_DIR)"
 	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
-	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog"
+	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog; ROLE=analyst: one role's views"
 	@echo "make lock   - re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest allowed versions)"
 	@echo "make clean  - remove the venv, the lakehouse and generated data"
 
@@ -90,8 +90,9 @@ package: $(STAMP)
 	rm -rf dist
 	$(BIN)/cdp package --out dist
 
+# ROLE=analyst|marketer|steward: that role's endpoint (its views only, password sign-in, audited).
 sql-server: $(STAMP) $(JARS_STAMP)
-	CDP_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/cdp sql-server --port 10000
+	CDP_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/cdp sql-server --port 10000 $(if $(ROLE),--role $(ROLE))
 
 # Stages the jars with Maven so a cluster without Maven Central (or a faster laptop start) can
 # use them: export CDP_JARS_DIR=$(JARS_DIR). The repositories of CDP_MAVEN_REPOSITORIES are searched

@@ -1,7 +1,7 @@
 """ops.audit_log: who did what with personal data, append-only (delta.appendOnly) and queryable.
 
 Rows are written for every job run, every export (and every refused one), every erasure, every
-vacuum and every change of the role views. Rows hold names, counts and hashed keys, never a
+vacuum, every change of the role views and every statement run through a role's SQL endpoint. Rows hold names, counts and hashed keys, never a
 clear identifier.
 """
 
@@ -23,7 +23,7 @@ AUDIT_SCHEMA = (
     "audience string, rows long, destination string, status string, details string"
 )
 ACTIONS = ("job_run", "export", "export_refused", "erasure", "erasure_dry_run", "vacuum", "role_views", "steward_rule",
-           "maintain")
+           "maintain", "sql")
 
 
 def current_actor() -> str:
@@ -39,11 +39,25 @@ def current_actor() -> str:
 def audit(spark: SparkSession, action: str, *, object: str | None = None, purpose: str | None = None,
           audience: str | None = None, rows: int | None = None, destination: str | None = None,
           status: str = "ok", details: dict[str, Any] | None = None, actor: str | None = None) -> None:
+    append_events(spark, [event(action, object=object, purpose=purpose, audience=audience, rows=rows,
+                                destination=destination, status=status, details=details, actor=actor)])
+
+
+def event(action: str, *, object: str | None = None, purpose: str | None = None, audience: str | None = None,
+          rows: int | None = None, destination: str | None = None, status: str = "ok",
+          details: dict[str, Any] | None = None, actor: str | None = None, at: datetime | None = None) -> tuple:
+    """One row of the audit log (append it with append_events)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action '{action}'; one of {ACTIONS}")
-    row = [(uuid4().hex, datetime.now(timezone.utc), actor or current_actor(), action, object, purpose, audience,
-            rows, destination, status, json.dumps(details or {}, ensure_ascii=False, default=str, sort_keys=True))]
-    frame = spark.createDataFrame(row, AUDIT_SCHEMA)
+    return (uuid4().hex, at or datetime.now(timezone.utc), actor or current_actor(), action, object, purpose, audience,
+            rows, destination, status, json.dumps(details or {}, ensure_ascii=False, default=str, sort_keys=True))
+
+
+def append_events(spark: SparkSession, events: list[tuple]) -> None:
+    """The events in one commit."""
+    if not events:
+        return
+    frame = spark.createDataFrame(events, AUDIT_SCHEMA)
     writer = frame.write.format("delta").mode("append")
     if not table_exists(spark, AUDIT_LOG):
         writer = writer.option("delta.appendOnly", "true")

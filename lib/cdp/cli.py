@@ -225,13 +225,16 @@ def sql(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A file of SQL; the last statement's result prints."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     local: bool = typer.Option(False, "--local", help="In a Spark session of this process, even when a SQL server runs."),
+    role: Optional[str] = typer.Option(None, "--role", help="Only this role's views (privacy.yaml roles), in a session "
+                                       "of this process; every statement is audited."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
     """Query the catalog (bronze, silver, identity, gold, ops) with Spark SQL; no -e/-f: an interactive shell.
 
     Through the lakehouse's running `cdp sql-server` when there is one (an answer in well under a
-    second), else in a Spark session of its own."""
+    second), else in a Spark session of its own. With --role: the role's views only (analyst,
+    marketer, steward), each statement recorded in ops.audit_log."""
     if fmt not in ("table", "csv", "json"):
         err.print(f"--format '{fmt}' is not one of table, csv, json.")
         raise typer.Exit(2)
@@ -239,7 +242,7 @@ def sql(
         err.print("Give one of -e 'SQL' or -f FILE, or neither for the interactive shell.")
         raise typer.Exit(2)
     settings = _settings(profile, conf_dir)
-    with statement_runner(settings, local) as run:
+    with statement_runner(settings, local, role) as run:
         if execute is None and file is None:
             sql_shell(run, fmt)
             return
@@ -255,11 +258,21 @@ def sql(
 
 
 @contextmanager
-def statement_runner(settings: Settings, local: bool = False):
-    """run(statement) -> (columns, rows): on the lakehouse's SQL server when it answers (unless `local`),
-    else in a session here."""
+def statement_runner(settings: Settings, local: bool = False, role: str | None = None):
+    """run(statement) -> (columns, rows): a role's guarded session here (`role`), else on the lakehouse's
+    SQL server when it answers (unless `local`), else in a session here."""
     from cdp.endpoint import connect, running_server
 
+    if role is not None:
+        from cdp.operations.sql_access import role_runner
+
+        try:
+            with role_runner(settings, role) as run:
+                yield run
+        except ConfigError as exc:
+            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+        return
     server = None if local else running_server(settings)
     if server is not None:
         yield connect(server)
@@ -848,15 +861,36 @@ def package(
 def sql_server(
     port: int = typer.Option(10000, "--port", help="HiveServer2 (JDBC/ODBC) port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (this machine only, unless told otherwise)."),
+    role: Optional[str] = typer.Option(None, "--role", help="Serve only this role's views, to its users (password "
+                                       "sign-in, `cdp sql-user add`), auditing every statement."),
+    users: Optional[Path] = typer.Option(None, "--users", help="The users file (default: CDP_SQL_USERS or "
+                                         "<lakehouse>/sql-users)."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Serve the catalog over JDBC/ODBC (Spark Thrift Server, HiveServer2 protocol) until stopped;
-    `cdp sql` sends its statements here while it runs."""
+    """Serve the catalog over JDBC/ODBC (Spark Thrift Server, HiveServer2 protocol) until stopped.
+
+    With --role R: one role's endpoint — its views only, password sign-in for the role's users, every
+    statement in ops.audit_log. Without: the owner's endpoint on this machine, every table, no
+    sign-in; `cdp sql` sends its statements there while it runs."""
     from cdp.endpoint import record_server
     from cdp.spark import submit_arguments
 
     settings = _settings(profile, conf_dir)
+    if role is not None:
+        from cdp.operations.sql_access import serve, users_file
+
+        try:
+            serve(settings, role, host, port, users or users_file(settings),
+                  on_ready=lambda url: err.print(f"JDBC: {url}  (role {role}; stop with Ctrl-C)", highlight=False))
+        except ConfigError as exc:
+            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from exc
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"--host {host}: a server without --role serves every table without sign-in, so it listens on this "
+                  "machine only. Fix: serve a role (--role analyst|marketer|steward, users from `cdp sql-user add`).")
+        raise typer.Exit(2)
     staged = settings.pipeline.jars.staged_dir
     if not staged:
         # Thrift sessions load catalog classes from the driver class path, which --packages does not reach.
@@ -881,6 +915,65 @@ def sql_server(
     record_server(settings, host, port, os.getpid())  # exec keeps the pid: the state names the server
     err.print(f"JDBC: jdbc:hive2://{host}:{port}/default  (stop with Ctrl-C)")
     os.execvpe(command[0], command, environment)
+
+
+sql_user_app = typer.Typer(no_args_is_help=True, help="Who may sign in to a role's SQL server (`cdp sql-server --role`).")
+app.add_typer(sql_user_app, name="sql-user")
+
+
+@sql_user_app.command("add")
+def sql_user_add(
+    name: str = typer.Argument(..., help="The user name given at sign-in."),
+    role: str = typer.Option(..., "--role", help="The role whose server the user signs in to."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input "
+                                        "instead of a prompt."),
+    users: Optional[Path] = typer.Option(None, "--users", help="The users file (default: CDP_SQL_USERS or <lakehouse>/sql-users)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Add a user (or give them a new role and password): a PBKDF2-SHA256 hash, never the password."""
+    from cdp.operations.sql_access import add_user, users_file
+
+    settings = _settings(profile, conf_dir)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        f"password for {name}", hide_input=True, confirmation_prompt=True)
+    path = users or users_file(settings)
+    try:
+        new = add_user(settings, path, name, role, password)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+    out.print(f"{'added' if new else 'updated'} {name} (role {role}) in {path}", highlight=False)
+
+
+@sql_user_app.command("remove")
+def sql_user_remove(
+    name: str = typer.Argument(...),
+    users: Optional[Path] = typer.Option(None, "--users"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Remove a user: their next sign-in is refused."""
+    from cdp.operations.sql_access import remove_user, users_file
+
+    path = users or users_file(_settings(profile, conf_dir))
+    if not remove_user(path, name):
+        err.print(f"{path} has no user {name}.", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"removed {name} from {path}", highlight=False)
+
+
+@sql_user_app.command("list")
+def sql_user_list(
+    users: Optional[Path] = typer.Option(None, "--users"),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Each user and their role."""
+    from cdp.operations.sql_access import list_users, users_file
+
+    for name, role in list_users(users or users_file(_settings(profile, conf_dir))):
+        out.print(f"{name}\t{role}", highlight=False)
 
 
 @app.command()

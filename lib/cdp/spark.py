@@ -153,8 +153,9 @@ def submit_arguments(settings: Settings) -> list[str]:
     return arguments
 
 
-def build_session(settings: Settings, app_name: str = "cdp") -> SparkSession:
-    """Start (or join) the SparkSession for this profile and make sure the databases exist."""
+def build_session(settings: Settings, app_name: str = "cdp", extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """Start (or join) the SparkSession for this profile and make sure the databases exist. `extra_conf`
+    overrides session_conf (a role endpoint's guard)."""
     settings.validate_all()
     if settings.profile.metastore != "external":
         Path(settings.lakehouse).mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def build_session(settings: Settings, app_name: str = "cdp") -> SparkSession:
     builder = SparkSession.builder.appName(app_name)
     if settings.profile.master:
         builder = builder.master(settings.profile.master)
-    for key, value in session_conf(settings).items():
+    for key, value in {**session_conf(settings), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CDP_SPARK_LOG_LEVEL", "WARN"))
@@ -182,9 +183,10 @@ def ensure_databases(spark: SparkSession, settings: Settings) -> None:
 
 
 @contextmanager
-def spark_session(settings: Settings, app_name: str = "cdp") -> Iterator[SparkSession]:
+def spark_session(settings: Settings, app_name: str = "cdp",
+                  extra_conf: dict[str, str] | None = None) -> Iterator[SparkSession]:
     """A session for one command or job, stopped at the end (its JVM and its catalog connection with it)."""
-    spark = build_session(settings, app_name)
+    spark = build_session(settings, app_name, extra_conf)
     try:
         yield spark
     finally:
