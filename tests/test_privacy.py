@@ -234,20 +234,52 @@ def rows_holding(spark, table: str, digits: str) -> int:
                                digits) > 0).count()
 
 
-def files_holding(root: Path, digits: str) -> list[str]:
-    """Every file under root whose content holds the digits: Parquet decoded, anything else as bytes."""
-    found = []
+def searchable(text: str) -> str:
+    """Text as it is searched for personal values: half-width digits, no spaces or hyphens, lower case."""
+    return re.sub(r"[\s\-]", "", text.translate(str.maketrans("０１２３４５６７８９", "0123456789"))).lower()
+
+
+def files_holding(root: Path, values: dict[str, str]) -> dict[str, list[str]]:
+    """For each value (by its label), every file under root whose content holds it: Parquet decoded,
+    anything else as bytes."""
+    wanted = {label: searchable(value) for label, value in values.items()}
+    found: dict[str, list[str]] = {label: [] for label in values}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix == ".parquet":
-            text = json.dumps(pq.read_table(path).to_pylist(), ensure_ascii=False, default=str)
-            if digits in re.sub(r"[\s\-]", "", text):
-                found.append(str(path.relative_to(root)))
-        elif digits.encode() in path.read_bytes():
-            found.append(str(path.relative_to(root)))
+            text = searchable(json.dumps(pq.read_table(path).to_pylist(), ensure_ascii=False, default=str))
+        else:
+            text = searchable(path.read_bytes().decode("utf-8", errors="replace"))
+        for label, value in wanted.items():
+            if value in text:
+                found[label].append(str(path.relative_to(root)))
     return found
 
 
-def test_erasure_removes_the_subject_from_every_table(spark, settings, first_export):
+@pytest.fixture(scope="module")
+def personal_values(spark, first_export) -> dict[str, dict[str, str]]:
+    """Read before any erasure: two persons the other tests leave alone (the first to be erased by the
+    file test, the second kept), each with one of every kind of personal value — phone (its 11
+    digits), e-mail, 身份证 number, name — that no other person's record carries."""
+    spoken_for = {one_id for one_id, _ in subjects(first_export)} | set(first_export[1])
+    owners = spark.table("identity.oneid_map").select("source", "record_key", "one_id")
+    values = (spark.table("silver.identifiers").where(F.col("id_type").isin("phone", "email", "id_card"))
+              .select("source", "record_key", F.col("id_type").alias("kind"), F.col("id_value").alias("value"))
+              .unionByName(spark.table("silver.customers").select("source", "record_key", F.lit("name").alias("kind"),
+                                                                  F.col("name").alias("value")))
+              .unionByName(spark.table("silver.orders").select("source", "record_key", F.lit("name").alias("kind"),
+                                                               F.col("receiver_name").alias("value")))
+              .where(F.col("value").isNotNull()).join(owners, ["source", "record_key"]))
+    own = (values.groupBy("kind", "value").agg(F.collect_set("one_id").alias("holders"))
+           .where(F.size("holders") == 1).select("kind", "value", F.col("holders")[0].alias("one_id"))
+           .where(~F.col("one_id").isin(*spoken_for))
+           .groupBy("one_id", "kind").agg(F.min("value").alias("value"))
+           .groupBy("one_id").agg(F.map_from_entries(F.collect_list(F.struct("kind", "value"))).alias("values"))
+           .where(F.size("values") == 4).orderBy("one_id").limit(2).collect())
+    return {r["one_id"]: {**r["values"], "phone": r["values"]["phone"][-11:]} for r in own}
+
+
+def test_erasure_removes_the_subject_from_every_table(spark, settings, first_export, personal_values):
+    # personal_values is read here, before the erasure, for the file search after maintenance
     (one_id, phone), _ = subjects(first_export)
     digits = phone[-11:]
     tables = erasable_tables(spark)
@@ -347,18 +379,28 @@ def test_erasing_by_a_refused_placeholder_phone_is_refused_and_deletes_nothing(s
     assert spark.table("silver.identifiers").where(F.col("id_value") == placeholder["id_value"]).count() == carriers
 
 
-def test_after_maintenance_no_file_under_the_lakehouse_holds_the_phone(spark, settings, lakehouse, first_export):
-    """cdp maintain: every table compacted (the per-person ones Z-ordered), then vacuumed at once."""
+def test_after_maintenance_no_file_under_the_lakehouse_holds_the_erased_persons_values(spark, settings, lakehouse,
+                                                                                        first_export, personal_values):
+    """cdp maintain: every table compacted (the per-person tables Z-ordered), then vacuumed at once. After
+    an erasure and maintenance, the erased person's phone, e-mail, 身份证 number and name are in no file
+    under the lakehouse — Delta data and logs, change-feed files, checkpoints, the catalog — while another
+    person's are; nor is the phone of the subject erased earlier."""
     from cdp.operations.maintenance import maintain
     from cdp.tables import LAYOUT
 
-    (_, phone), _ = subjects(first_export)
-    before = files_holding(lakehouse, phone[-11:])
-    assert any(path.endswith(".parquet") for path in before)  # old versions still hold it: time travel reads them
+    (erased, erased_values), (kept, kept_values) = sorted(personal_values.items())
+    assert sorted(erased_values) == sorted(kept_values) == ["email", "id_card", "name", "phone"]
+    erase(spark, settings, one_id=erased, reason="ticket 4713", actor="dpo")
+    before = files_holding(lakehouse, erased_values)
+    assert all(any(f.endswith(".parquet") for f in files) for files in before.values()), before  # old versions: time travel
     result = maintain(spark, settings, retention_hours=0)
     assert {o.table for o in result.optimized if o.zorder_by} == {t for t in LAYOUT if spark.catalog.tableExists(t)}
     assert result.vacuumed.tables == len(result.optimized) >= 30
-    assert files_holding(lakehouse, phone[-11:]) == []
+    assert files_holding(lakehouse, erased_values) == {"email": [], "id_card": [], "name": [], "phone": []}
+    assert files_holding(lakehouse, {"phone": subjects(first_export)[0][1][-11:]}) == {"phone": []}  # the first erasure's
+    kept_files = files_holding(lakehouse, kept_values)
+    assert {kind: any("silver.db/" in f for f in files) for kind, files in kept_files.items()} == {
+        "email": True, "id_card": True, "name": True, "phone": True}
 
 
 def land(folder: Path, name: str, header: str, row: str) -> None:

@@ -139,3 +139,22 @@ def test_a_roles_server_signs_in_its_users_only_and_serves_only_the_roles_views(
     assert reasons[3] == "TABLE_OR_VIEW_NOT_FOUND"
     assert {json.loads(r["details"])["role"] for r in audit} == {"analyst", "marketer"}
     assert marketer.stdout.split() == ["n", str(audit[0]["consented"])]
+
+
+def test_an_endpoint_that_would_expose_everything_or_admit_nobody_does_not_start(env, tmp_path):
+    """Refused before Spark starts, with the fix: the owner's endpoint beyond this machine, a role's
+    endpoint without users of the role, an unknown role, a short password."""
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "cdp"), *args], input=stdin, cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**env, "CDP_SQL_USERS": str(tmp_path / "sql-users")})
+
+    exposed = run("sql-server", "--host", "0.0.0.0")
+    assert exposed.returncode == 2 and "listens on this machine only. Fix: serve a role" in exposed.stderr
+    nobody = run("sql-server", "--role", "steward")
+    assert nobody.returncode == 2 and "no user of role 'steward'" in nobody.stderr
+    assert "Fix: cdp sql-user add NAME --role steward" in " ".join(nobody.stderr.split())
+    unknown = run("sql-user", "add", "eve", "--role", "admin", "--password-stdin", stdin="a-long-enough-password\n")
+    assert unknown.returncode == 2 and "has no role 'admin'" in unknown.stderr
+    short = run("sql-user", "add", "eve", "--role", "analyst", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "shorter than 12 characters" in short.stderr
+    assert not (tmp_path / "sql-users").exists()
