@@ -137,6 +137,18 @@ def test_event_windows_and_search_interest(tags):
     assert [k for k, v in column(tags, "highly_active").items() if v] == ["p5"]
 
 
+def test_realtime_tags_over_events(tags):
+    """The tags `cdp stream` keeps current, as the daily run computes them (events after the run date
+    unseen; times in the session's zone, Asia/Shanghai, for times made at noon UTC)."""
+    assert {c: column(tags, c)["p5"] for c in ("last_event_at", "last_channel", "last_viewed_page", "views_today",
+                                               "cart_adds_7d")} == {
+        "last_event_at": "2026-10-31 20:00:00", "last_channel": "wechat", "last_viewed_page": "/pages/index/index",
+        "views_today": 0, "cart_adds_7d": 1}
+    assert {c: column(tags, c)["p1"] for c in ("last_event_at", "last_viewed_page", "views_today")} == {
+        "last_event_at": "2026-09-22 20:00:00", "last_viewed_page": None, "views_today": 0}
+    assert column(tags, "last_event_at")["p2"] is None
+
+
 def test_profile_tags_and_scenarios(tags):
     assert column(tags, "age_band") == {
         "p1": "35-44", "p2": "18-24", "p3": None, "p4": "55+", "p5": None, "p6": "35-44", "p7": None, "p8": None,
@@ -153,6 +165,7 @@ def test_long_form_keeps_true_booleans_and_values(spark, settings, inputs):
     assert rows == {
         ("tenure_days", "3"), ("active_recent", "true"), ("purchase_count", "0"), ("refund_count", "1"),
         ("views_30d", "0"), ("cart_adds_30d", "0"), ("coupon_claims_90d", "0"), ("lifecycle_stage", "潜客"),
+        ("views_today", "0"), ("cart_adds_7d", "0"),
     }
 
 
@@ -171,7 +184,7 @@ def test_tags_over_the_daily_summaries_equal_tags_over_the_rows(spark, settings,
         entities[name] = (expand(summary), DAY)
         kept[name + "_rows"] = summary.count()
     assert kept == {"orders": ["amount", "status", "payment_method", "channel"], "orders_rows": 14,
-                    "events": ["event_type", "page"], "events_rows": 10}
+                    "events": ["event_time", "event_type", "page", "channel"], "events_rows": 10}
     wide = compute_tags(spark, settings.tags, Inputs(inputs.profile, entities), RUN)
     assert {row["one_id"]: row.asDict() for row in wide.collect()} == tags
     # Two rows of a day that agree on every read column are one summary row that counts 2.
@@ -237,7 +250,7 @@ def test_the_shipped_library_has_three_layers_and_compiles(spark, settings, inpu
     lib = settings.tags
     layers = [t.layer for t in lib.tags.values()]
     assert len(lib.tags) >= 20 and {layer: layers.count(layer) for layer in set(layers)} == {
-        "atomic": 24, "derived": 11, "scenario": 4}
+        "atomic": 29, "derived": 11, "scenario": 4}
     compile_library(spark, lib, inputs, RUN)
 
 

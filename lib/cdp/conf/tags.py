@@ -31,6 +31,7 @@ SPARK_TYPES = {
 # What a tag of each layer may read: atomic tags read data, the others read tags.
 LAYER_RANK = {"atomic": 0, "derived": 1, "scenario": 2}
 RESERVED = {"one_id", "run_date", "days_ago", "tag", "profile"}
+REALTIME_SOURCE = "events"  # the entity whose sources `cdp stream` follows
 
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
@@ -66,6 +67,9 @@ class Tag(Strict):
     # gold.tag_history keeps when persons entered and left each value; by default for categories
     # (boolean, string and scored tags), not for measures that change every day (days since …)
     history: bool | None = None
+    # also kept current by `cdp stream` in gold.realtime_tags, from each event as it lands (an
+    # aggregate over the person's events, with the same expression the daily run computes)
+    realtime: bool = False
 
     @model_validator(mode="after")
     def _layer_fields(self, info: ValidationInfo) -> Tag:
@@ -83,6 +87,9 @@ class Tag(Strict):
                     raise ValueError(f"`{key}` is for atomic tags only; a {self.layer} tag reads other tags")
         if self.score is not None and self.type != "integer":
             raise ValueError("a scored tag is an integer (its bin, 1 … bins); set `type: integer`")
+        if self.realtime and (self.layer != "atomic" or self.source != REALTIME_SOURCE or self.score is not None):
+            raise ValueError(f"a realtime tag is an unscored atomic aggregate over `source: {REALTIME_SOURCE}`, "
+                             "the entity `cdp stream` reads as it lands")
         if self.default is not None and self.source == "profile":
             raise ValueError("`default` is for orders/events aggregates (persons with no rows); use coalesce() here")
         return self

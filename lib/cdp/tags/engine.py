@@ -127,19 +127,27 @@ def compute_tags(spark: SparkSession, library: TagLibrary, inputs: Inputs, run_d
     for source in sorted({library.tags[c].source for c in atomic} - {"profile"}):
         codes = [c for c in atomic if library.tags[c].source == source]
         if codes:
-            aggregated = inputs.source(source, run_date).groupBy("one_id").agg(
-                *[typed(c, F.expr(library.expression(c))) for c in codes]
-            )
-            frame = frame.join(aggregated, "one_id", "left").withColumns({
-                c: F.coalesce(F.col(c), F.lit(library.tags[c].default).cast(library.tags[c].spark_type))
-                for c in codes if library.tags[c].default is not None
-            })
+            frame = frame.join(aggregated(library, inputs, source, codes, run_date), "one_id", "left")
+            frame = frame.withColumns(defaults(library, codes))
     frame = _scored(frame, library, [c for c in atomic if library.tags[c].score is not None])
     for code in library.order():
         if library.tags[code].layer != "atomic":
             frame = frame.withColumn(code, typed(code, F.expr(library.expression(code))))
     booleans = {c: F.coalesce(F.col(c), F.lit(False)) for c, t in library.tags.items() if t.type == "boolean"}
     return frame.withColumns(booleans).select("one_id", *library.tags)
+
+
+def aggregated(library: TagLibrary, inputs: Inputs, source: str, codes: list[str], run_date: date) -> DataFrame:
+    """(one_id, code…): the unscored atomic aggregates `codes` over each person's rows of `source`
+    (persons without rows are absent: see defaults)."""
+    return inputs.source(source, run_date).groupBy("one_id").agg(
+        *[F.expr(library.expression(c)).cast(library.tags[c].spark_type).alias(c) for c in codes])
+
+
+def defaults(library: TagLibrary, codes: list[str]) -> dict[str, Column]:
+    """Each aggregate's `default` where it has none (a person without rows)."""
+    return {c: F.coalesce(F.col(c), F.lit(library.tags[c].default).cast(library.tags[c].spark_type))
+            for c in codes if library.tags[c].default is not None}
 
 
 def to_long(wide: DataFrame, library: TagLibrary, run_date: date, computed_at: datetime) -> DataFrame:
