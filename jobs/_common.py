@@ -20,6 +20,8 @@ def parse_arguments(stage: str) -> argparse.Namespace:
     parser.add_argument("--conf-dir", default=None, help="folder holding pipeline.yaml")
     parser.add_argument("--as-of", default=None, type=run_date, help="run date YYYY-MM-DD (default: today)")
     parser.add_argument("--full", action="store_true", help="silver: rebuild from all of bronze; identity and gold: recompute every person (not only what changed)")
+    if stage == "stream":
+        parser.add_argument("--once", action="store_true", help="process the event files landed now, then stop")
     return parser.parse_args()
 
 
@@ -80,6 +82,20 @@ def maintain_main() -> int:
         return 0
 
     return with_session("maintain", run)
+
+
+def stream_main() -> int:
+    """`cdp stream` as a spark-submit application: real-time tags from events as they land, until
+    SIGTERM (or, with --once, until the files landed now are processed)."""
+
+    def run(spark, settings, args) -> int:
+        from cdp.stages.stream import run_stream
+
+        done = run_stream(spark, settings, once=args.once)
+        print(f"stream: {done.batches} batches, {done.rows} rows in {done.seconds:.1f}s")
+        return 0
+
+    return with_session("stream", run)
 
 
 def with_session(name: str, run) -> int:

@@ -48,6 +48,7 @@ def test_release_holds_exactly_the_files_spark_submit_needs(release):
         f"jars/{STAGED_DELTA}", f"jars/{STAGED_GRAPHFRAMES}",
         "jars/packages.txt",
         "jobs/_common.py", "jobs/all.py", "jobs/bronze.py", "jobs/gold.py", "jobs/identity.py", "jobs/maintain.py", "jobs/silver.py",
+        "jobs/stream.py",
         "requirements.txt",
         "spark.properties",
     ]

@@ -822,6 +822,25 @@ def maintain(
               highlight=False)
 
 
+@app.command()
+def stream(
+    once: bool = typer.Option(False, "--once", help="Process the event files landed now, then stop (cron-style runs, tests)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Real-time profiles (实时画像): follow the event sources' landing folders and keep each person's
+    realtime tags (conf/tags.yaml `realtime: true`) current in gold.realtime_tags, seconds after a
+    file lands; until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
+    from cdp.spark import spark_session
+    from cdp.stages.stream import run_stream
+
+    configure_logging()
+    settings = _settings(profile, conf_dir)
+    with spark_session(settings, app_name="cdp-stream") as spark:
+        done = run_stream(spark, settings, once=once)
+    out.print(f"stream: {done.batches} batches, {done.rows:,} rows in {done.seconds:.1f}s", highlight=False)
+
+
 @app.command("submit-args")
 def submit_args(profile: Optional[str] = ProfileOption, conf_dir: Optional[Path] = ConfDirOption) -> None:
     """Print the spark-submit options (jars and confs) a job needs for this profile, shell-quoted."""

@@ -76,6 +76,8 @@ CONSENT = "gold.consent_state"
 AUDIENCES = "gold.audience_members"
 AUDIENCE_HISTORY = "gold.audience_history"
 AUDIENCE_RUNS = "gold.audience_runs"
+REALTIME_EVENTS = "gold.realtime_events"
+REALTIME_TAGS = "gold.realtime_tags"
 
 JOB_RUNS = "ops.job_runs"
 INGEST_LOG = "ops.ingest_log"
@@ -85,6 +87,7 @@ STAGE_CURSORS = "ops.stage_cursors"
 QUALITY_METRICS = "ops.quality_metrics"
 AUDIT_LOG = "ops.audit_log"
 ERASURE_LEDGER = "ops.erasure_ledger"
+STREAM_PROGRESS = "ops.stream_progress"
 
 # How `cdp maintain` lays out the tables read by person or by audience: OPTIMIZE … ZORDER BY these
 # columns, the only ones Delta keeps per-file statistics for (delta.dataSkippingStatsColumns). Each is
@@ -123,6 +126,8 @@ TABLES: tuple[Table, ...] = (
     Table(AUDIENCES, "audience members (人群圈选), consent-filtered for each audience's purpose"),
     Table(AUDIENCE_HISTORY, "when each person entered and left each audience (SCD2)"),
     Table(AUDIENCE_RUNS, "each audience's size, entries and exits per gold run"),
+    Table(REALTIME_EVENTS, "the events `cdp stream` saw in the last keep_days days, resolved to a one_id (or a provisional one)"),
+    Table(REALTIME_TAGS, "the realtime tags of each person with recent events, current to the last stream batch"),
     Table(JOB_RUNS, "one row per stage run: status, metrics, rows read and written"),
     Table(INGEST_LOG, "every landed file ingested, with its size, modification time and rows"),
     Table(SCHEMA_DRIFT, "landed files whose columns differ from the declared ones"),
@@ -131,6 +136,7 @@ TABLES: tuple[Table, ...] = (
     Table(QUALITY_METRICS, "one row per quality rule per silver run"),
     Table(AUDIT_LOG, "who did what with personal data (append-only)"),
     Table(ERASURE_LEDGER, "hashed tombstones of erased subjects' identifiers"),
+    Table(STREAM_PROGRESS, "one row per stream batch: rows, refused, persons, latency from landing"),
 )
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -69,10 +69,19 @@ class Jars(Strict):
         return value
 
 
+class Stream(Strict):
+    """`cdp stream`: how often it looks for new event files, how many it takes per batch, and how many
+    days of events it keeps for the realtime tags (their longest window)."""
+    trigger_seconds: float = Field(2.0, gt=0, le=3600)
+    max_files_per_trigger: int = Field(1000, ge=1)
+    keep_days: int = Field(30, ge=1, le=3660)
+
+
 class PipelineConfig(Strict):
     default_profile: str
     profiles: dict[str, Profile]
     jars: Jars
+    stream: Stream = Field(default_factory=Stream)
 
     @model_validator(mode="after")
     def _default_exists(self) -> PipelineConfig:

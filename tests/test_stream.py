@@ -1,0 +1,90 @@
+"""Real-time profiles (`cdp stream`) on the suite's pipeline lakehouse (tests/conftest.py): event files
+landed now become realtime tags in one micro-batch; a rerun with nothing new changes nothing; an
+unknown device gets a provisional id, which the daily run's identity replaces at the stream's next
+start; and the realtime tags equal what the daily gold run computes over the same events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import functions as F
+
+from cdp.pipeline import run_stages
+from cdp.stages.stream import run_stream
+from cdp.tables import REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS
+
+REALTIME = ["cart_adds_7d", "last_channel", "last_event_at", "last_viewed_page", "views_today"]
+UNKNOWN_OPENID = "oTESTunknownDevice000000000001"
+
+
+def quiet_person(spark, since: datetime) -> tuple[str, str, str]:
+    """(one_id, openid, unionid) of a person whose openid names them alone, with no event since `since`
+    (the unionid: theirs, or a new one when they have none — a second would split them)."""
+    recent = (spark.table("silver.events").where(F.col("event_time") >= F.lit(since))
+              .join(spark.table("identity.oneid_map"), ["source", "record_key"]).select("one_id"))
+    row = (spark.table("gold.identity_map").where((F.col("id_type") == "openid") & F.col("id_value").isNotNull())
+           .groupBy("id_hash").agg(F.collect_set("one_id").alias("holders"), F.min("id_value").alias("openid"))
+           .where(F.size("holders") == 1).select(F.col("holders")[0].alias("one_id"), "openid")
+           .join(recent, "one_id", "left_anti").orderBy("one_id").first())
+    unionid = (spark.table("silver.identifiers").where(F.col("id_type") == "unionid")
+               .join(spark.table("identity.oneid_map").where(F.col("one_id") == row["one_id"]), ["source", "record_key"])
+               .agg(F.min("id_value").alias("unionid")).first()["unionid"])
+    return row["one_id"], row["openid"], unionid or "oUTESTquietPersonUnion00001"
+
+
+def tags_of(spark, table: str, one_id: str) -> dict[str, str]:
+    return {r["tag_code"]: r["value"] for r in spark.table(table).where(
+        (F.col("one_id") == one_id) & F.col("tag_code").isin(*REALTIME)).collect()}
+
+
+def test_landed_events_become_realtime_tags_once_and_equal_the_daily_run(spark, settings, data_dir, pipeline_run):
+    zone = ZoneInfo(settings.profile.timezone)
+    now = datetime.now(zone).replace(microsecond=0)
+    person, openid, unionid = quiet_person(spark, now - timedelta(days=settings.pipeline.stream.keep_days))
+    unionids = {openid: unionid, UNKNOWN_OPENID: "oUTESTunknownDeviceUnion001"}
+    times = [now - timedelta(seconds=s) for s in (30, 20, 10, 5)]
+    events = [
+        ("page_view", "/pages/index/index", openid, times[0]),
+        ("product_view", "/pages/goods/detail?id=42", openid, times[1]),
+        ("add_to_cart", "/pages/goods/detail?id=42", openid, times[2]),
+        ("page_view", "/pages/search/result?kw=abc", UNKNOWN_OPENID, times[3]),
+    ]
+    folder = Path(data_dir) / "landing" / "wechat_events"
+    (folder / "wechat_events_part-9101.jsonl").write_text("".join(json.dumps({
+        "event_id": f"wx_rt{i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": who, "unionid": unionids[who],
+        "event_type": kind, "page": page, "ts": int(at.timestamp() * 1000)}) + "\n" for i, (kind, page, who, at) in enumerate(events)), encoding="utf-8")
+
+    first = run_stream(spark, settings, once=True)
+    assert first.batches >= 1
+    today = now.date()
+    views_today = sum(1 for kind, _, who, at in events if who == openid and kind.endswith("view") and at.date() == today)
+    assert tags_of(spark, REALTIME_TAGS, person) == {
+        "last_event_at": times[2].strftime("%Y-%m-%d %H:%M:%S"), "last_channel": "wechat",
+        "last_viewed_page": "/pages/goods/detail?id=42", "views_today": str(views_today), "cart_adds_7d": "1"}
+    unknown = spark.table(REALTIME_EVENTS).where(F.col("record_key") == "wx_rt0000003").collect()
+    assert [(r["provisional"], r["one_id"][:4]) for r in unknown] == [(True, "tmp_")]
+    provisional = unknown[0]["one_id"]
+    assert tags_of(spark, REALTIME_TAGS, provisional)["views_today"] == str(int(times[3].date() == today))
+    progress = spark.table(STREAM_PROGRESS).orderBy("batch_id").collect()
+    assert sum(r["rows"] for r in progress) >= len(events) and progress[-1]["latency_max_s"] is not None
+
+    # nothing new: no batch, nothing written
+    kept, tag_rows = spark.table(REALTIME_EVENTS).count(), sorted(map(tuple, spark.table(REALTIME_TAGS).collect()))
+    assert run_stream(spark, settings, once=True).batches == 0
+    assert (spark.table(REALTIME_EVENTS).count(), sorted(map(tuple, spark.table(REALTIME_TAGS).collect()))) == (
+        kept, tag_rows)
+
+    # the daily run learns the unknown device; the stream's next start re-keys its events
+    outcomes = run_stages(spark, settings, "all", today)
+    assert [o.status for o in outcomes] == ["succeeded"] * 4
+    learned = (spark.table("identity.oneid_map").where(F.col("record_key") == "wx_rt0000003")
+               .select("one_id").first()["one_id"])
+    run_stream(spark, settings, once=True)
+    assert [(r["one_id"], r["provisional"]) for r in
+            spark.table(REALTIME_EVENTS).where(F.col("record_key") == "wx_rt0000003").collect()] == [(learned, False)]
+    assert tags_of(spark, REALTIME_TAGS, provisional) == {}
+    for one_id in (person, learned):  # the stream's values are the daily run's, over the same events
+        assert tags_of(spark, REALTIME_TAGS, one_id) == tags_of(spark, "gold.customer_tags", one_id), one_id
