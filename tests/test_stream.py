@@ -1,7 +1,8 @@
 """Real-time profiles (`cdp stream`) on the suite's pipeline lakehouse (tests/conftest.py): event files
 landed now become realtime tags in one micro-batch; a rerun with nothing new changes nothing; an
 unknown device gets a provisional id, which the daily run's identity replaces at the stream's next
-start; and the realtime tags equal what the daily gold run computes over the same events."""
+start; the realtime tags equal what the daily gold run computes over the same events; and an
+erasure reaches what the stream keeps under a provisional id, whose next events then stay out."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from pyspark.sql import functions as F
 
+from cdp.operations.erasure import erase
 from cdp.pipeline import run_stages
 from cdp.stages.stream import run_stream
 from cdp.tables import REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS
@@ -35,6 +37,15 @@ def quiet_person(spark, since: datetime) -> tuple[str, str, str]:
     return row["one_id"], row["openid"], unionid or "oUTESTquietPersonUnion00001"
 
 
+def land(data_dir, name: str, events: list[tuple], unionids: dict[str, str], first: int = 0) -> None:
+    """A mini-program event file: (event_type, page, openid, time) each, ids wx_rt0000000 on from `first`."""
+    folder = Path(data_dir) / "landing" / "wechat_events"
+    (folder / name).write_text("".join(json.dumps({
+        "event_id": f"wx_rt{first + i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": who, "unionid": unionids[who],
+        "event_type": kind, "page": page, "ts": int(at.timestamp() * 1000)}) + "\n"
+        for i, (kind, page, who, at) in enumerate(events)), encoding="utf-8")
+
+
 def tags_of(spark, table: str, one_id: str) -> dict[str, str]:
     return {r["tag_code"]: r["value"] for r in spark.table(table).where(
         (F.col("one_id") == one_id) & F.col("tag_code").isin(*REALTIME)).collect()}
@@ -52,10 +63,7 @@ def test_landed_events_become_realtime_tags_once_and_equal_the_daily_run(spark, 
         ("add_to_cart", "/pages/goods/detail?id=42", openid, times[2]),
         ("page_view", "/pages/search/result?kw=abc", UNKNOWN_OPENID, times[3]),
     ]
-    folder = Path(data_dir) / "landing" / "wechat_events"
-    (folder / "wechat_events_part-9101.jsonl").write_text("".join(json.dumps({
-        "event_id": f"wx_rt{i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": who, "unionid": unionids[who],
-        "event_type": kind, "page": page, "ts": int(at.timestamp() * 1000)}) + "\n" for i, (kind, page, who, at) in enumerate(events)), encoding="utf-8")
+    land(data_dir, "wechat_events_part-9101.jsonl", events, unionids)
 
     first = run_stream(spark, settings, once=True)
     assert first.batches >= 1
@@ -88,3 +96,19 @@ def test_landed_events_become_realtime_tags_once_and_equal_the_daily_run(spark, 
     assert tags_of(spark, REALTIME_TAGS, provisional) == {}
     for one_id in (person, learned):  # the stream's values are the daily run's, over the same events
         assert tags_of(spark, REALTIME_TAGS, one_id) == tags_of(spark, "gold.customer_tags", one_id), one_id
+
+    # an erasure by an identifier only the stream has seen: its provisional events and tags go, and
+    # its next events stay out
+    device = "oTESTerasedDevice00000000002"
+    unionids[device] = "oUTESTerasedDeviceUnion0002"
+    land(data_dir, "wechat_events_part-9102.jsonl", [("page_view", "/pages/index/index", device, now)], unionids, 10)
+    run_stream(spark, settings, once=True)
+    (kept_event,) = spark.table(REALTIME_EVENTS).where(F.col("record_key") == "wx_rt0000010").collect()
+    assert kept_event["provisional"] and tags_of(spark, REALTIME_TAGS, kept_event["one_id"])["views_today"] == "1"
+    erase(spark, settings, identifiers=[("openid", device)], reason="ticket 4714", actor="dpo")
+    assert spark.table(REALTIME_EVENTS).where(F.col("record_key") == "wx_rt0000010").count() == 0
+    assert spark.table(REALTIME_TAGS).where(F.col("one_id") == kept_event["one_id"]).count() == 0
+    land(data_dir, "wechat_events_part-9103.jsonl", [("page_view", "/pages/index/index", device, now)], unionids, 11)
+    run_stream(spark, settings, once=True)
+    assert spark.table(REALTIME_EVENTS).where(F.col("record_key") == "wx_rt0000011").count() == 0
+    assert spark.table(STREAM_PROGRESS).orderBy(F.col("finished_at").desc()).first()["erased"] == 1

@@ -46,6 +46,7 @@ from cdp.lakehouse import filesystem, table_exists
 from cdp.tables import ERASURE_LEDGER as LEDGER
 from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, bronze_table
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
+from cdp.realtime import PROVISIONAL
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ class Subject:
     one_ids: set[str]
     records: list[tuple[str, str]]
     needles: list[str]
+    hashes: list[str] = field(default_factory=list)  # keyed hashes of the own identifiers (gold.realtime_events)
 
 
 def _fingerprint(columns: list[tuple[str, str]], prefix: str = "") -> Column:
@@ -238,6 +240,8 @@ def matching_rows(spark: SparkSession, table: str, subject: Subject, bronze_key:
             conditions.append(F.concat_ws(_SEP, f"source{suffix}", f"record_key{suffix}").isin(*records))
     if bronze_key is not None and "_source" in names and records:  # a bronze row: its key as silver makes it
         conditions.append(F.concat_ws(_SEP, F.col("_source"), bronze_key).isin(*records))
+    if "id_hashes" in names and subject.hashes:  # an event the stream kept, under any id
+        conditions.append(F.arrays_overlap("id_hashes", F.array(*[F.lit(h) for h in subject.hashes])))
     if by_text and subject.needles:
         flat = _flat_text(columns)
         conditions.append(F.exists(F.array(*[F.lit(n) for n in subject.needles]), lambda n: F.instr(flat, n) > 0))
@@ -317,7 +321,10 @@ def erase(spark: SparkSession, settings: Settings, *, phone: str | None = None, 
     subject = resolve_subject(spark, seeds, one_id, confirm_persons)
     erasure_id = f"erasure-{uuid4().hex[:12]}"
     keys = [(r["source"], r["record_key"]) for r in subject.records.collect()]
-    rows = Subject(subject.one_ids, keys, needles(subject.own))
+    hashes = [keyed_hash_text(f"{id_type}:{value}", hash_key) for id_type, value in subject.own]
+    # the stream's provisional ids of the subject's own identifiers (cdp.realtime): their tags go too
+    provisional = {f"{PROVISIONAL}{h[:16]}" for h in hashes}
+    rows = Subject(subject.one_ids | provisional, keys, needles(subject.own), hashes)
     if dry_run:
         tombstones = len(subject.own)
     else:

@@ -11,15 +11,16 @@ micro-batch:
    new identity run counts from the next batch), or a provisional id (cdp.realtime);
 3. appends the events of the last `stream.keep_days` days to gold.realtime_events — only their
    time, the columns the realtime tags read, and their identifiers' keyed hashes (for re-keying) —
-   idempotently: a retried batch is the
-   same Delta transaction (txnAppId = the query's id, txnVersion = the batch id) and is skipped;
+   idempotently (events carrying an identifier of an erased subject, ops.erasure_ledger, stay
+   out): a retried batch is the same Delta transaction (txnAppId = the query's id, txnVersion =
+   the batch id) and is skipped;
 4. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
    gold.realtime_tags (a retried batch computes the same values);
 5. appends a row to ops.stream_progress: rows, refused, persons, and the latency from each file's
    landing (its modification time) to the tags' commit.
 
-When the identity map changes (a daily identity and gold run), the stream's next start or batch re-resolves
-every kept event — provisional ids learn their person, merged and split persons are re-keyed — and
+When the identity map changes (a daily identity and gold run), the stream's next start or batch
+re-resolves every kept event — provisional ids learn their person, merged and split persons are re-keyed — and
 recomputes the tags of every person whose events moved. Events older than `stream.keep_days` are
 dropped then too.
 """
@@ -52,7 +53,9 @@ from cdp.realtime import (
 )
 from cdp.stages.bronze import delivered_schema, with_ingestion_metadata, with_position
 from cdp.stages.silver import checked_rows
-from cdp.tables import CORRUPT_RECORD, IDENTITY_MAP, REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS
+from cdp.tables import (
+    CORRUPT_RECORD, ERASURE_LEDGER, IDENTITY_MAP, REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ QUERY_NAME = "cdp-events"
 TAGS_SCHEMA = "one_id string, tag_code string, value string, tag_version int, as_of date, computed_at timestamp"
 PROGRESS_SCHEMA = (
     "query_id string, batch_id long, started_at timestamp, finished_at timestamp, rows long, refused long, "
-    "persons long, provisional long, rekeyed long, identity_version long, latency_p50_s double, "
+    "erased long, persons long, provisional long, rekeyed long, identity_version long, latency_p50_s double, "
     "latency_max_s double, seconds double"
 )
 
@@ -126,6 +129,8 @@ class EventBatches:
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
         events = checked.where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
         people = self.resolve(events)
+        erased = self.erased(people)
+        people = people.join(erased, ["source", "record_key"], "left_anti")
         rows = (events.join(people, ["source", "record_key"])
                 .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
                         F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
@@ -136,7 +141,7 @@ class EventBatches:
         finished = datetime.now(timezone.utc)
         landed_at = [r["landed_at"] for r in rows.select("landed_at").distinct().collect() if r["landed_at"]]
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds() for t in landed_at)
-        progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, len(persons),
+        progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, erased.count(), len(persons),
                      rows.where("provisional").select("one_id").distinct().count(), rekeyed, self.identity_version,
                      latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
                      (finished - started).total_seconds())]
@@ -165,6 +170,15 @@ class EventBatches:
         people = resolved(identifiers, self.lookup)
         bare = events.select("source", "record_key").join(people, ["source", "record_key"], "left_anti")
         return people.unionByName(unidentified(bare, self.keys))
+
+    def erased(self, people: DataFrame) -> DataFrame:
+        """(source, record_key) of the events carrying an identifier of an erased subject
+        (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run."""
+        if not table_exists(self.spark, ERASURE_LEDGER):
+            return people.select("source", "record_key").limit(0)
+        tombstones = self.spark.table(ERASURE_LEDGER).select("key_hash").distinct()
+        return (people.select("source", "record_key", F.explode("id_hashes").alias("key_hash"))
+                .join(F.broadcast(tombstones), "key_hash").select("source", "record_key").distinct()).localCheckpoint()
 
     def rekey(self) -> int:
         """Every kept event resolved again through the new map; events older than keep_days dropped;
