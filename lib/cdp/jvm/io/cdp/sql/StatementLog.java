@@ -8,6 +8,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import org.apache.spark.scheduler.SparkListener;
 import org.apache.spark.scheduler.SparkListenerEvent;
 import org.apache.spark.sql.hive.thriftserver.ui.SparkListenerThriftServerOperationCanceled;
+import org.apache.spark.sql.hive.thriftserver.ui.SparkListenerThriftServerOperationClosed;
 import org.apache.spark.sql.hive.thriftserver.ui.SparkListenerThriftServerOperationError;
 import org.apache.spark.sql.hive.thriftserver.ui.SparkListenerThriftServerOperationFinish;
 import org.apache.spark.sql.hive.thriftserver.ui.SparkListenerThriftServerOperationStart;
@@ -38,6 +39,10 @@ public final class StatementLog extends SparkListener {
         } else if (event instanceof SparkListenerThriftServerOperationCanceled) {
             SparkListenerThriftServerOperationCanceled canceled = (SparkListenerThriftServerOperationCanceled) event;
             end(canceled.id(), canceled.finishTime(), "canceled", "");
+        } else if (event instanceof SparkListenerThriftServerOperationClosed) {
+            // closed without an end of its own (a client gone mid-statement): ended now, nothing kept behind
+            SparkListenerThriftServerOperationClosed closed = (SparkListenerThriftServerOperationClosed) event;
+            end(closed.id(), closed.closeTime(), "canceled", "closed by the client");
         }
     }
 
