@@ -13,8 +13,6 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from cli import BIN, ROOT, cdp
 from cdp.conf import load_settings
 from cdp.operations.sql_access import fingerprint, password_line
@@ -23,16 +21,6 @@ from test_end_to_end import free_port, wait_for_port
 
 PASSWORDS = {"ana": "correct-horse-battery", "mo": "marketer-password-1"}
 REFUSED = "role analyst reads only the views of the database analyst: "
-
-
-@pytest.fixture(scope="module")
-def env(cli_env) -> dict[str, str]:
-    return cli_env
-
-
-@pytest.fixture(scope="module")
-def pipeline(cli_pipeline):
-    return cli_pipeline
 
 
 def beeline(env, port: int, user: str, password: str, sql: str) -> subprocess.CompletedProcess:
@@ -63,7 +51,8 @@ def add_user(env, name: str, role: str) -> subprocess.CompletedProcess:
                           input=PASSWORDS[name] + "\n", cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_a_roles_server_signs_in_its_users_only_and_serves_only_the_roles_views(env, pipeline, tmp_path):
+def test_a_roles_server_signs_in_its_users_only_and_serves_only_the_roles_views(cli_env, cli_pipeline, tmp_path):
+    env = cli_env
     users = tmp_path / "sql-users"
     jars = Path(os.environ.get("CDP_TEST_JARS_DIR", ROOT / "jars" / "staged"))
     env = {**env, "CDP_SQL_USERS": str(users), "CDP_JARS_DIR": str(jars)}
@@ -141,12 +130,12 @@ def test_a_roles_server_signs_in_its_users_only_and_serves_only_the_roles_views(
     assert marketer.stdout.split() == ["n", str(audit[0]["consented"])]
 
 
-def test_an_endpoint_that_would_expose_everything_or_admit_nobody_does_not_start(env, tmp_path):
+def test_an_endpoint_that_would_expose_everything_or_admit_nobody_does_not_start(cli_env, tmp_path):
     """Refused before Spark starts, with the fix: the owner's endpoint beyond this machine, a role's
     endpoint without users of the role, an unknown role, a short password."""
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "cdp"), *args], input=stdin, cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, env={**env, "CDP_SQL_USERS": str(tmp_path / "sql-users")})
+                              timeout=120, env={**cli_env, "CDP_SQL_USERS": str(tmp_path / "sql-users")})
 
     exposed = run("sql-server", "--host", "0.0.0.0")
     assert exposed.returncode == 2 and "listens on this machine only. Fix: serve a role" in exposed.stderr

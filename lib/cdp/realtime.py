@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from cdp.conf.tags import REALTIME_SOURCE, TagLibrary
 from cdp.privacy.protect import Keys, identifier_hash
-from cdp.tags.engine import Inputs, aggregated, defaults
+from cdp.tags.engine import Inputs, aggregated, defaults, to_long
 from cdp.tags.summaries import read_columns
 
 PROVISIONAL = "tmp_"
@@ -94,9 +94,4 @@ def realtime_tags(library: TagLibrary, events: DataFrame, today: date, computed_
     wide = aggregated(library, Inputs(events.limit(0), {REALTIME_SOURCE: (latest_events(events), EVENT_TIME)}),
                       REALTIME_SOURCE, codes, today)
     wide = wide.withColumns(defaults(library, codes))
-    entries = [F.struct(F.lit(c).alias("tag_code"), F.col(c).cast("string").alias("value"),
-                        F.lit(library.tags[c].version).alias("tag_version")) for c in codes]
-    return (wide.select("one_id", F.explode(F.array(*entries)).alias("t"))
-            .where(F.col("t.value").isNotNull())
-            .select("one_id", "t.tag_code", "t.value", "t.tag_version", F.lit(today).cast("date").alias("as_of"),
-                    F.lit(computed_at).cast("timestamp").alias("computed_at")))
+    return to_long(wide, library, today, computed_at, codes).withColumnRenamed("run_date", "as_of")

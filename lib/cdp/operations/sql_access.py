@@ -126,11 +126,12 @@ def _write(path: Path, lines: list[str]) -> None:
 # ---------------------------------------------------------------- sessions
 
 
-def role_conf(settings: Settings, role: str) -> dict[str, str]:
-    """The Spark conf of a role's session: the guard, the role, no SQL on files, the role's database
-    as the current one, and the guard's jar on the driver's class path."""
+def role_conf(settings: Settings, role: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The Spark conf of a role's session (over `base`, the profile's session_conf): the guard, the
+    role, no SQL on files, the role's database as the current one, and the guard's jar on the
+    driver's class path."""
     check_role(settings, role)
-    base = session_conf(settings)
+    base = base or session_conf(settings)
     jar = str(endpoint_jar())
     return {
         "spark.sql.extensions": f"{base['spark.sql.extensions']},io.cdp.sql.RoleGuard",
@@ -168,8 +169,8 @@ def fingerprint(text: str, key: bytes) -> str:
     return keyed_hash_text(" ".join(text.split()), key)
 
 
-def audit_statements(spark: SparkSession, settings: Settings, statements: list[Statement]) -> None:
-    key = load_keys(settings).hash_key
+def audit_statements(spark: SparkSession, key: bytes, statements: list[Statement]) -> None:
+    """One audit row per statement, fingerprinted with the hash key `key`."""
     append_events(spark, [event(
         "sql", actor=s.user, at=s.started, object=",".join(s.read) or None, destination=s.endpoint, status=s.status,
         details={"role": s.role, "fingerprint": fingerprint(s.text, key), "ended": s.ended.isoformat(),
@@ -178,12 +179,17 @@ def audit_statements(spark: SparkSession, settings: Settings, statements: list[S
     ) for s in statements])
 
 
+def refusal(message: str) -> str:
+    """The guard's own sentence out of the exception text around it."""
+    at = message.find("role ")
+    return message[at:].splitlines()[0] if at >= 0 else "refused"
+
+
 def _reason(statement: Statement) -> str:
     """Why a statement did not run: the guard's message (names only), or the error's class — never the
     rest of an error message, which may quote the statement's literals."""
     if statement.status == "refused":
-        at = statement.message.find("role ")
-        return statement.message[at:].splitlines()[0] if at >= 0 else "refused"
+        return refusal(statement.message)
     if statement.status == "error":
         found = re.search(r"\[([A-Z_.]+)\]", statement.message) or re.search(r"(\w+(Exception|Error))", statement.message)
         return found.group(1) if found else "error"
@@ -198,6 +204,7 @@ def role_runner(settings: Settings, role: str, actor: str | None = None
     with spark_session(settings, app_name=f"cdp-sql-{role}", extra_conf=role_conf(settings, role)) as spark:
         require_views(spark, settings, role)
         user = actor or current_actor()
+        key = load_keys(settings).hash_key
         context = spark.sparkContext
         guard = spark._jvm.io.cdp.sql.RoleGuard  # noqa: SLF001 - the guard's own bookkeeping
 
@@ -212,12 +219,12 @@ def role_runner(settings: Settings, role: str, actor: str | None = None
                 message = _java_message(exc)
                 status = "refused" if REFUSED_MARK in message else "error"
                 if status == "refused":
-                    raise AccessError(message[message.find("role "):].splitlines()[0]) from None
+                    raise AccessError(refusal(message)) from None
                 raise
             finally:
                 context.setLocalProperty("spark.jobGroup.id", None)
                 read = [v for v in str(guard.takeRead(group)).split(",") if v]
-                audit_statements(spark, settings, [Statement(user, role, f"cdp sql --role {role}", text, started,
+                audit_statements(spark, key, [Statement(user, role, f"cdp sql --role {role}", text, started,
                                                              datetime.now(timezone.utc), status, read, message)])
 
         yield run
@@ -234,7 +241,8 @@ def _java_message(exc: BaseException) -> str:
 def server_conf(settings: Settings, role: str, host: str, port: int, users: Path) -> dict[str, str]:
     """A role's Thrift server: the role's session, HiveServer2 on host:port with CUSTOM sign-in
     against the users file, and the statement log."""
-    conf = role_conf(settings, role)
+    base = session_conf(settings)
+    conf = role_conf(settings, role, base)
     staged = settings.pipeline.jars.staged_dir
     if not staged:
         # Thrift sessions load catalog classes from the driver class path, which spark.jars.packages does not reach.
@@ -243,7 +251,7 @@ def server_conf(settings: Settings, role: str, host: str, port: int, users: Path
     jars = [str(j) for j in sorted(Path(settings.resolve(staged)).glob("*.jar"))]
     conf["spark.driver.extraClassPath"] = os.pathsep.join([conf["spark.driver.extraClassPath"], *jars])
     # the sign-in check reads a fresh HiveConf, which sees Java system properties, not the server's conf
-    options = session_conf(settings).get("spark.driver.extraJavaOptions", "")
+    options = base.get("spark.driver.extraJavaOptions", "")
     conf["spark.driver.extraJavaOptions"] = f"{options} -D{CUSTOM_CLASS}=io.cdp.sql.PasswordFile".strip()
     conf.update({
         USERS_CONF: str(users.resolve()),
@@ -275,11 +283,12 @@ def serve(settings: Settings, role: str, host: str, port: int, users: Path,
         server = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
             spark._jsparkSession.sqlContext())  # noqa: SLF001
         endpoint = f"sql-server {role}@{host}:{port}"
+        key = load_keys(settings).hash_key
         on_ready(f"jdbc:hive2://{host}:{port}/{role}")
 
         def flush() -> None:
             ended = [_ended(list(row), role, endpoint) for row in jvm.io.cdp.sql.StatementLog.drain()]
-            audit_statements(spark, settings, ended)
+            audit_statements(spark, key, ended)
 
         while not stop.wait(flush_seconds):
             flush()

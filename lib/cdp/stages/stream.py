@@ -136,13 +136,14 @@ class EventBatches:
                         F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
                         F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
         self.append_once(rows, REALTIME_EVENTS, batch_id)
-        persons = [r["one_id"] for r in rows.select("one_id").distinct().collect()]
+        seen = rows.select("one_id", "provisional", "landed_at").distinct().collect()
+        persons = sorted({r["one_id"] for r in seen})
         self.refresh_tags(persons)
         finished = datetime.now(timezone.utc)
-        landed_at = [r["landed_at"] for r in rows.select("landed_at").distinct().collect() if r["landed_at"]]
-        latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds() for t in landed_at)
+        latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
+                           for t in {r["landed_at"] for r in seen if r["landed_at"]})
         progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, erased.count(), len(persons),
-                     rows.where("provisional").select("one_id").distinct().count(), rekeyed, self.identity_version,
+                     len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
                      latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
                      (finished - started).total_seconds())]
         self.append_once(spark.createDataFrame(progress, PROGRESS_SCHEMA), STREAM_PROGRESS, batch_id)
@@ -202,8 +203,8 @@ class EventBatches:
          .whenMatchedDelete(condition="m._old")
          .whenMatchedUpdate(set={"one_id": "m._person", "provisional": "false"})
          .execute())
-        touched = {r["one_id"] for r in moved.select("one_id").distinct().collect()}
-        touched |= {r["_person"] for r in moved.where(F.col("_person").isNotNull()).select("_person").distinct().collect()}
+        touched = {person for r in moved.select("one_id", "_person").distinct().collect()
+                   for person in (r["one_id"], r["_person"]) if person is not None}
         self.refresh_tags(sorted(touched))
         log.info("stream: identity map version %s: %d kept events re-keyed or dropped", self.identity_version, count)
         return count

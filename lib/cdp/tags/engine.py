@@ -150,11 +150,13 @@ def defaults(library: TagLibrary, codes: list[str]) -> dict[str, Column]:
             for c in codes if library.tags[c].default is not None}
 
 
-def to_long(wide: DataFrame, library: TagLibrary, run_date: date, computed_at: datetime) -> DataFrame:
+def to_long(wide: DataFrame, library: TagLibrary, run_date: date, computed_at: datetime,
+            codes: list[str] | None = None) -> DataFrame:
     """(one_id, tag_code, value, tag_version, run_date, computed_at): boolean tags only where true,
-    other tags where they have a value."""
+    other tags where they have a value; every tag of the library, or `codes`."""
     entries = []
-    for code, tag in library.tags.items():
+    for code in codes or list(library.tags):
+        tag = library.tags[code]
         column = F.col(code)
         value = F.when(column, F.lit("true")) if tag.type == "boolean" else column.cast("string")
         entries.append(F.struct(F.lit(code).alias("tag_code"), value.alias("value"),
