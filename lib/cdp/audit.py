@@ -23,7 +23,7 @@ AUDIT_SCHEMA = (
     "audience string, rows long, destination string, status string, details string"
 )
 ACTIONS = ("job_run", "export", "export_refused", "erasure", "erasure_dry_run", "vacuum", "role_views", "steward_rule",
-           "maintain", "sql")
+           "maintain", "sql", "activation", "activation_refused")
 
 
 def current_actor() -> str:
