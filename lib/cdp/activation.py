@@ -48,6 +48,18 @@ def split_audiences(audiences: dict[str, Audience], library: TagLibrary) -> tupl
     return {n: a for n, a in active.items() if n not in realtime}, realtime
 
 
+def audience_codes(audiences: dict[str, Audience], library: TagLibrary) -> list[str]:
+    """The tags the audiences' rules read: those they name, or every tag when a rule holds SQL."""
+    def has_sql(rule) -> bool:
+        if isinstance(rule, dict):
+            return "sql" in rule or any(has_sql(v) for v in rule.values())
+        return isinstance(rule, list) and any(has_sql(v) for v in rule)
+
+    if any(has_sql(a.rule) for a in audiences.values()):
+        return list(library.tags)
+    return sorted({code for a in audiences.values() for code in referenced_tags(a.rule)} & set(library.tags))
+
+
 def event_key(audience: Column, one_id: Column, event: Column, version: Column) -> Column:
     return F.sha2(F.concat_ws("|", audience, one_id, event, version.cast("string")), 256)
 

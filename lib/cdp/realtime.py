@@ -97,14 +97,14 @@ def realtime_tags(library: TagLibrary, events: DataFrame, today: date, computed_
     return to_long(wide, library, today, computed_at, codes).withColumnRenamed("run_date", "as_of")
 
 
-def current_tags(library: TagLibrary, daily: DataFrame, realtime: DataFrame) -> DataFrame:
-    """One typed column per tag (as cdp.tags.engine.to_wide): the daily run's values
-    (gold.customer_tags rows), the realtime tags replaced by the stream's (gold.realtime_tags rows)
-    for each person the stream has them of."""
-    codes = set(realtime_codes(library))
-    stream = to_wide(realtime, library).select(
-        "one_id", F.lit(True).alias("_rt"), *[F.col(c).alias(f"_rt_{c}") for c in sorted(codes)])
-    both = to_wide(daily, library).join(stream, "one_id", "full")
+def current_tags(library: TagLibrary, daily: DataFrame, realtime: DataFrame, codes: list[str]) -> DataFrame:
+    """One typed column per tag of `codes`: the daily run's values (`daily`: to_wide of
+    gold.customer_tags over `codes`), the realtime tags replaced by the stream's (`realtime`: rows of
+    gold.realtime_tags) for each person the stream has them of."""
+    live = [c for c in codes if library.tags[c].realtime]
+    stream = to_wide(realtime, library, live).select(
+        "one_id", F.lit(True).alias("_rt"), *[F.col(c).alias(f"_rt_{c}") for c in live])
+    both = daily.join(stream, "one_id", "full")
     return both.select("one_id", *[
-        (F.when(F.col("_rt"), F.col(f"_rt_{code}")).otherwise(F.col(code)) if code in codes else F.col(code)).alias(code)
-        for code in library.tags])
+        (F.when(F.col("_rt"), F.col(f"_rt_{code}")).otherwise(F.col(code)) if code in live else F.col(code)).alias(code)
+        for code in codes])

@@ -27,6 +27,7 @@ dropped then too.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -43,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.activation import (
-    REALTIME_CONSENT_SCHEMA, activation_rows, consent_now, live_state, split_audiences,
+    REALTIME_CONSENT_SCHEMA, activation_rows, audience_codes, consent_now, live_state, split_audiences,
     transitions,
 )
 from cdp.audience.members import audience_frame, select_audience
@@ -52,6 +53,7 @@ from cdp.conf import Settings
 from cdp.conf.sources import Source
 from cdp.conf.tags import REALTIME_SOURCE
 from cdp.lakehouse import append, table_exists, table_version
+from cdp.logs import timed_step
 from cdp.privacy.consent import ACTION_STATUS, CONSENT_STATE_SCHEMA
 from cdp.privacy.protect import load_keys
 from cdp.realtime import (
@@ -59,6 +61,7 @@ from cdp.realtime import (
 )
 from cdp.stages.bronze import delivered_schema, with_ingestion_metadata, with_position
 from cdp.stages.silver import checked_rows
+from cdp.tags.engine import to_wide
 from cdp.tables import (
     ACTIVATION_EVENTS, CONSENT, CORRUPT_RECORD, ERASURE_LEDGER, IDENTITY_MAP, PROFILE, REALTIME_CONSENT,
     REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS, TAGS,
@@ -71,7 +74,7 @@ TAGS_SCHEMA = "one_id string, tag_code string, value string, tag_version int, as
 PROGRESS_SCHEMA = (
     "query_id string, batch_id long, started_at timestamp, finished_at timestamp, rows long, refused long, "
     "erased long, persons long, provisional long, rekeyed long, identity_version long, latency_p50_s double, "
-    "latency_max_s double, seconds double, consents long, activations long"
+    "latency_max_s double, seconds double, consents long, activations long, step_seconds string"
 )
 CONSENT_SOURCE = "consent_events"  # the entity whose rows the stream also follows: consent as it changes
 
@@ -123,6 +126,9 @@ class EventBatches:
         entity_columns = ["channel", *settings.model.entities[REALTIME_SOURCE].fields]  # channel: every mapped row's
         self.columns = kept_columns(self.library, entity_columns)
         _, self.audiences = split_audiences(settings.audiences.audiences, self.library)
+        self.codes = audience_codes(self.audiences, self.library)
+        self._daily: tuple[DataFrame, ...] | None = None
+        self._daily_versions: tuple[int, ...] | None = None
         self.identity_version = None
         self.swept_on = None
         self.lookup: DataFrame | None = None
@@ -131,54 +137,66 @@ class EventBatches:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = datetime.now(timezone.utc)
         spark = self.spark
+        seconds: dict[str, float] = {}
         log.info("stream: batch %d started", batch_id)
-        rekeyed = self.follow_identity()
-        if self.swept_on != self.today():
-            self.sweep()
-        parts: dict[str, list[DataFrame]] = {}
-        for name, source in self.sources.items():
-            rows = batch.where(F.col("_source") == name).drop("_source")
-            bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
-            parts.setdefault(source.entity, []).append(checked_rows(bronze, name, source, self.reading))
-        checked = {entity: reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).localCheckpoint()
-                   for entity, frames in parts.items()}
-        counts = [r for frame in checked.values()
-                  for r in frame.groupBy(F.col(REASON).isNull().alias("fit")).count().collect()]
-        fit_rows = sum(r["count"] for r in counts if r["fit"])
-        refused = sum(r["count"] for r in counts if not r["fit"])
-        cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
-        events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
-        people = self.resolve(events)
-        erased = self.erased(people)
-        people = people.join(erased, ["source", "record_key"], "left_anti")
-        rows = (events.join(people, ["source", "record_key"])
-                .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
-                        F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
-                        F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
-        self.append_once(rows, REALTIME_EVENTS, batch_id)
-        consents = self.consent_rows(checked.get(CONSENT_SOURCE), batch_id)
-        seen = (rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
-                .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
-                .distinct().collect())
+        with timed_step("stream", "identity", seconds):
+            rekeyed = self.follow_identity()
+            if self.swept_on != self.today():
+                self.sweep()
+        with timed_step("stream", "map", seconds):
+            batch = batch.localCheckpoint()  # the batch's files read once, not once per source
+            parts: dict[str, list[DataFrame]] = {}
+            for name, source in self.sources.items():
+                rows = batch.where(F.col("_source") == name).drop("_source")
+                bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
+                parts.setdefault(source.entity, []).append(checked_rows(bronze, name, source, self.reading))
+            checked = {entity: reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).localCheckpoint()
+                       for entity, frames in parts.items()}
+            counts = {entity: {r["fit"]: r["count"] for r in
+                               frame.groupBy(F.col(REASON).isNull().alias("fit")).count().collect()}
+                      for entity, frame in checked.items()}
+            fit_rows = sum(c.get(True, 0) for c in counts.values())
+            refused = sum(c.get(False, 0) for c in counts.values())
+        with timed_step("stream", "events", seconds):
+            cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
+            events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
+            people = self.resolve(events)
+            erased = self.erased(people)
+            people = people.join(erased, ["source", "record_key"], "left_anti")
+            rows = (events.join(people, ["source", "record_key"])
+                    .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
+                            F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
+                            F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
+            self.append_once(rows, REALTIME_EVENTS, batch_id)
+        with timed_step("stream", "consent", seconds):
+            consents = self.consent_rows(checked.get(CONSENT_SOURCE) if counts.get(CONSENT_SOURCE, {}).get(True)
+                                         else None, batch_id)
+            seen = (rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
+                    .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
+                    .distinct().collect())
         persons = sorted({r["one_id"] for r in seen if r["event"]})
-        if persons:
-            self.refresh_tags(self.frame_of(persons))
-        moved = sorted({r["one_id"] for r in seen})
-        landed = spark.createDataFrame(
-            sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}), "one_id string, landed_at timestamp"
-        ).groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
-        activations = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed, batch_id) if moved else 0
+        with timed_step("stream", "tags", seconds):
+            if persons:
+                self.refresh_tags(self.frame_of(persons))
+        with timed_step("stream", "audiences", seconds):
+            moved = sorted({r["one_id"] for r in seen})
+            landed = spark.createDataFrame(
+                sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
+                "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
+            activations = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed,
+                                        batch_id) if moved else 0
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
         progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, erased.count(), len(persons),
                      len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
                      latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
-                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), activations)]
+                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), activations,
+                     json.dumps(seconds, sort_keys=True))]
         self.append_once(spark.createDataFrame(progress, PROGRESS_SCHEMA), STREAM_PROGRESS, batch_id)
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
-        log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events", batch_id,
-                 fit_rows + refused, refused, len(persons), activations)
+        log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
+                 fit_rows + refused, refused, len(persons), activations, seconds)
 
     def today(self):
         return datetime.now(self.zone).date()
@@ -284,21 +302,36 @@ class EventBatches:
             log_ = log_.join(persons, "one_id", "left_semi")
         return live_state(log_)
 
+    def daily_side(self) -> tuple[DataFrame, DataFrame, DataFrame] | None:
+        """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
+        everyone, cached until a gold run writes a new version of one of them (a stream-static join)."""
+        spark = self.spark
+        if not table_exists(spark, PROFILE):
+            return None
+        versions = tuple(table_version(spark, t) for t in (PROFILE, TAGS, CONSENT))
+        if versions != self._daily_versions:
+            for frame in self._daily or ():
+                frame.unpersist()
+            empty = "one_id string, tag_code string, value string"
+            daily = to_wide(spark.table(TAGS) if versions[1] >= 0 else spark.createDataFrame([], empty),
+                            self.library, self.codes)
+            state = spark.table(CONSENT) if versions[2] >= 0 else spark.createDataFrame([], CONSENT_STATE_SCHEMA)
+            self._daily = tuple(f.cache() for f in (spark.table(PROFILE), daily, state))
+            self._daily_versions = versions
+        return self._daily
+
     def evaluate(self, persons: DataFrame, ref: str, landed: DataFrame | None, batch_id: int | None) -> int:
         """The realtime audiences for `persons`: who entered and who exited since the log's last
         event for them, appended to gold.activation_events. Returns how many events."""
         spark = self.spark
-        if not self.audiences or not table_exists(spark, PROFILE):
+        daily_side = self.daily_side() if self.audiences else None
+        if daily_side is None:
             return 0
         persons = F.broadcast(persons)
-        profile = spark.table(PROFILE).join(persons, "one_id", "left_semi")
-        daily = spark.table(TAGS).join(persons, "one_id", "left_semi") if table_exists(spark, TAGS) else \
-            spark.createDataFrame([], "one_id string, tag_code string, value string")
+        profile, daily, state = (f.join(persons, "one_id", "left_semi") for f in daily_side)
         stream = spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi") if table_exists(
             spark, REALTIME_TAGS) else spark.createDataFrame([], "one_id string, tag_code string, value string")
-        frame = audience_frame(profile, current_tags(self.library, daily, stream), self.today())
-        state = (spark.table(CONSENT) if table_exists(spark, CONSENT)
-                 else spark.createDataFrame([], CONSENT_STATE_SCHEMA)).join(persons, "one_id", "left_semi")
+        frame = audience_frame(profile, current_tags(self.library, daily, stream, self.codes), self.today())
         realtime = (spark.table(REALTIME_CONSENT).join(persons, "one_id", "left_semi")
                     if table_exists(spark, REALTIME_CONSENT) else None)
         consent = consent_now(state, realtime)
@@ -350,6 +383,7 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     """Follow the landing folders: until stopped (SIGTERM, SIGINT or `stop`), or, with `once`, until
     every file there now is processed."""
     config = settings.pipeline.stream
+    spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
     checkpoint = stream_dir(settings) / "checkpoint"
     query_id = _query_id(stream_dir(settings))
     handler = EventBatches(spark, settings, query_id)

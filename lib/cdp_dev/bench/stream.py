@@ -91,16 +91,27 @@ def measure(spark, settings, receiver, landing: Path, ids, rate: int, seconds: i
     first = len(receiver.received)
     stop = threading.Event()
     landed = feed(landing, ids, rate, seconds, f"r{rate}", stop)
+    since = F.col("started_at") >= F.lit(begun.replace(tzinfo=None))
+    deadline = time.time() + 900
+    while time.time() < deadline:  # until the stream has taken every landed event
+        taken = spark.table(STREAM_PROGRESS).where(since).agg(F.sum("rows")).first()[0] or 0
+        if taken >= landed:
+            break
+        time.sleep(2)
     quiet_since, last = time.time(), len(receiver.received)
-    while time.time() - quiet_since < settle:  # until nothing has arrived for `settle` seconds
-        time.sleep(1)
+    while time.time() - quiet_since < settle:  # then until nothing has arrived for `settle` seconds
+        time.sleep(0.5)
         if len(receiver.received) != last:
             quiet_since, last = time.time(), len(receiver.received)
     arrivals = receiver.received[first:]
     latencies = [r.at - datetime.fromisoformat(r.event["landed_at"]).timestamp() for r in arrivals
                  if r.event.get("landed_at")]
-    batches = (spark.table(STREAM_PROGRESS).where(F.col("started_at") >= F.lit(begun.replace(tzinfo=None)))
-               .select("rows", "seconds", "latency_p50_s", "latency_max_s", "activations").collect())
+    batches = (spark.table(STREAM_PROGRESS).where(since)
+               .select("rows", "seconds", "latency_p50_s", "latency_max_s", "activations", "step_seconds").collect())
+    steps: dict[str, list[float]] = {}
+    for b in batches:
+        for step, value in json.loads(b["step_seconds"] or "{}").items():
+            steps.setdefault(step, []).append(value)
     batch_seconds = [b["seconds"] for b in batches]
     commit = [b["latency_max_s"] for b in batches if b["latency_max_s"] is not None]
     return {
@@ -111,6 +122,7 @@ def measure(spark, settings, receiver, landing: Path, ids, rate: int, seconds: i
         "batch_seconds_median": statistics.median(batch_seconds) if batch_seconds else None,
         "batch_seconds_max": max(batch_seconds, default=None),
         "landing_to_commit_p95_s": percentile(commit, 0.95), "landing_to_commit_max_s": max(commit, default=None),
+        "step_seconds_median": {k: statistics.median(v) for k, v in sorted(steps.items())},
     }
 
 
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--seconds", type=int, default=180, help="how long each rate is fed")
     parser.add_argument("--persons", type=int, default=2000)
-    parser.add_argument("--settle", type=int, default=20, help="after feeding: wait until nothing arrives for this long")
+    parser.add_argument("--settle", type=int, default=5, help="once the stream took every event: wait until nothing arrives for this long")
     parser.add_argument("--out", type=Path, default=Path("build/bench-stream"))
     args = parser.parse_args(argv)
 
