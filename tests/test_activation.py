@@ -211,3 +211,17 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(spark, settings, data_dir
         settings.tags, spark.table(REALTIME_EVENTS).where(F.col("one_id").isin(*ids)), today, datetime.now()).collect()}
     assert {(p, "last_viewed_page", ACTIVITY) for p in ids} <= stored and stored == recomputed
     assert spark.table(STREAM_PROGRESS).where(F.col("activations") > 0).count() >= 1
+
+
+def test_activate_refuses_a_bad_destination_or_audience_before_spark_starts(cli_env):
+    def run(*args: str) -> tuple[int, str]:
+        done = subprocess.run([str(Path(sys.executable).parent / "cdp"), "activate", *args], cwd=ROOT, env=cli_env,
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, " ".join(done.stderr.split())
+
+    assert run("--to", "ftp", "ftp://x") == (2, "--to takes 'webhook URL' or 'dir DIR', not 'ftp'. Fix: --to webhook "
+                                                 "https://host/path, or --to dir /path/to/folder.")
+    code, message = run("--to", "webhook", "crm.example.com/hook")
+    assert code == 2 and message.startswith("--to webhook takes an http(s) URL, not 'crm.example.com/hook'. Fix:")
+    code, message = run("--to", "dir", "/tmp/outbox", "--audience", "nobody")
+    assert code == 2 and message.startswith("no audience 'nobody' in audiences.yaml; defined: activity_page_wechat,")

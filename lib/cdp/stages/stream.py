@@ -1,8 +1,9 @@
-"""`cdp stream`: real-time profiles from channel events as their files land (Spark Structured Streaming).
+"""`cdp stream`: real-time profiles and audiences from channel events as their files land (Spark
+Structured Streaming).
 
-One query follows the landing folders of every source mapped onto the `events` entity (the file
-source; each file once, tracked by the query's checkpoint under <lakehouse>/_streams/events). Each
-micro-batch:
+One query follows the landing folders of every source mapped onto the `events` or the
+`consent_events` entity (the file source; each file once, tracked by the query's checkpoint under
+<lakehouse>/_streams/events). Each micro-batch:
 
 1. gives the rows bronze's bookkeeping columns and maps and checks them with silver's own code
    (cdp.stages.bronze, cdp.stages.silver.checked_rows): one code path, not a copy. Rows silver would
@@ -14,14 +15,20 @@ micro-batch:
    idempotently (events carrying an identifier of an erased subject, ops.erasure_ledger, stay
    out): a retried batch is the same Delta transaction (txnAppId = the query's id, txnVersion =
    the batch id) and is skipped;
-4. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
+4. resolves the consent records the same way and appends them to gold.realtime_consent;
+5. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
    gold.realtime_tags (a retried batch computes the same values);
-5. appends a row to ops.stream_progress: rows, refused, persons, and the latency from each file's
-   landing (its modification time) to the tags' commit.
+6. evaluates the real-time audiences (cdp.activation: those whose rule names a realtime tag) for the
+   persons of its events and consent records, and appends who entered and who left to
+   gold.activation_events (a retried batch finds the same transitions, with the same keys);
+7. appends a row to ops.stream_progress: rows, refused, persons, activation events, the seconds of
+   each step, and the latency from each file's landing (its modification time) to the commits.
 
 When the identity map changes (a daily identity and gold run), the stream's next start or batch
-re-resolves every kept event — provisional ids learn their person, merged and split persons are re-keyed — and
-recomputes the tags of every person whose events moved. Events older than `stream.keep_days` are
+re-resolves every kept event and consent record — provisional ids learn their person, merged and
+split persons are re-keyed — and sweeps: every person it holds tags of and every member of a
+real-time audience gets their tags recomputed as of today and the audiences evaluated again (the
+sweep also runs when the day changes: time-window exits). Rows older than `stream.keep_days` are
 dropped then too.
 """
 
@@ -84,10 +91,6 @@ class StreamRun:
     batches: int
     rows: int
     seconds: float
-
-
-def event_sources(settings: Settings) -> dict[str, Source]:
-    return {name: s for name, s in settings.sources.sources.items() if s.entity == REALTIME_SOURCE}
 
 
 def followed_sources(settings: Settings) -> dict[str, Source]:
