@@ -38,6 +38,7 @@ from cdp.tables import ACTIVATION_EVENTS, AUDIENCES, AUDIT_LOG, REALTIME_EVENTS,
 from cdp_dev.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
+LANDED: list[Path] = []  # the files this module lands: gone at its end, so later runs see the generated data only
 AUDIENCE = "activity_page_wechat"
 ACTIVITY = "/pages/activity/detail?aid=1111"
 
@@ -68,6 +69,7 @@ def reachable_persons(spark, n: int, taken: set[str]) -> list[tuple[str, str, st
 def land_views(data_dir, name: str, views: list[tuple[str, str, str, datetime]], first: int) -> None:
     """A mini-program file of page views: (openid, unionid, page, time) each, ids wx_ac… from `first`."""
     folder = Path(data_dir) / "landing" / "wechat_events"
+    LANDED.append(folder / name)
     (folder / name).write_text("".join(json.dumps({
         "event_id": f"wx_ac{first + i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": openid, "unionid": unionid,
         "event_type": "page_view", "page": page, "ts": int(at.timestamp() * 1000)}) + "\n"
@@ -76,6 +78,7 @@ def land_views(data_dir, name: str, views: list[tuple[str, str, str, datetime]],
 
 def land_withdrawal(data_dir, name: str, consent_id: str, openid: str, at: datetime) -> None:
     folder = Path(data_dir) / "landing" / "consent_events"
+    LANDED.append(folder / name)
     with (folder / name).open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["consent_id", "subject_type", "subject_value", "purpose", "action", "channel", "occurred_at",
@@ -86,6 +89,14 @@ def land_withdrawal(data_dir, name: str, consent_id: str, openid: str, at: datet
 
 def no_wait(_seconds: float) -> None:
     pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_landed_files():
+    """The suite's later stage runs (and tests/test_notebooks.py's accounting) see the generated files only."""
+    yield
+    for path in LANDED:
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
