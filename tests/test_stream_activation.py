@@ -1,4 +1,7 @@
-"""Real-time audiences and activation on the suite's pipeline lakehouse (tests/conftest.py):
+"""Real-time audiences and activation on the suite's pipeline lakehouse (tests/conftest.py). The module
+runs late (after test_stream.py): a module that builds the session's pipeline lakehouse first would
+build it before tests/test_ingestion_defects.py adds its sources to the landing folder, and the
+modules that read that lakehouse's accounting expect it built after. It checks that:
 
 - the daily run logs the daily audiences' entries once (a rerun adds none);
 - a campaign-page view landed now puts the person in the real-time audience `activity_page_wechat`
