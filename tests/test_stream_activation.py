@@ -33,7 +33,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cdp.activation import split_audiences
-from cdp.operations.activate import DeliveryError, Folder, Webhook, deliver, read_cursor
+from cdp.operations.activate import DeliveryError, Folder, Webhook, deliver, follow, read_cursor
 from cdp.pipeline import run_stages
 from cdp.realtime import realtime_tags
 from cdp.stages.stream import run_stream
@@ -180,6 +180,21 @@ def test_realtime_entries_are_delivered_retried_resumed_and_consent_checked(spar
     assert (folder.delivered, folder.refused) == (len(baseline) + 4, 1)
     written = [json.loads(line) for f in sorted((tmp_path / "out").glob("*.jsonl")) for line in f.read_text().splitlines()]
     assert {e["event_key"] for e in written} == receiver.keys() | baseline and len(written) == len(baseline) + 4
+
+    # --follow: a thread looking every 0.2 s delivers p2's exit once the stream logs it, then stops
+    stop, rounds = threading.Event(), []
+    worker = threading.Thread(target=lambda: rounds.append(
+        follow(spark, settings, hook, AUDIENCE, interval=0.2, stop=stop)))
+    worker.start()
+    land_views(data_dir, "wechat_events_part-9205.jsonl", [(o2, u2, "/pages/index/index", now)], 4)
+    run_stream(spark, settings, once=True)
+    deadline = time.time() + 120
+    while key(AUDIENCE, p2, "exited", 2) not in receiver.keys() and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    worker.join(60)
+    assert rounds == [1] and receiver.duplicates() == 0
+    assert receiver.keys() == entered | {key(AUDIENCE, p, "exited", 2) for p in (p1, p2, p3)}
 
 
 def test_kill_9_mid_batch_loses_and_duplicates_nothing(spark, settings, data_dir, pipeline_run, receiver):

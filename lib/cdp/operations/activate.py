@@ -232,15 +232,19 @@ def deliver(spark: SparkSession, settings: Settings, to: Sender, audience: str =
 
 def follow(spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500,
            interval: float = 1.0, stop: threading.Event | None = None,
-           on_round: Callable[[Delivery], None] | None = None) -> list[Delivery]:
-    """Deliver round after round until `stop` is set (SIGTERM or Ctrl-C from the CLI)."""
+           on_round: Callable[[Delivery], None] | None = None) -> int:
+    """Deliver round after round until `stop` is set (SIGTERM or Ctrl-C from the CLI); between rounds
+    only the log's version is looked at (a listing of its _delta_log). Returns the rounds that moved
+    the cursor."""
     stop = stop or threading.Event()
-    rounds = []
+    known, rounds = read_cursor(spark, to.name, audience)[0], 0
     while not stop.is_set():
-        result = deliver(spark, settings, to, audience, chunk)
-        if result.to_version != result.from_version:
-            rounds.append(result)
-            if on_round is not None:
-                on_round(result)
+        if table_version(spark, ACTIVATION_EVENTS) > known:
+            result = deliver(spark, settings, to, audience, chunk)
+            known = result.to_version
+            if result.to_version != result.from_version:
+                rounds += 1
+                if on_round is not None:
+                    on_round(result)
         stop.wait(interval)
     return rounds

@@ -61,7 +61,7 @@ from cdp.conf.sources import Source
 from cdp.conf.tags import REALTIME_SOURCE
 from cdp.lakehouse import append, table_exists, table_version
 from cdp.logs import timed_step
-from cdp.privacy.consent import ACTION_STATUS, CONSENT_STATE_SCHEMA
+from cdp.privacy.consent import CONSENT_STATE_SCHEMA, action_status
 from cdp.privacy.protect import load_keys
 from cdp.realtime import (
     current_tags, hashed_identifiers, kept_columns, person_lookup, realtime_tags, resolved, unidentified,
@@ -274,9 +274,8 @@ class EventBatches:
         fit = checked.where(F.col(REASON).isNull() & (F.to_date("occurred_at") >= cutoff))
         people = self.resolve(fit)
         people = people.join(self.erased(people), ["source", "record_key"], "left_anti")
-        status = F.element_at(F.create_map(*[F.lit(x) for kv in ACTION_STATUS.items() for x in kv]), F.col("action"))
         rows = (fit.join(people, ["source", "record_key"])
-                .select("one_id", "provisional", "purpose", status.alias("status"), "occurred_at", "source",
+                .select("one_id", "provisional", "purpose", action_status(F.col("action")).alias("status"), "occurred_at", "source",
                         "record_key", "id_hashes", F.col("_file_modified_at").alias("landed_at"),
                         F.current_timestamp().alias("processed_at"), F.lit(batch_id).cast("long").alias("batch_id"))
                 ).localCheckpoint()
