@@ -27,12 +27,12 @@ LOCK_PYTHON ?= 3.11
 LOCK_FLAGS = --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-platform linux \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: help install lock demo test test-cluster test-fast bench bench-stream jars package sql-server clean clean-lakehouse
+.PHONY: help install lock demo test test-long test-fast bench bench-stream jars package sql-server clean clean-lakehouse
 
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
 	@echo "make test   - install and run the test suite"
-	@echo "make test-cluster - the release's DAG on a local standalone Spark cluster (12 min)"
+	@echo "make test-long - the long end-to-end tests: a standalone cluster, concurrent processes on one catalog, onboarding (30 min)"
 	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\"; BENCH_FLAGS=--no-references: stages and the increment only)"
 	@echo "make bench-stream - land mini-program events at $(STREAM_RATES) events/s for $(STREAM_SECONDS) s each; latency from landing to a local webhook (p50/p95/max)"
 	@echo "make jars   - stage the Delta, GraphFrames and Derby network jars into $(JARS_DIR)"
@@ -76,12 +76,13 @@ demo: $(STAMP)
 	$(BIN)/cdp demo --persons $(PERSONS) --seed $(SEED)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
-# The standalone-cluster test runs on its own: make test-cluster.
+# The long multi-process tests (the standalone cluster, the shared catalog under concurrent processes,
+# the retailer's onboarding) run on their own: make test-long.
 test: $(AIRFLOW_STAMP) $(JARS_STAMP)
-	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m "not cluster"
+	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m "not long"
 
-test-cluster: $(AIRFLOW_STAMP) $(JARS_STAMP)
-	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m cluster
+test-long: $(AIRFLOW_STAMP) $(JARS_STAMP)
+	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m long
 
 test-fast: $(AIRFLOW_STAMP)
 	$(BIN)/pytest -m "not slow"

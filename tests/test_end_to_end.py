@@ -228,6 +228,7 @@ def jdbc_query(env, port: int, sql: str) -> str:
     return [line for line in result.stdout.splitlines() if line.strip()][-1]
 
 
+@pytest.mark.long  # make test-long
 def test_a_run_two_sql_shells_a_notebook_and_the_sql_server_share_the_catalog(env, pipeline, tmp_path):
     """Last in this module. At the same time: the SQL server with a beeline client and `cdp sql -e`
     through it, a rerun of the gold stage (it replaces the tables the others read), two `cdp sql`

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 RETAILER = Path(__file__).resolve().parent / "retailer_b"
 RUN_DATE = "2026-11-06"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long
 
 
 def merged(base: dict, addition: dict) -> dict:
