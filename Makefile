@@ -77,7 +77,7 @@ demo: $(STAMP)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
 # The long multi-process tests (the standalone cluster, the shared catalog under concurrent processes,
-# the retailer's onboarding) run on their own: make test-long.
+# the retailer's onboarding, a role's SQL endpoint) run on their own: make test-long.
 test: $(AIRFLOW_STAMP) $(JARS_STAMP)
 	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m "not long"
 

@@ -13,6 +13,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cli import BIN, ROOT, cdp
 from cdp.conf import load_settings
 from cdp.operations.sql_access import fingerprint, password_line
@@ -51,6 +53,7 @@ def add_user(env, name: str, role: str) -> subprocess.CompletedProcess:
                           input=PASSWORDS[name] + "\n", cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.long  # make test-long
 def test_a_roles_server_signs_in_its_users_only_and_serves_only_the_roles_views(cli_env, cli_pipeline, tmp_path):
     env = cli_env
     users = tmp_path / "sql-users"
