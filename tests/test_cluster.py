@@ -5,9 +5,6 @@ What a site provides around the DAG is provided here the way a site would: the l
 the keys in the driver's environment, the keys in the worker's too (executors hash and encrypt), the metastore in a hive-site.xml on Spark's conf path (here a
 Derby network server, cdp.metastore) with its JDBC driver on the class path, Python on the worker.
 The result must equal a local run of `cdp run` on the same landing files.
-
-It runs with `make test-long`, not with `make test`: its four spark-submit runs on a 2-core machine
-take 12 minutes (docs/operations.md, "What is tested").
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from pyspark.sql import functions as F
 ROOT = Path(__file__).resolve().parents[1]
 ENCRYPTED = ("phone_enc", "email_enc")  # AES-GCM with a random IV: equal clear text, different bytes
 
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # make test-long
 
 
 def free_port(preferred: int | None = None) -> int:

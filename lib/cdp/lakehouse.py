@@ -61,15 +61,8 @@ def replace_where(df: DataFrame, name: str, predicate: str) -> None:
     record_write(spark, name)
 
 
-def append(df: DataFrame, name: str, txn: tuple[str, int] | None = None, change_feed: bool = False) -> None:
-    """Append `df`. `txn` (app id, version): Delta skips the append when that writer already committed
-    that version (a retried batch). `change_feed`: a table this append creates records its changes."""
-    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
-    if txn is not None:
-        writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
-    if change_feed and not table_exists(df.sparkSession, name):
-        writer = writer.option("delta.enableChangeDataFeed", "true")
-    writer.saveAsTable(name)
+def append(df: DataFrame, name: str) -> None:
+    df.write.format("delta").mode("append").option("mergeSchema", "true").saveAsTable(name)
     record_write(df.sparkSession, name)
 
 
