@@ -27,13 +27,14 @@ LOCK_PYTHON ?= 3.11
 LOCK_FLAGS = --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-platform linux \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: help install lock demo test test-long test-fast bench jars package sql-server clean clean-lakehouse
+.PHONY: help install lock demo test test-long test-fast bench bench-stream jars package sql-server clean clean-lakehouse
 
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
 	@echo "make test   - install and run the test suite"
 	@echo "make test-long - the long end-to-end tests: a standalone cluster, concurrent processes on one catalog, onboarding, a role's SQL endpoint (30 min)"
 	@echo "make bench  - time every stage at $(BENCH_SIZES) persons against its I/O floor and scipy (BENCH_SIZES=\"50000 200000 1000000\"; BENCH_FLAGS=--no-references: stages and the increment only)"
+	@echo "make bench-stream - land mini-program events at $(STREAM_RATES) events/s for $(STREAM_SECONDS) s each; latency from landing to a local webhook (p50/p95/max)"
 	@echo "make jars   - stage the Delta, GraphFrames and Derby network jars into $(JARS_DIR)"
 	@echo "make package - build dist/: wheel, cdp.zip, jobs, conf, jars, spark.properties for spark-submit on a cluster"
 	@echo "make sql-server - JDBC/ODBC endpoint (Spark Thrift Server) on localhost:10000 over the catalog; ROLE=analyst: one role's views"
@@ -75,8 +76,8 @@ demo: $(STAMP)
 	$(BIN)/cdp demo --persons $(PERSONS) --seed $(SEED)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
-# The long multi-process tests (the standalone cluster, concurrent processes on one catalog, the
-# retailer's onboarding, a role's SQL endpoint) run on their own: make test-long.
+# The long multi-process tests (the standalone cluster, the shared catalog under concurrent processes,
+# the retailer's onboarding, a role's SQL endpoint) run on their own: make test-long.
 test: $(AIRFLOW_STAMP) $(JARS_STAMP)
 	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m "not long"
 
@@ -89,6 +90,12 @@ test-fast: $(AIRFLOW_STAMP)
 # Figures for docs/performance.md: build/bench/bench.json and bench.png.
 bench: $(STAMP)
 	$(BIN)/python -m cdp_dev.bench.pipeline --sizes $(BENCH_SIZES) --out build/bench $(BENCH_FLAGS)
+
+# Figures for docs/performance.md, "Real time": build/bench-stream/bench-stream.json.
+STREAM_RATES ?= 200 2000
+STREAM_SECONDS ?= 180
+bench-stream: $(STAMP)
+	$(BIN)/python -m cdp_dev.bench.stream --rates $(STREAM_RATES) --seconds $(STREAM_SECONDS) --out build/bench-stream
 
 # A release folder for spark-submit on a cluster (docs/operations.md, "On a cluster"); includes the
 # staged jars when `make jars` has run. dist/ is rebuilt whole: a release holds one build only.

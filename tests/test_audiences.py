@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 import pytest
 
+from cdp.activation import split_audiences
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf.audiences import RuleError, compile_rule, referenced_tags
 from cdp.conf.audiences import Audience
@@ -69,6 +70,14 @@ def test_compiled_sql_quotes_values(settings):
         "((tag.`lifecycle_stage` IN ('活跃', 'it\\'s')) AND (NOT coalesce((profile.`city` = '北京市'), FALSE)))"
     )
     assert referenced_tags({"any": [{"tag": "a"}, {"not": {"tag": "b", "eq": 1}}]}) == {"a", "b"}
+    assert compile_rule({"tag": "last_viewed_page", "starts_with": "/pages/activity/"}, settings.tags) == (
+        "startswith(tag.`last_viewed_page`, '/pages/activity/')")
+
+
+def test_an_audience_naming_a_realtime_tag_is_written_by_the_stream(settings):
+    daily, realtime = split_audiences(settings.audiences.audiences, settings.tags)
+    assert sorted(realtime) == ["activity_page_wechat", "cart_coupon_wechat"]
+    assert sorted(daily) == ["high_value_sms", "holiday_push_wechat", "new_customer_email", "winback_sms"]
 
 
 @pytest.mark.parametrize("rule, message", [
@@ -81,6 +90,7 @@ def test_compiled_sql_quotes_values(settings):
     ({"field": "last_seen", "after": "yesterday"}, r"'yesterday' is not a date"),
     ({"tag": "buyer", "field": "city"}, r"exactly one `tag` or `field`"),
     ({"field": "city", "like": "x"}, r"unknown comparison \['like'\]"),
+    ({"field": "city", "starts_with": ""}, r"`starts_with` takes a non-empty text"),
 ])
 def test_malformed_rules_say_where(settings, rule, message):
     with pytest.raises(RuleError, match=message):

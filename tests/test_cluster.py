@@ -5,6 +5,9 @@ What a site provides around the DAG is provided here the way a site would: the l
 the keys in the driver's environment, the keys in the worker's too (executors hash and encrypt), the metastore in a hive-site.xml on Spark's conf path (here a
 Derby network server, cdp.metastore) with its JDBC driver on the class path, Python on the worker.
 The result must equal a local run of `cdp run` on the same landing files.
+
+It runs with `make test-long`, not with `make test`: its four spark-submit runs on a 2-core machine
+take 12 minutes (docs/operations.md, "What is tested").
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """ops.audit_log: who did what with personal data, append-only (delta.appendOnly) and queryable.
 
 Rows are written for every job run, every export (and every refused one), every erasure, every
-vacuum, every change of the role views and every statement run through a role's SQL endpoint. Rows hold names, counts and hashed keys, never a
-clear identifier.
+vacuum, every change of the role views, every statement run through a role's SQL endpoint, and
+every activation delivered (and every entry refused at send time). Rows hold names, counts and
+hashed keys, never a clear identifier.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ AUDIT_SCHEMA = (
     "audience string, rows long, destination string, status string, details string"
 )
 ACTIONS = ("job_run", "export", "export_refused", "erasure", "erasure_dry_run", "vacuum", "role_views", "steward_rule",
-           "maintain", "sql")
+           "maintain", "sql", "activation", "activation_refused")
 
 
 def current_actor() -> str:

@@ -825,20 +825,106 @@ def maintain(
 @app.command()
 def stream(
     once: bool = typer.Option(False, "--once", help="Process the event files landed now, then stop (cron-style runs, tests)."),
+    deliver_to: Optional[tuple[str, str]] = typer.Option(None, "--deliver-to", help="Also deliver activation events as they are written: 'webhook URL' or 'dir DIR' (as cdp activate --to)."),
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Real-time profiles (实时画像): follow the event sources' landing folders and keep each person's
-    realtime tags (conf/tags.yaml `realtime: true`) current in gold.realtime_tags, seconds after a
-    file lands; until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
+    """Real-time profiles (实时画像): follow the event and consent sources' landing folders; keep each
+    person's realtime tags (conf/tags.yaml `realtime: true`) current in gold.realtime_tags and the
+    real-time audiences' entries and exits in gold.activation_events, seconds after a file lands;
+    until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
+    import threading
+
     from cdp.spark import spark_session
     from cdp.stages.stream import run_stream
 
     configure_logging()
     settings = _settings(profile, conf_dir)
+    to = _sender(deliver_to) if deliver_to else None
     with spark_session(settings, app_name="cdp-stream") as spark:
-        done = run_stream(spark, settings, once=once)
+        stop, delivering = threading.Event(), None
+        if to is not None:
+            from cdp.operations.activate import follow
+
+            delivering = threading.Thread(target=follow, args=(spark, settings, to), kwargs={"stop": stop,
+                                          "interval": 0.5}, name="cdp-activate", daemon=True)
+            delivering.start()
+        try:
+            done = run_stream(spark, settings, once=once, stop=stop)
+        finally:
+            stop.set()
+            if delivering is not None:
+                delivering.join()
+        if to is not None and once:
+            _delivered(_deliver_round(spark, settings, to))
     out.print(f"stream: {done.batches} batches, {done.rows:,} rows in {done.seconds:.1f}s", highlight=False)
+
+
+def _sender(to: tuple[str, str], max_attempts: int = 8):
+    from cdp.operations.activate import sender
+
+    try:
+        return sender(to[0], to[1], **({"max_attempts": max_attempts} if to[0] == "webhook" else {}))
+    except ValueError as exc:
+        err.print(f"{exc}. Fix: --to webhook https://host/path, or --to dir /path/to/folder.")
+        raise typer.Exit(2) from exc
+
+
+def _deliver_round(spark, settings: Settings, to, audience: str = "*", chunk: int = 500):
+    from cdp.operations.activate import DeliveryError, deliver
+
+    try:
+        return deliver(spark, settings, to, audience, chunk)
+    except DeliveryError as exc:
+        err.print(f"[bold red]delivery stopped[/]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _delivered(result) -> None:
+    refusals = ", ".join(f"{n} {why}" for why, n in sorted(result.refusals.items()))
+    out.print(f"activate: {result.destination}: {result.delivered:,} events delivered in {result.chunks} requests "
+              f"({result.attempts} attempts), {result.refused:,} refused{f' ({refusals})' if refusals else ''}; "
+              f"log versions {result.from_version + 1}–{result.to_version}, {result.seconds:.1f}s", highlight=False)
+
+
+@app.command()
+def activate(
+    to: tuple[str, str] = typer.Option(..., "--to", help="'webhook URL' (JSON POSTs) or 'dir DIR' (JSONL files)."),
+    audience: Optional[str] = typer.Option(None, "--audience", help="Only this audience's events (its own cursor)."),
+    follow_: bool = typer.Option(False, "--follow", help="Keep delivering as events arrive, until Ctrl-C or SIGTERM."),
+    interval: float = typer.Option(1.0, "--interval", help="With --follow: seconds between looks at the log."),
+    chunk: int = typer.Option(500, "--chunk", min=1, help="Events per request or file."),
+    max_attempts: int = typer.Option(8, "--max-attempts", min=1, help="Webhook: attempts per request before the run stops (backoff 0.5 s doubling to 30 s)."),
+    profile: Optional[str] = ProfileOption,
+    conf_dir: Optional[Path] = ConfDirOption,
+) -> None:
+    """Deliver audience entries and exits (gold.activation_events) after the destination's cursor:
+    consent re-checked at send time, retried on 5xx and timeouts, every delivery and refusal audited."""
+    import signal
+    import threading
+
+    from cdp.spark import spark_session
+
+    configure_logging()
+    settings = _settings(profile, conf_dir)
+    if audience is not None and audience not in settings.audiences.audiences:
+        err.print(f"no audience '{audience}' in audiences.yaml; defined: {', '.join(sorted(settings.audiences.audiences))}")
+        raise typer.Exit(2)
+    sender = _sender(to, max_attempts)
+    with spark_session(settings, app_name="cdp-activate") as spark:
+        if not follow_:
+            _delivered(_deliver_round(spark, settings, sender, audience or "*", chunk))
+            return
+        from cdp.operations.activate import DeliveryError, follow
+
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            follow(spark, settings, sender, audience or "*", chunk, interval, stop, on_round=_delivered)
+        except DeliveryError as exc:
+            err.print(f"[bold red]delivery stopped[/]: {exc}", markup=True, highlight=False)
+            raise typer.Exit(1) from exc
 
 
 @app.command("submit-args")

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from cdp.conf.tags import REALTIME_SOURCE, TagLibrary
 from cdp.privacy.protect import Keys, identifier_hash
-from cdp.tags.engine import Inputs, aggregated, defaults, to_long
+from cdp.tags.engine import Inputs, aggregated, defaults, to_long, to_wide
 from cdp.tags.summaries import read_columns
 
 PROVISIONAL = "tmp_"
@@ -95,3 +95,16 @@ def realtime_tags(library: TagLibrary, events: DataFrame, today: date, computed_
                       REALTIME_SOURCE, codes, today)
     wide = wide.withColumns(defaults(library, codes))
     return to_long(wide, library, today, computed_at, codes).withColumnRenamed("run_date", "as_of")
+
+
+def current_tags(library: TagLibrary, daily: DataFrame, realtime: DataFrame, codes: list[str]) -> DataFrame:
+    """One typed column per tag of `codes`: the daily run's values (`daily`: to_wide of
+    gold.customer_tags over `codes`), the realtime tags replaced by the stream's (`realtime`: rows of
+    gold.realtime_tags) for each person the stream has them of."""
+    live = [c for c in codes if library.tags[c].realtime]
+    stream = to_wide(realtime, library, live).select(
+        "one_id", F.lit(True).alias("_rt"), *[F.col(c).alias(f"_rt_{c}") for c in live])
+    both = daily.join(stream, "one_id", "full")
+    return both.select("one_id", *[
+        (F.when(F.col("_rt"), F.col(f"_rt_{code}")).otherwise(F.col(code)) if code in live else F.col(code)).alias(code)
+        for code in codes])

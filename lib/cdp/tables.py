@@ -78,6 +78,8 @@ AUDIENCE_HISTORY = "gold.audience_history"
 AUDIENCE_RUNS = "gold.audience_runs"
 REALTIME_EVENTS = "gold.realtime_events"
 REALTIME_TAGS = "gold.realtime_tags"
+REALTIME_CONSENT = "gold.realtime_consent"
+ACTIVATION_EVENTS = "gold.activation_events"
 
 JOB_RUNS = "ops.job_runs"
 INGEST_LOG = "ops.ingest_log"
@@ -88,6 +90,7 @@ QUALITY_METRICS = "ops.quality_metrics"
 AUDIT_LOG = "ops.audit_log"
 ERASURE_LEDGER = "ops.erasure_ledger"
 STREAM_PROGRESS = "ops.stream_progress"
+ACTIVATION_CURSORS = "ops.activation_cursors"
 
 # How `cdp maintain` lays out the tables read by person or by audience: OPTIMIZE … ZORDER BY these
 # columns, the only ones Delta keeps per-file statistics for (delta.dataSkippingStatsColumns). Each is
@@ -128,6 +131,8 @@ TABLES: tuple[Table, ...] = (
     Table(AUDIENCE_RUNS, "each audience's size, entries and exits per gold run"),
     Table(REALTIME_EVENTS, "the events `cdp stream` saw in the last keep_days days, resolved to a one_id (or a provisional one)"),
     Table(REALTIME_TAGS, "the realtime tags of each person with recent events, current to the last stream batch"),
+    Table(REALTIME_CONSENT, "the consent records `cdp stream` saw, resolved to a person: checked at send time until the daily run folds them in"),
+    Table(ACTIVATION_EVENTS, "every audience entry and exit (daily and real-time), each with its idempotency key; change feed on"),
     Table(JOB_RUNS, "one row per stage run: status, metrics, rows read and written"),
     Table(INGEST_LOG, "every landed file ingested, with its size, modification time and rows"),
     Table(SCHEMA_DRIFT, "landed files whose columns differ from the declared ones"),
@@ -137,6 +142,7 @@ TABLES: tuple[Table, ...] = (
     Table(AUDIT_LOG, "who did what with personal data (append-only)"),
     Table(ERASURE_LEDGER, "hashed tombstones of erased subjects' identifiers"),
     Table(STREAM_PROGRESS, "one row per stream batch: rows, refused, persons, latency from landing"),
+    Table(ACTIVATION_CURSORS, "per destination: the activation log version delivered up to, and what was sent and refused"),
 )
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -23,7 +23,7 @@ from cdp.conf.base import Strict
 from cdp.conf.tags import TagLibrary
 
 COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-OPERATORS = (*COMPARISONS, "in", "not_in", "between", "is_null", "within_days", "before", "after")
+OPERATORS = (*COMPARISONS, "in", "not_in", "starts_with", "between", "is_null", "within_days", "before", "after")
 
 
 class Audience(Strict):
@@ -100,6 +100,10 @@ def _condition(node: dict[str, Any], tags: TagLibrary, profile_fields: set[str] 
             raise RuleError(f"{where}: `{op}` takes a non-empty list")
         values = ", ".join(literal(v) for v in value)
         return f"({column} {'NOT IN' if op == 'not_in' else 'IN'} ({values}))"
+    if op == "starts_with":
+        if not isinstance(value, str) or not value:
+            raise RuleError(f"{where}: `starts_with` takes a non-empty text")
+        return f"startswith({column}, {literal(value)})"
     if op == "between":
         if not isinstance(value, list) or len(value) != 2:
             raise RuleError(f"{where}: `between` takes [low, high]")

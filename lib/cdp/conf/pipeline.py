@@ -75,6 +75,8 @@ class Stream(Strict):
     trigger_seconds: float = Field(2.0, gt=0, le=3600)
     max_files_per_trigger: int = Field(1000, ge=1)
     keep_days: int = Field(30, ge=1, le=3660)
+    # a micro-batch holds seconds of events: a few shuffle partitions, not the batch jobs' hundreds
+    shuffle_partitions: int = Field(2, ge=1, le=10000)
 
 
 class PipelineConfig(Strict):

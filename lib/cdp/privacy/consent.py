@@ -18,6 +18,11 @@ CONSENT_STATE_SCHEMA = (
 )
 
 
+def action_status(action: Column) -> Column:
+    """A consent record's action (grant, withdraw) as the status it sets (granted, withdrawn); null otherwise."""
+    return F.element_at(F.create_map(*[F.lit(x) for kv in ACTION_STATUS.items() for x in kv]), action)
+
+
 def consent_state(consent_events: DataFrame, oneid_map: DataFrame) -> DataFrame:
     """(one_id, purpose, status, updated_at, source, record_key, subjects, conflict).
 
@@ -25,7 +30,7 @@ def consent_state(consent_events: DataFrame, oneid_map: DataFrame) -> DataFrame:
     withdrawal); per person, withdrawn if any of their subjects' latest is a withdrawal. The deciding
     event (source, record_key, updated_at) is the latest event with the resulting status.
     """
-    status = F.element_at(F.create_map(*[F.lit(x) for kv in ACTION_STATUS.items() for x in kv]), F.col("action"))
+    status = action_status(F.col("action"))
     if {"subject_id_type", "subject_id_value"} <= set(consent_events.columns):
         subject = F.concat_ws(":", "subject_id_type", "subject_id_value")
     else:  # events without a resolved subject count as one subject

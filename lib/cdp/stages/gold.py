@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from cdp import __version__
 
+from cdp.activation import ACTIVATION_SCHEMA, activation_rows, live_state, split_audiences, transitions
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf import ConfigError, Settings
 from cdp.conf.audiences import compile_rule, referenced_tags
@@ -47,6 +48,7 @@ from cdp.privacy.views import build_role_views
 from cdp.profile.golden import build_customer_profile, person_map
 from cdp.profile.history import HISTORY_COLUMNS, follow_merges, next_history, survivors
 from cdp.tables import (
+    ACTIVATION_EVENTS,
     AUDIENCE_HISTORY, AUDIENCE_RUNS, AUDIENCES, CONSENT, IDENTIFIERS, IDENTITY_MAP, ONEID_MAP, PROFILE, REFUSED,
     REGISTRY, TAG_CATALOG, TAG_HISTORY, TAGS, VIOLATIONS, daily_table, silver_table,
 )
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 AUDIENCE_RUNS_SCHEMA = (
     "run_id string, run_date date, audience string, purpose string, matched long, members long, "
-    "entered long, exited long, computed_at timestamp"
+    "entered long, exited long, computed_at timestamp, activations long"
 )
 
 
@@ -226,6 +228,7 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
                      spark.createDataFrame([], "audience string, one_id string, purpose string")).checkpoint()
     write_history(spark, AUDIENCE_HISTORY, ["audience", "one_id"], current, run_date, registry,
                   "When each person entered and left each audience (SCD2)")
+    activations = log_activations(spark, settings, current, run_id, computed_at)
     stays = spark.table(AUDIENCE_HISTORY).where(F.col("exited_on").isNull()).select("audience", "one_id", "entered_on")
     overwrite_table(
         current.join(stays, ["audience", "one_id"], "left").select(
@@ -243,10 +246,29 @@ def build_audiences(spark: SparkSession, settings: Settings, run_id: str, profil
     sizes = {r["audience"]: r["n"] for r in
              spark.table(AUDIENCES).groupBy("audience").agg(F.count("*").alias("n")).collect()}
     runs = [(run_id, run_date, name, purpose, matched, sizes.get(name, 0), moves.get((name, "entered"), 0),
-             moves.get((name, "exited"), 0), computed_at) for name, (purpose, matched) in counts.items()]
+             moves.get((name, "exited"), 0), computed_at, activations.get(name, 0))
+            for name, (purpose, matched) in counts.items()]
     append(spark.createDataFrame(runs, AUDIENCE_RUNS_SCHEMA), AUDIENCE_RUNS)
     frame.unpersist()
     return {name: {"matched": matched, "members": sizes.get(name, 0)} for name, (_, matched) in counts.items()}
+
+
+def log_activations(spark: SparkSession, settings: Settings, current: DataFrame, run_id: str,
+                    computed_at: datetime) -> dict[str, int]:
+    """Append to gold.activation_events who entered and who left each audience over daily tags since
+    the log's last event for them (the stream writes those of the realtime audiences). A rerun finds
+    its own events in the log and adds none. Returns the events per audience."""
+    daily, _ = split_audiences(settings.audiences.audiences, settings.tags)
+    if not daily:
+        return {}
+    log_ = (spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*daily)) if table_exists(spark, ACTIVATION_EVENTS)
+            else spark.createDataFrame([], ACTIVATION_SCHEMA))
+    moves = transitions(current.where(F.col("audience").isin(*daily)), live_state(log_))
+    rows = activation_rows(moves, {n: a.purpose for n, a in daily.items()}, computed_at, "daily", run_id).checkpoint()
+    counts = {r["audience"]: r["n"] for r in rows.groupBy("audience").agg(F.count("*").alias("n")).collect()}
+    if counts:
+        append(rows, ACTIVATION_EVENTS, change_feed=True)
+    return counts
 
 
 def _step(name: str, seconds: dict[str, float]):

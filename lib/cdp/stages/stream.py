@@ -1,8 +1,9 @@
-"""`cdp stream`: real-time profiles from channel events as their files land (Spark Structured Streaming).
+"""`cdp stream`: real-time profiles and audiences from channel events as their files land (Spark
+Structured Streaming).
 
-One query follows the landing folders of every source mapped onto the `events` entity (the file
-source; each file once, tracked by the query's checkpoint under <lakehouse>/_streams/events). Each
-micro-batch:
+One query follows the landing folders of every source mapped onto the `events` or the
+`consent_events` entity (the file source; each file once, tracked by the query's checkpoint under
+<lakehouse>/_streams/events). Each micro-batch:
 
 1. gives the rows bronze's bookkeeping columns and maps and checks them with silver's own code
    (cdp.stages.bronze, cdp.stages.silver.checked_rows): one code path, not a copy. Rows silver would
@@ -14,19 +15,26 @@ micro-batch:
    idempotently (events carrying an identifier of an erased subject, ops.erasure_ledger, stay
    out): a retried batch is the same Delta transaction (txnAppId = the query's id, txnVersion =
    the batch id) and is skipped;
-4. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
+4. resolves the consent records the same way and appends them to gold.realtime_consent;
+5. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
    gold.realtime_tags (a retried batch computes the same values);
-5. appends a row to ops.stream_progress: rows, refused, persons, and the latency from each file's
-   landing (its modification time) to the tags' commit.
+6. evaluates the real-time audiences (cdp.activation: those whose rule names a realtime tag) for the
+   persons of its events and consent records, and appends who entered and who left to
+   gold.activation_events (a retried batch finds the same transitions, with the same keys);
+7. appends a row to ops.stream_progress: rows, refused, persons, activation events, the seconds of
+   each step, and the latency from each file's landing (its modification time) to the commits.
 
 When the identity map changes (a daily identity and gold run), the stream's next start or batch
-re-resolves every kept event — provisional ids learn their person, merged and split persons are re-keyed — and
-recomputes the tags of every person whose events moved. Events older than `stream.keep_days` are
+re-resolves every kept event and consent record — provisional ids learn their person, merged and
+split persons are re-keyed — and sweeps: every person it holds tags of and every member of a
+real-time audience gets their tags recomputed as of today and the audiences evaluated again (the
+sweep also runs when the day changes: time-window exits). Rows older than `stream.keep_days` are
 dropped then too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -42,19 +50,28 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from cdp.activation import (
+    REALTIME_CONSENT_SCHEMA, activation_rows, audience_codes, consent_now, live_state, split_audiences,
+    transitions,
+)
+from cdp.audience.members import audience_frame, select_audience
 from cdp.cleanse.mapping import IDS, REASON, Reading
 from cdp.conf import Settings
 from cdp.conf.sources import Source
 from cdp.conf.tags import REALTIME_SOURCE
-from cdp.lakehouse import table_exists, table_version
+from cdp.lakehouse import append, table_exists, table_version
+from cdp.logs import timed_step
+from cdp.privacy.consent import CONSENT_STATE_SCHEMA, action_status
 from cdp.privacy.protect import load_keys
 from cdp.realtime import (
-    hashed_identifiers, kept_columns, person_lookup, realtime_tags, resolved, unidentified,
+    current_tags, hashed_identifiers, kept_columns, person_lookup, realtime_tags, resolved, unidentified,
 )
 from cdp.stages.bronze import delivered_schema, with_ingestion_metadata, with_position
 from cdp.stages.silver import checked_rows
+from cdp.tags.engine import to_wide
 from cdp.tables import (
-    CORRUPT_RECORD, ERASURE_LEDGER, IDENTITY_MAP, REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS,
+    ACTIVATION_EVENTS, CONSENT, CORRUPT_RECORD, ERASURE_LEDGER, IDENTITY_MAP, PROFILE, REALTIME_CONSENT,
+    REALTIME_EVENTS, REALTIME_TAGS, STREAM_PROGRESS, TAGS,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +81,10 @@ TAGS_SCHEMA = "one_id string, tag_code string, value string, tag_version int, as
 PROGRESS_SCHEMA = (
     "query_id string, batch_id long, started_at timestamp, finished_at timestamp, rows long, refused long, "
     "erased long, persons long, provisional long, rekeyed long, identity_version long, latency_p50_s double, "
-    "latency_max_s double, seconds double"
+    "latency_max_s double, seconds double, consents long, activations long, step_seconds string"
 )
+CHANGED = "NOT (t.value <=> s.value AND t.tag_version <=> s.tag_version AND t.as_of <=> s.as_of)"
+CONSENT_SOURCE = "consent_events"  # the entity whose rows the stream also follows: consent as it changes
 
 
 @dataclass(frozen=True)
@@ -75,8 +94,9 @@ class StreamRun:
     seconds: float
 
 
-def event_sources(settings: Settings) -> dict[str, Source]:
-    return {name: s for name, s in settings.sources.sources.items() if s.entity == REALTIME_SOURCE}
+def followed_sources(settings: Settings) -> dict[str, Source]:
+    """The sources the stream reads: events, and consent records."""
+    return {name: s for name, s in settings.sources.sources.items() if s.entity in (REALTIME_SOURCE, CONSENT_SOURCE)}
 
 
 def stream_dir(settings: Settings) -> Path:
@@ -87,7 +107,7 @@ def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame
     """Every event source's landing folder as one stream of delivered rows (strings, as bronze reads
     them), with the file's metadata and the source's name."""
     frames = []
-    for name, source in event_sources(settings).items():
+    for name, source in followed_sources(settings).items():
         reader = (spark.readStream.schema(delivered_schema(source)).option("mode", "PERMISSIVE")
                   .option("columnNameOfCorruptRecord", CORRUPT_RECORD).option("maxFilesPerTrigger", max_files))
         path = str(Path(settings.landing) / source.path)
@@ -97,11 +117,11 @@ def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame
 
 
 class EventBatches:
-    """The foreachBatch function: what each micro-batch does (the module's steps 1–5)."""
+    """The foreachBatch function: what each micro-batch does (the module's steps 1–6)."""
 
     def __init__(self, spark: SparkSession, settings: Settings, query_id: str):
         self.spark, self.settings, self.query_id = spark, settings, query_id
-        self.sources = event_sources(settings)
+        self.sources = followed_sources(settings)
         self.reading = Reading(settings.model, tuple(settings.privacy.purposes))
         self.keys = load_keys(settings)
         self.ranks = {t: i for i, t in enumerate(settings.model.identifier_types)}
@@ -109,52 +129,90 @@ class EventBatches:
         self.zone = ZoneInfo(settings.profile.timezone)
         entity_columns = ["channel", *settings.model.entities[REALTIME_SOURCE].fields]  # channel: every mapped row's
         self.columns = kept_columns(self.library, entity_columns)
+        _, self.audiences = split_audiences(settings.audiences.audiences, self.library)
+        self.codes = audience_codes(self.audiences, self.library)
+        self._daily: tuple[DataFrame, ...] | None = None
+        self._daily_versions: tuple[int, ...] | None = None
         self.identity_version = None
+        self.swept_on = None
         self.lookup: DataFrame | None = None
         self.batches = self.rows = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = datetime.now(timezone.utc)
         spark = self.spark
-        rekeyed = self.follow_identity()
-        parts = []
-        for name, source in self.sources.items():
-            rows = batch.where(F.col("_source") == name).drop("_source")
-            bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
-            parts.append(checked_rows(bronze, name, source, self.reading))
-        checked = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).localCheckpoint()
-        counts = checked.groupBy(F.col(REASON).isNull().alias("fit")).count().collect()
-        fit_rows = sum(r["count"] for r in counts if r["fit"])
-        refused = sum(r["count"] for r in counts if not r["fit"])
-        cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
-        events = checked.where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
-        people = self.resolve(events)
-        erased = self.erased(people)
-        people = people.join(erased, ["source", "record_key"], "left_anti")
-        rows = (events.join(people, ["source", "record_key"])
-                .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
-                        F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
-                        F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
-        self.append_once(rows, REALTIME_EVENTS, batch_id)
-        seen = rows.select("one_id", "provisional", "landed_at").distinct().collect()
-        persons = sorted({r["one_id"] for r in seen})
-        self.refresh_tags(persons)
+        seconds: dict[str, float] = {}
+        log.info("stream: batch %d started", batch_id)
+        with timed_step("stream", "identity", seconds):
+            rekeyed = self.follow_identity()
+            if self.swept_on != self.today():
+                self.sweep()
+        with timed_step("stream", "map", seconds):
+            batch = batch.localCheckpoint()  # the batch's files read once, not once per source
+            parts: dict[str, list[DataFrame]] = {}
+            for name, source in self.sources.items():
+                rows = batch.where(F.col("_source") == name).drop("_source")
+                bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
+                parts.setdefault(source.entity, []).append(checked_rows(bronze, name, source, self.reading))
+            checked = {entity: reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).localCheckpoint()
+                       for entity, frames in parts.items()}
+            counts = {entity: {r["fit"]: r["count"] for r in
+                               frame.groupBy(F.col(REASON).isNull().alias("fit")).count().collect()}
+                      for entity, frame in checked.items()}
+            fit_rows = sum(c.get(True, 0) for c in counts.values())
+            refused = sum(c.get(False, 0) for c in counts.values())
+        with timed_step("stream", "events", seconds):
+            cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
+            events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
+            people = self.resolve(events)
+            erased = self.erased(people)
+            people = people.join(erased, ["source", "record_key"], "left_anti")
+            rows = (events.join(people, ["source", "record_key"])
+                    .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
+                            F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
+                            F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
+            self.append_once(rows, REALTIME_EVENTS, batch_id)
+        with timed_step("stream", "consent", seconds):
+            consents = self.consent_rows(checked.get(CONSENT_SOURCE) if counts.get(CONSENT_SOURCE, {}).get(True)
+                                         else None, batch_id)
+            seen = (rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
+                    .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
+                    .distinct().collect())
+        persons = sorted({r["one_id"] for r in seen if r["event"]})
+        with timed_step("stream", "tags", seconds):
+            if persons:
+                self.refresh_tags(self.frame_of(persons))
+        with timed_step("stream", "audiences", seconds):
+            moved = sorted({r["one_id"] for r in seen})
+            landed = spark.createDataFrame(
+                sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
+                "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
+            activations = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed,
+                                        batch_id) if moved else 0
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
         progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, erased.count(), len(persons),
                      len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
                      latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
-                     (finished - started).total_seconds())]
+                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), activations,
+                     json.dumps(seconds, sort_keys=True))]
         self.append_once(spark.createDataFrame(progress, PROGRESS_SCHEMA), STREAM_PROGRESS, batch_id)
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
-        log.info("stream: batch %d: %d rows (%d refused), %d persons", batch_id, fit_rows + refused, refused, len(persons))
+        log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
+                 fit_rows + refused, refused, len(persons), activations, seconds)
+
+    def today(self):
+        return datetime.now(self.zone).date()
+
+    def frame_of(self, persons: list[str]) -> DataFrame:
+        return self.spark.createDataFrame([(p,) for p in persons], "one_id string")
 
     # ------------------------------------------------------------ identity
 
     def follow_identity(self) -> int:
-        """Read the identity map when it changed; then re-resolve every kept event. Returns how many
-        events changed person."""
+        """Read the identity map when it changed; then re-resolve every kept event and consent record,
+        and sweep. Returns how many rows changed person."""
         version = table_version(self.spark, IDENTITY_MAP) if table_exists(self.spark, IDENTITY_MAP) else -1
         if version == self.identity_version:
             return 0
@@ -164,16 +222,21 @@ class EventBatches:
         frame = self.spark.table(IDENTITY_MAP) if version >= 0 else self.spark.createDataFrame(
             [], "one_id string, id_hash string")
         self.lookup = person_lookup(frame.select("one_id", "id_hash")).cache()
-        return self.rekey() if table_exists(self.spark, REALTIME_EVENTS) else 0
+        count = sum(self.rekey(table, time_column) for table, time_column in
+                    ((REALTIME_EVENTS, "event_time"), (REALTIME_CONSENT, "occurred_at")) if table_exists(self.spark, table))
+        if count:
+            log.info("stream: identity map version %s: %d kept rows re-keyed or dropped", self.identity_version, count)
+        self.sweep()  # the daily run may have changed profiles, daily tags and consent: every audience member again
+        return count
 
-    def resolve(self, events: DataFrame) -> DataFrame:
-        identifiers = hashed_identifiers(events, IDS, self.ranks, self.keys)
+    def resolve(self, rows: DataFrame) -> DataFrame:
+        identifiers = hashed_identifiers(rows, IDS, self.ranks, self.keys)
         people = resolved(identifiers, self.lookup)
-        bare = events.select("source", "record_key").join(people, ["source", "record_key"], "left_anti")
+        bare = rows.select("source", "record_key").join(people, ["source", "record_key"], "left_anti")
         return people.unionByName(unidentified(bare, self.keys))
 
     def erased(self, people: DataFrame) -> DataFrame:
-        """(source, record_key) of the events carrying an identifier of an erased subject
+        """(source, record_key) of the rows carrying an identifier of an erased subject
         (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run."""
         if not table_exists(self.spark, ERASURE_LEDGER):
             return people.select("source", "record_key").limit(0)
@@ -181,61 +244,140 @@ class EventBatches:
         return (people.select("source", "record_key", F.explode("id_hashes").alias("key_hash"))
                 .join(F.broadcast(tombstones), "key_hash").select("source", "record_key").distinct()).localCheckpoint()
 
-    def rekey(self) -> int:
-        """Every kept event resolved again through the new map; events older than keep_days dropped;
-        the tags of every person who lost or gained events recomputed."""
-        spark = self.spark
-        kept = spark.table(REALTIME_EVENTS)
+    def rekey(self, table: str, time_column: str) -> int:
+        """Every kept row of `table` resolved again through the new map; rows older than keep_days dropped."""
+        kept = self.spark.table(table)
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
         identifiers = kept.select("source", "record_key", F.explode("id_hashes").alias("id_hash"))
         fresh = (identifiers.join(self.lookup, "id_hash", "left")
                  .groupBy("source", "record_key").agg(F.min("one_id").alias("_person")))
+        old = F.to_date(time_column) < cutoff
         moved = (kept.join(fresh, ["source", "record_key"], "left")
-                 .where((F.col("_person").isNotNull() & (F.col("_person") != F.col("one_id")))
-                        | (F.to_date("event_time") < cutoff))
-                 .select("source", "record_key", "one_id", "_person", (F.to_date("event_time") < cutoff).alias("_old"))
-                 ).localCheckpoint()
+                 .where((F.col("_person").isNotNull() & (F.col("_person") != F.col("one_id"))) | old)
+                 .select("source", "record_key", "_person", old.alias("_old"))).localCheckpoint()
         count = moved.count()
-        if count == 0:
+        if count:
+            (DeltaTable.forName(self.spark, table).alias("t")
+             .merge(moved.alias("m"), "t.source = m.source AND t.record_key = m.record_key")
+             .whenMatchedDelete(condition="m._old")
+             .whenMatchedUpdate(set={"one_id": "m._person", "provisional": "false"})
+             .execute())
+        return count
+
+    # ------------------------------------------------------------ consent and audiences
+
+    def consent_rows(self, checked: DataFrame | None, batch_id: int) -> DataFrame:
+        """The batch's consent records of the last keep_days days, resolved to a person, appended to
+        gold.realtime_consent (what activation checks at send time until the daily run folds them in)."""
+        if checked is None:
+            return self.spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)
+        cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
+        fit = checked.where(F.col(REASON).isNull() & (F.to_date("occurred_at") >= cutoff))
+        people = self.resolve(fit)
+        people = people.join(self.erased(people), ["source", "record_key"], "left_anti")
+        rows = (fit.join(people, ["source", "record_key"])
+                .select("one_id", "provisional", "purpose", action_status(F.col("action")).alias("status"), "occurred_at", "source",
+                        "record_key", "id_hashes", F.col("_file_modified_at").alias("landed_at"),
+                        F.current_timestamp().alias("processed_at"), F.lit(batch_id).cast("long").alias("batch_id"))
+                ).localCheckpoint()
+        self.append_once(rows, REALTIME_CONSENT, batch_id)
+        return rows
+
+    def sweep(self) -> int:
+        """Every person the stream holds events or tags of, and every member of a realtime audience: tags
+        recomputed as of today (a time window moved, a day began) and audiences evaluated again — the
+        exits no new event would bring."""
+        spark = self.spark
+        self.swept_on = self.today()
+        persons = spark.createDataFrame([], "one_id string")
+        for table in (REALTIME_EVENTS, REALTIME_TAGS):  # events re-keyed to a person; tags of a person re-keyed away
+            if table_exists(spark, table):
+                persons = persons.unionByName(spark.table(table).select("one_id"))
+        if table_exists(spark, ACTIVATION_EVENTS) and self.audiences:
+            persons = persons.unionByName(self.live(None).where(F.col("last_event") == "entered").select("one_id"))
+        persons = persons.distinct().localCheckpoint()
+        self.refresh_tags(persons)
+        return self.evaluate(persons, f"{self.query_id}:sweep:{datetime.now(timezone.utc).isoformat()}", None, None)
+
+    def live(self, persons: DataFrame | None) -> DataFrame:
+        """The realtime audiences' membership as the activation log says (of `persons`, or everyone's)."""
+        log_ = self.spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*self.audiences))
+        if persons is not None:
+            log_ = log_.join(persons, "one_id", "left_semi")
+        return live_state(log_)
+
+    def daily_side(self) -> tuple[DataFrame, DataFrame, DataFrame] | None:
+        """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
+        everyone, cached until a gold run writes a new version of one of them (a stream-static join)."""
+        spark = self.spark
+        if not table_exists(spark, PROFILE):
+            return None
+        versions = tuple(table_version(spark, t) for t in (PROFILE, TAGS, CONSENT))
+        if versions != self._daily_versions:
+            for frame in self._daily or ():
+                frame.unpersist()
+            empty = "one_id string, tag_code string, value string"
+            daily = to_wide(spark.table(TAGS) if versions[1] >= 0 else spark.createDataFrame([], empty),
+                            self.library, self.codes)
+            state = spark.table(CONSENT) if versions[2] >= 0 else spark.createDataFrame([], CONSENT_STATE_SCHEMA)
+            self._daily = tuple(f.cache() for f in (spark.table(PROFILE), daily, state))
+            self._daily_versions = versions
+        return self._daily
+
+    def evaluate(self, persons: DataFrame, ref: str, landed: DataFrame | None, batch_id: int | None) -> int:
+        """The realtime audiences for `persons`: who entered and who exited since the log's last
+        event for them, appended to gold.activation_events. Returns how many events."""
+        spark = self.spark
+        daily_side = self.daily_side() if self.audiences else None
+        if daily_side is None:
             return 0
-        (DeltaTable.forName(spark, REALTIME_EVENTS).alias("t")
-         .merge(moved.alias("m"), "t.source = m.source AND t.record_key = m.record_key")
-         .whenMatchedDelete(condition="m._old")
-         .whenMatchedUpdate(set={"one_id": "m._person", "provisional": "false"})
-         .execute())
-        touched = {person for r in moved.select("one_id", "_person").distinct().collect()
-                   for person in (r["one_id"], r["_person"]) if person is not None}
-        self.refresh_tags(sorted(touched))
-        log.info("stream: identity map version %s: %d kept events re-keyed or dropped", self.identity_version, count)
+        persons = F.broadcast(persons)
+        profile, daily, state = (f.join(persons, "one_id", "left_semi") for f in daily_side)
+        stream = spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi") if table_exists(
+            spark, REALTIME_TAGS) else spark.createDataFrame([], "one_id string, tag_code string, value string")
+        frame = audience_frame(profile, current_tags(self.library, daily, stream, self.codes), self.today())
+        realtime = (spark.table(REALTIME_CONSENT).join(persons, "one_id", "left_semi")
+                    if table_exists(spark, REALTIME_CONSENT) else None)
+        consent = consent_now(state, realtime)
+        defaults = self.settings.privacy.defaults
+        current = reduce(DataFrame.unionByName, [
+            select_audience(frame, audience, self.library, consent, defaults[audience.purpose]).members
+            .select(F.lit(name).alias("audience"), "one_id") for name, audience in self.audiences.items()])
+        live = self.live(persons) if table_exists(spark, ACTIVATION_EVENTS) else spark.createDataFrame(
+            [], "audience string, one_id string, last_event string, version int")
+        rows = activation_rows(transitions(current, live), {n: a.purpose for n, a in self.audiences.items()},
+                               datetime.now(timezone.utc), "stream", ref, landed).localCheckpoint()
+        count = rows.count()
+        if count:
+            append(rows, ACTIVATION_EVENTS, None if batch_id is None else (f"{self.query_id}-activation", batch_id),
+                   change_feed=True)
         return count
 
     # ------------------------------------------------------------ writes
 
     def append_once(self, frame: DataFrame, table: str, batch_id: int) -> None:
         """Append as the batch's one transaction on the table: a retry of the batch is skipped by Delta."""
-        (frame.write.format("delta").mode("append").option("txnAppId", self.query_id)
-         .option("txnVersion", batch_id).saveAsTable(table))
+        append(frame, table, (self.query_id, batch_id))
 
-    def refresh_tags(self, persons: list[str]) -> None:
+    def refresh_tags(self, persons: DataFrame) -> None:
         """The persons' realtime tags recomputed from their kept events, replacing their rows."""
-        if not persons:
-            return
         spark = self.spark
-        today = datetime.now(self.zone).date()
-        events = spark.table(REALTIME_EVENTS).where(F.col("one_id").isin(*persons))
-        values = realtime_tags(self.library, events, today, datetime.now(timezone.utc))
+        if not table_exists(spark, REALTIME_EVENTS):
+            return
+        persons = F.broadcast(persons)
+        events = spark.table(REALTIME_EVENTS).join(persons, "one_id", "left_semi")
+        values = realtime_tags(self.library, events, self.today(), datetime.now(timezone.utc))
         if not table_exists(spark, REALTIME_TAGS):
             spark.createDataFrame([], TAGS_SCHEMA).write.format("delta").saveAsTable(REALTIME_TAGS)
-        keys = spark.createDataFrame([(p,) for p in persons], "one_id string")
-        staged = (keys.join(values, "one_id", "left").withColumn("_delete", F.col("tag_code").isNull())
-                  .unionByName(spark.table(REALTIME_TAGS).join(keys, "one_id").join(
+        staged = (persons.join(values, "one_id", "left").withColumn("_delete", F.col("tag_code").isNull())
+                  .unionByName(spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi").join(
                       values.select("one_id", "tag_code"), ["one_id", "tag_code"], "left_anti")
                       .withColumn("_delete", F.lit(True))))
         columns = {c: f"s.{c}" for c in ("one_id", "tag_code", "value", "tag_version", "as_of", "computed_at")}
         (DeltaTable.forName(spark, REALTIME_TAGS).alias("t")
          .merge(staged.alias("s"), "t.one_id = s.one_id AND t.tag_code <=> s.tag_code")
          .whenMatchedDelete(condition="s._delete")
-         .whenMatchedUpdate(set=columns)
+         .whenMatchedUpdate(condition=CHANGED, set=columns)  # an unchanged value keeps its row and computed_at
          .whenNotMatchedInsert(condition="NOT s._delete", values=columns)
          .execute())
 
@@ -245,6 +387,7 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     """Follow the landing folders: until stopped (SIGTERM, SIGINT or `stop`), or, with `once`, until
     every file there now is processed."""
     config = settings.pipeline.stream
+    spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
     checkpoint = stream_dir(settings) / "checkpoint"
     query_id = _query_id(stream_dir(settings))
     handler = EventBatches(spark, settings, query_id)

@@ -169,12 +169,13 @@ def to_long(wide: DataFrame, library: TagLibrary, run_date: date, computed_at: d
     )
 
 
-def to_wide(long: DataFrame, library: TagLibrary) -> DataFrame:
-    """gold.customer_tags back to one typed column per tag (for audience previews over the stored tags)."""
-    codes = list(library.tags)
-    pivoted = long.groupBy("one_id").pivot("tag_code", codes).agg(F.first("value"))
+def to_wide(long: DataFrame, library: TagLibrary, codes: list[str] | None = None) -> DataFrame:
+    """gold.customer_tags back to one typed column per tag (for audience previews over the stored
+    tags); `codes`: these tags only."""
+    codes = list(library.tags) if codes is None else codes
+    pivoted = long.where(F.col("tag_code").isin(*codes)).groupBy("one_id").pivot("tag_code", codes).agg(F.first("value"))
     columns = []
-    for code, tag in library.tags.items():
+    for code, tag in ((c, library.tags[c]) for c in codes):
         if tag.type == "boolean":
             columns.append(F.coalesce(F.col(code) == "true", F.lit(False)).alias(code))
         else:

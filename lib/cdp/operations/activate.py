@@ -1,0 +1,288 @@
+"""`cdp activate`: deliver audience entries and exits (gold.activation_events) to a marketing tool.
+
+- **What goes.** The log's rows added after the destination's cursor (its Change Data Feed, by
+  commit version), oldest first, of one audience or all. Each entry is checked against consent as it
+  stands at send time (cdp.activation.consent_now: the daily decision, overridden by the consent
+  records the stream saw since); a refused entry is not sent, and the refusal is audited. Exits go.
+- **Where.** A webhook (`--to webhook URL`): a JSON POST of up to `chunk` events, `{"events": [...]}`;
+  a 2xx acknowledges them. A 5xx, a 408, a 429, a timeout or a refused connection is retried with
+  exponential backoff (0.5 s doubling to 30 s) up to `max_attempts`; any other status stops the run
+  (the receiver refuses the payload: retrying will not help). A folder (`--to dir DIR`): one JSONL
+  file per chunk, named by its versions and position, written whole (temporary file, then rename).
+- **At least once.** The cursor (ops.activation_cursors, per destination and audience filter) moves
+  past a commit version only when every event of it was acknowledged or refused; a stopped or failed
+  run resends from there. Every event carries its deterministic key (`event_key`): a receiver
+  deduplicates by it.
+- **Audit.** One ops.audit_log row per acknowledged chunk (action `activation`) and per refused entry
+  (`activation_refused`, with the reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cdp.activation import ENTERED, REALTIME_CONSENT_SCHEMA, allowed_now, consent_now
+from cdp.audit import append_events, event
+from cdp.conf import Settings
+from cdp.lakehouse import read_changes, replace_where, sql_string, table_exists, table_version
+from cdp.privacy.consent import CONSENT_STATE_SCHEMA
+from cdp.tables import ACTIVATION_CURSORS, ACTIVATION_EVENTS, CONSENT, REALTIME_CONSENT
+
+log = logging.getLogger(__name__)
+
+ALL = "*"  # the audience filter of a destination that takes every audience
+CURSOR_SCHEMA = "destination string, audience string, version long, delivered long, refused long, updated_at timestamp"
+PAYLOAD = ("event_key", "audience", "purpose", "one_id", "event", "version", "occurred_at", "origin", "landed_at")
+RETRIED_STATUS = (408, 425, 429)
+
+
+class DeliveryError(RuntimeError):
+    """A destination did not acknowledge: the cursor stays before the events it did not take."""
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, events: list[dict], label: str) -> int:
+        """Deliver the events; return the attempts it took. Raises DeliveryError."""
+
+
+@dataclass
+class Webhook:
+    url: str
+    timeout: float = 10.0
+    max_attempts: int = 8
+    first_backoff: float = 0.5
+    max_backoff: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def name(self) -> str:
+        return f"webhook:{self.url}"
+
+    def send(self, events: list[dict], label: str) -> int:
+        body = json.dumps({"events": events}, ensure_ascii=False, default=str).encode("utf-8")
+        request = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Content-Type": "application/json; charset=utf-8", "X-CDP-Batch": label,
+            "Idempotency-Key": hashlib.sha256("|".join(e["event_key"] for e in events).encode()).hexdigest()})
+        backoff = self.first_backoff
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    response.read()
+                return attempt
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 and exc.code not in RETRIED_STATUS:
+                    raise DeliveryError(f"{self.url} refused the events with HTTP {exc.code} ({exc.reason}); "
+                                        "they are not retried: fix the receiver or the payload, then run again") from exc
+                why = f"HTTP {exc.code}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+                why = type(getattr(exc, "reason", exc)).__name__
+            if attempt < self.max_attempts:
+                log.warning("activate: %s: %s, attempt %d of %d; retrying in %.1f s", self.url, why, attempt,
+                            self.max_attempts, backoff)
+                self.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        raise DeliveryError(f"{self.url} did not acknowledge after {self.max_attempts} attempts (last: {why})")
+
+
+@dataclass
+class Folder:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"dir:{Path(self.path).resolve()}"
+
+    def send(self, events: list[dict], label: str) -> int:
+        folder = Path(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"activation-{label}.jsonl"
+        temporary = folder / f".{target.name}.{os.getpid()}.tmp"
+        temporary.write_text("".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in events),
+                             encoding="utf-8")
+        temporary.replace(target)
+        return 1
+
+
+def sender(kind: str, target: str, **options) -> Sender:
+    if kind == "webhook":
+        if not target.startswith(("http://", "https://")):
+            raise ValueError(f"--to webhook takes an http(s) URL, not '{target}'")
+        return Webhook(target, **options)
+    if kind == "dir":
+        return Folder(Path(target))
+    raise ValueError(f"--to takes 'webhook URL' or 'dir DIR', not '{kind}'")
+
+
+@dataclass
+class Delivery:
+    destination: str
+    audience: str
+    from_version: int
+    to_version: int
+    delivered: int = 0
+    refused: int = 0
+    chunks: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    refusals: dict[str, int] = field(default_factory=dict)  # reason → entries
+
+
+def read_cursor(spark: SparkSession, destination: str, audience: str) -> tuple[int, int, int]:
+    """(version, delivered, refused) so far; version -1 for a new destination (everything is new)."""
+    if not table_exists(spark, ACTIVATION_CURSORS):
+        return -1, 0, 0
+    rows = spark.table(ACTIVATION_CURSORS).where(
+        (F.col("destination") == destination) & (F.col("audience") == audience)).collect()
+    return (rows[0]["version"], rows[0]["delivered"], rows[0]["refused"]) if rows else (-1, 0, 0)
+
+
+def write_cursor(spark: SparkSession, destination: str, audience: str, version: int, delivered: int,
+                 refused: int) -> None:
+    frame = spark.createDataFrame([(destination, audience, version, delivered, refused, datetime.now(timezone.utc))],
+                                  CURSOR_SCHEMA)
+    replace_where(frame, ACTIVATION_CURSORS,
+                  f"destination = {sql_string(destination)} AND audience = {sql_string(audience)}")
+
+
+# what Spark and Delta say when a version's files or log entries are gone (VACUUM, log retention)
+GONE = ("FILE_NOT_EXIST", "FileNotFoundException", "DELTA_CHANGE_DATA_FILE_NOT_FOUND", "VERSION_NOT_FOUND",
+        "DELTA_VERSIONS_NOT_CONTIGUOUS", "DELTA_FILE_NOT_FOUND")
+
+
+def logged_after(spark: SparkSession, after: int, up_to: int, audience: str) -> DataFrame:
+    """The log's rows added after version `after`, as of version `up_to`, each with `_commit_version`
+    (materialised). Read from the change feed; a new destination (after -1) takes the rows the log
+    holds, and so does a cursor whose versions the feed no longer holds (a VACUUM removed their change
+    files, as it does after an erasure): the rows of `up_to` not in the cursor's version, or all of
+    them when that version is gone too — at least once, as always: the receiver dedupes by event_key."""
+    def rows_at(version: int) -> DataFrame:
+        frame = spark.read.format("delta").option("versionAsOf", int(version)).table(ACTIVATION_EVENTS)
+        return frame if audience == ALL else frame.where(F.col("audience") == audience)
+
+    def snapshot() -> DataFrame:
+        frame = rows_at(up_to)
+        if after >= 0:
+            try:
+                frame = frame.join(rows_at(after).select("event_key"), "event_key", "left_anti").localCheckpoint()
+            except Exception as exc:  # noqa: BLE001 - only "gone" is expected; anything else is raised
+                if not any(marker in str(exc) for marker in GONE):
+                    raise
+        return frame.withColumn("_commit_version", F.lit(int(up_to)).cast("long")).localCheckpoint()
+
+    if after < 0:
+        return snapshot()
+    changes = read_changes(spark, ACTIVATION_EVENTS, after, up_to).where(F.col("_change_type") == "insert")
+    if audience != ALL:
+        changes = changes.where(F.col("audience") == audience)
+    try:
+        # a row erased since it was logged (cdp erase) is still in the feed's history: only rows the
+        # table holds now go out
+        return (changes.drop("_change_type", "_commit_timestamp").dropDuplicates(["event_key"])
+                .join(rows_at(up_to).select("event_key"), "event_key", "left_semi").localCheckpoint())
+    except Exception as exc:  # noqa: BLE001 - only "gone" is expected; anything else is raised
+        if not any(marker in str(exc) for marker in GONE):
+            raise
+        log.warning("activate: the change feed of %s no longer holds versions %d..%d (vacuumed); "
+                    "sending the log's rows not in version %d instead", ACTIVATION_EVENTS, after + 1, up_to, after)
+        return snapshot()
+
+
+def pending(spark: SparkSession, settings: Settings, after: int, up_to: int, audience: str) -> list[dict]:
+    """The log's new events after version `after` up to `up_to`, oldest first, each with `allowed`
+    (consent at send time) and `_commit_version`."""
+    changes = logged_after(spark, after, up_to, audience)
+    persons = changes.where(F.col("event") == ENTERED).select("one_id").distinct()
+    state = (spark.table(CONSENT) if table_exists(spark, CONSENT)
+             else spark.createDataFrame([], CONSENT_STATE_SCHEMA)).join(persons, "one_id", "left_semi")
+    realtime = (spark.table(REALTIME_CONSENT) if table_exists(spark, REALTIME_CONSENT)
+                else spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)).join(persons, "one_id", "left_semi")
+    consent = consent_now(state, realtime)
+    iso = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"  # the session's time zone, with its offset: unambiguous to a receiver
+    rows = (changes.join(consent, ["one_id", "purpose"], "left")
+            .withColumn("allowed", allowed_now(settings.privacy.defaults))
+            .withColumns({c: F.date_format(c, iso) for c in ("occurred_at", "landed_at")})
+            .orderBy("_commit_version", "occurred_at", "audience", "one_id", "version")
+            .select(*PAYLOAD, "status", "allowed", "_commit_version").collect())
+    return [r.asDict() for r in rows]
+
+
+def deliver(spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500) -> Delivery:
+    """One round: everything new since the cursor, delivered or refused; then the cursor moves past
+    every version whose events all went (a failure stops the round there, and raises)."""
+    started = time.perf_counter()
+    after, delivered_before, refused_before = read_cursor(spark, to.name, audience)
+    latest = table_version(spark, ACTIVATION_EVENTS)
+    result = Delivery(to.name, audience, after, after)
+    if latest <= after:
+        return result
+    events = pending(spark, settings, after, latest, audience)
+    going = [e for e in events if e["allowed"]]
+    done = after if going else latest  # the versions wholly delivered or refused
+    sent: list[tuple] = []
+    try:
+        for start in range(0, len(going), chunk):
+            part = going[start:start + chunk]
+            first, last = part[0]["_commit_version"], part[-1]["_commit_version"]
+            attempts = to.send([{k: e[k] for k in PAYLOAD} for e in part], f"{first:08d}-{last:08d}-{start // chunk:05d}")
+            result.chunks, result.attempts = result.chunks + 1, result.attempts + attempts
+            result.delivered += len(part)
+            sent.append(event("activation", object=ACTIVATION_EVENTS, rows=len(part), destination=to.name,
+                              audience=None if audience == ALL else audience,
+                              details={"versions": [first, last], "attempts": attempts,
+                                       "audiences": sorted({e["audience"] for e in part}),
+                                       "entered": sum(e["event"] == ENTERED for e in part)}))
+            done = going[start + chunk]["_commit_version"] - 1 if start + chunk < len(going) else latest
+    finally:
+        refused = [e for e in events if not e["allowed"] and e["_commit_version"] <= done]
+        for e in refused:
+            reason = "consent withdrawn" if e["status"] == "withdrawn" else "no consent"
+            result.refusals[reason] = result.refusals.get(reason, 0) + 1
+            sent.append(event("activation_refused", object=e["event_key"], purpose=e["purpose"],
+                              audience=e["audience"], rows=1, destination=to.name, status="refused",
+                              details={"one_id": e["one_id"], "event": e["event"], "reason": reason}))
+        result.refused = len(refused)
+        append_events(spark, sent)
+        if done > after:
+            write_cursor(spark, to.name, audience, done, delivered_before + result.delivered,
+                         refused_before + result.refused)
+        result.to_version = done
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def follow(spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500,
+           interval: float = 1.0, stop: threading.Event | None = None,
+           on_round: Callable[[Delivery], None] | None = None) -> int:
+    """Deliver round after round until `stop` is set (SIGTERM or Ctrl-C from the CLI); between rounds
+    only the log's version is looked at (a listing of its _delta_log). Returns the rounds that
+    delivered or refused events (a commit without new events, such as a VACUUM's, moves the cursor
+    only)."""
+    stop = stop or threading.Event()
+    known, rounds = read_cursor(spark, to.name, audience)[0], 0
+    while not stop.is_set():
+        if table_version(spark, ACTIVATION_EVENTS) > known:
+            result = deliver(spark, settings, to, audience, chunk)
+            known = result.to_version
+            if result.delivered or result.refused:  # not a round that only stepped over other commits
+                rounds += 1
+                if on_round is not None:
+                    on_round(result)
+        stop.wait(interval)
+    return rounds
