@@ -61,8 +61,15 @@ def replace_where(df: DataFrame, name: str, predicate: str) -> None:
     record_write(spark, name)
 
 
-def append(df: DataFrame, name: str) -> None:
-    df.write.format("delta").mode("append").option("mergeSchema", "true").saveAsTable(name)
+def append(df: DataFrame, name: str, txn: tuple[str, int] | None = None, change_feed: bool = False) -> None:
+    """Append `df`. `txn` (app id, version): Delta skips the append when that writer already committed
+    that version (a retried batch). `change_feed`: a table this append creates records its changes."""
+    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    if txn is not None:
+        writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    if change_feed and not table_exists(df.sparkSession, name):
+        writer = writer.option("delta.enableChangeDataFeed", "true")
+    writer.saveAsTable(name)
     record_write(df.sparkSession, name)
 
 
@@ -206,7 +213,10 @@ def filesystem(spark: SparkSession, path: str):
 
 
 def set_comment(spark: SparkSession, name: str, comment: str) -> None:
-    spark.sql(f"COMMENT ON TABLE {name} IS {sql_string(comment)}")
+    """The table's comment, unless it holds it already: COMMENT ON TABLE is a Delta commit (a second
+    commit after every overwrite, which keeps the comment), the catalog's description a lookup."""
+    if spark.catalog.getTable(name).description != comment:
+        spark.sql(f"COMMENT ON TABLE {name} IS {sql_string(comment)}")
 
 
 def sql_string(value: str) -> str:
