@@ -176,32 +176,32 @@ def logged_after(spark: SparkSession, after: int, up_to: int, audience: str) -> 
         frame = spark.read.format("delta").option("versionAsOf", int(version)).table(ACTIVATION_EVENTS)
         return frame if audience == ALL else frame.where(F.col("audience") == audience)
 
-    def snapshot() -> DataFrame:
-        frame = rows_at(up_to)
-        if after >= 0:
-            try:
-                frame = frame.join(rows_at(after).select("event_key"), "event_key", "left_anti").localCheckpoint()
-            except Exception as exc:  # noqa: BLE001 - only "gone" is expected; anything else is raised
-                if not any(marker in str(exc) for marker in GONE):
-                    raise
+    def stamped(frame: DataFrame) -> DataFrame:
         return frame.withColumn("_commit_version", F.lit(int(up_to)).cast("long")).localCheckpoint()
 
-    if after < 0:
-        return snapshot()
-    changes = read_changes(spark, ACTIVATION_EVENTS, after, up_to).where(F.col("_change_type") == "insert")
-    if audience != ALL:
-        changes = changes.where(F.col("audience") == audience)
-    try:
-        # a row erased since it was logged (cdp erase) is still in the feed's history: only rows the
-        # table holds now go out
-        return (changes.drop("_change_type", "_commit_timestamp").dropDuplicates(["event_key"])
-                .join(rows_at(up_to).select("event_key"), "event_key", "left_semi").localCheckpoint())
-    except Exception as exc:  # noqa: BLE001 - only "gone" is expected; anything else is raised
-        if not any(marker in str(exc) for marker in GONE):
-            raise
+    if after >= 0:
+        changes = read_changes(spark, ACTIVATION_EVENTS, after, up_to).where(F.col("_change_type") == "insert")
+        if audience != ALL:
+            changes = changes.where(F.col("audience") == audience)
+        try:
+            # a row erased since it was logged (cdp erase) is still in the feed's history: only rows the
+            # table holds now go out
+            return (changes.drop("_change_type", "_commit_timestamp").dropDuplicates(["event_key"])
+                    .join(rows_at(up_to).select("event_key"), "event_key", "left_semi").localCheckpoint())
+        except Exception as exc:  # noqa: BLE001 - only "gone" is expected; anything else is raised
+            _raise_unless_gone(exc)
         log.warning("activate: the change feed of %s no longer holds versions %d..%d (vacuumed); "
                     "sending the log's rows not in version %d instead", ACTIVATION_EVENTS, after + 1, up_to, after)
-        return snapshot()
+        try:
+            return stamped(rows_at(up_to).join(rows_at(after).select("event_key"), "event_key", "left_anti"))
+        except Exception as exc:  # noqa: BLE001
+            _raise_unless_gone(exc)
+    return stamped(rows_at(up_to))
+
+
+def _raise_unless_gone(exc: Exception) -> None:
+    if not any(marker in str(exc) for marker in GONE):
+        raise exc
 
 
 def pending(spark: SparkSession, settings: Settings, after: int, up_to: int, audience: str) -> list[dict]:
