@@ -10,6 +10,7 @@ modules that read that lakehouse's accounting expect it built after. It checks t
   that keeps failing stops the run with the cursor in place, and the next run resumes from it;
 - a consent withdrawal that arrives in the stream stops the pending entry's delivery (refused,
   audited) while the exit goes;
+- a stream that delivers (`cdp stream --deliver-to`) sends a batch's entry from the batch, once;
 - kill -9 of `cdp stream` in the middle of a batch, then a restart: every entry arrives exactly once
   after deduplication by key, the events are kept once, and the realtime tags equal a recomputation.
 """
@@ -34,7 +35,9 @@ from pyspark.sql import functions as F
 
 from cdp.activation import live_state, split_audiences
 from cdp.lakehouse import table_version
-from cdp.operations.activate import DeliveryError, Folder, Webhook, deliver, follow, logged_after, read_cursor
+from cdp.operations.activate import (
+    DeliveryError, Folder, Pusher, Webhook, deliver, follow, logged_after, read_cursor,
+)
 from cdp.pipeline import run_stages
 from cdp.realtime import realtime_tags
 from cdp.stages.stream import run_stream
@@ -138,7 +141,7 @@ def test_realtime_entries_are_delivered_retried_resumed_and_consent_checked(spar
     receiver.received.clear(), receiver.statuses.clear()
     taken = {r["one_id"] for r in spark.table(ACTIVATION_EVENTS).where(F.col("audience") == AUDIENCE).collect()}
     now = datetime.now(ZoneInfo(settings.profile.timezone)).replace(microsecond=0)
-    (p1, o1, u1), (p2, o2, u2), (p3, o3, u3) = reachable_persons(spark, 3, taken)
+    (p1, o1, u1), (p2, o2, u2), (p3, o3, u3), (p4, o4, u4) = reachable_persons(spark, 4, taken)
     land_views(data_dir, "wechat_events_part-9201.jsonl",
                [(o1, u1, ACTIVITY, now - timedelta(seconds=20)), (o2, u2, ACTIVITY, now - timedelta(seconds=10))], 0)
     run_stream(spark, settings, once=True)
@@ -213,6 +216,17 @@ def test_realtime_entries_are_delivered_retried_resumed_and_consent_checked(spar
     worker.join(60)
     assert rounds == [1] and receiver.duplicates() == 0
     assert receiver.keys() == entered | {key(AUDIENCE, p, "exited", 2) for p in (p1, p2, p3)}
+
+    # `cdp stream --deliver-to`: the batch that logs p4's entry delivers it itself; the cursor is
+    # written when the stream stops
+    land_views(data_dir, "wechat_events_part-9206.jsonl", [(o4, u4, ACTIVITY, now)], 5)
+    pusher = Pusher(spark, settings, hook, AUDIENCE)
+    run_stream(spark, settings, once=True, pusher=pusher)
+    assert (pusher.delivered, pusher.failures, receiver.duplicates()) == (1, 0, 0)
+    assert receiver.keys() == entered | {key(AUDIENCE, p, "exited", 2) for p in (p1, p2, p3)} | {
+        key(AUDIENCE, p4, "entered", 1)}
+    assert read_cursor(spark, hook.name, AUDIENCE)[0] == table_version(spark, ACTIVATION_EVENTS)
+    assert deliver(spark, settings, hook, AUDIENCE).delivered == 0
 
 
 def test_kill_9_mid_batch_loses_and_duplicates_nothing(spark, settings, data_dir, pipeline_run, receiver):

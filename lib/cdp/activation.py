@@ -30,6 +30,7 @@ ACTIVATION_SCHEMA = (
     "event_key string, audience string, purpose string, one_id string, event string, version int, "
     "occurred_at timestamp, origin string, origin_ref string, landed_at timestamp"
 )
+PAYLOAD = ("event_key", "audience", "purpose", "one_id", "event", "version", "occurred_at", "origin", "landed_at")
 REALTIME_CONSENT_SCHEMA = (
     "one_id string, provisional boolean, purpose string, status string, occurred_at timestamp, source string, "
     "record_key string, id_hashes array<string>, landed_at timestamp, processed_at timestamp, batch_id long"
@@ -95,6 +96,13 @@ def activation_rows(moves: DataFrame, purposes: dict[str, str], occurred_at: dat
         event_key(F.col("audience"), F.col("one_id"), F.col("event"), F.col("version")).alias("event_key"),
         "audience", "purpose", "one_id", "event", "version", F.lit(occurred_at).cast("timestamp").alias("occurred_at"),
         F.lit(origin).alias("origin"), F.lit(origin_ref).alias("origin_ref"), F.col("landed_at").cast("timestamp"))
+
+
+def as_payload(rows: DataFrame) -> DataFrame:
+    """Log rows with their times as ISO 8601 text in the session's time zone, with its offset:
+    unambiguous to a receiver."""
+    iso = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
+    return rows.withColumns({c: F.date_format(c, iso) for c in ("occurred_at", "landed_at")})
 
 
 def consent_now(state: DataFrame, realtime: DataFrame | None) -> DataFrame:

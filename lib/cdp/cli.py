@@ -833,8 +833,6 @@ def stream(
     person's realtime tags (conf/tags.yaml `realtime: true`) current in gold.realtime_tags and the
     real-time audiences' entries and exits in gold.activation_events, seconds after a file lands;
     until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
-    import threading
-
     from cdp.spark import spark_session
     from cdp.stages.stream import run_stream
 
@@ -842,22 +840,17 @@ def stream(
     settings = _settings(profile, conf_dir)
     to = _sender(deliver_to) if deliver_to else None
     with spark_session(settings, app_name="cdp-stream") as spark:
-        stop, delivering = threading.Event(), None
+        pusher = None
         if to is not None:
-            from cdp.operations.activate import follow
+            from cdp.operations.activate import Pusher
 
-            delivering = threading.Thread(target=follow, args=(spark, settings, to), kwargs={"stop": stop,
-                                          "interval": 0.5}, name="cdp-activate", daemon=True)
-            delivering.start()
-        try:
-            done = run_stream(spark, settings, once=once, stop=stop)
-        finally:
-            stop.set()
-            if delivering is not None:
-                delivering.join()
-        if to is not None and once:
-            _delivered(_deliver_round(spark, settings, to))
-    out.print(f"stream: {done.batches} batches, {done.rows:,} rows in {done.seconds:.1f}s", highlight=False)
+            pusher = Pusher(spark, settings, to)
+        done = run_stream(spark, settings, once=once, pusher=pusher)
+    delivered = ""
+    if pusher is not None:
+        delivered = f"; {pusher.delivered:,} activation events delivered to {to.name}" + (
+            f", {pusher.failures} failed attempts to deliver (the cursor stays: cdp activate resumes)" if pusher.failures else "")
+    out.print(f"stream: {done.batches} batches, {done.rows:,} rows in {done.seconds:.1f}s{delivered}", highlight=False)
 
 
 def _sender(to: tuple[str, str], max_attempts: int = 8):

@@ -103,15 +103,8 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
     unchanged, from the commit's own metrics in _delta_log (one small file; DESCRIBE HISTORY costs
     ten times more). None when the commit cannot be read: the count is for reporting only."""
     try:
-        jvm = spark._jvm
-        fs, log_dir, latest = _latest_commit(spark, name)
-        stream = fs.open(jvm.org.apache.hadoop.fs.Path(log_dir, latest))
-        try:
-            text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
-        for line in text.splitlines():
-            info = json.loads(line).get("commitInfo")
+        for action in latest_commit(spark, name)[1]:
+            info = action.get("commitInfo")
             if info is not None:
                 metrics = info.get("operationMetrics", {})
                 return int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
@@ -120,21 +113,58 @@ def committed_rows(spark: SparkSession, name: str) -> int | None:
     return None
 
 
+_LOCATIONS: dict[tuple[str, str], str] = {}
+
+
+def table_location(spark: SparkSession, name: str) -> str:
+    """A table's storage location, asked of the catalog once per application (a managed table keeps
+    its location; a metastore round trip costs tens of milliseconds, which a stream pays every batch)."""
+    key = (spark.sparkContext.applicationId, name)
+    if key not in _LOCATIONS:
+        jvm = spark._jvm
+        database, table = name.split(".")
+        identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
+        _LOCATIONS[key] = spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier).location().toString()
+    return _LOCATIONS[key]
+
+
 def _latest_commit(spark: SparkSession, name: str):
     """(FileSystem, the table's _delta_log, the newest commit file's name), from a listing of the log."""
-    jvm = spark._jvm
-    database, table = name.split(".")
-    identifier = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
-    location = spark._jsparkSession.sessionState().catalog().getTableMetadata(identifier).location().toString()
+    location = table_location(spark, name)
     fs, log_dir = filesystem(spark, location.rstrip("/") + "/_delta_log")
     latest = max(n for n in (s.getPath().getName() for s in fs.listStatus(log_dir)) if _COMMIT_FILE.fullmatch(n))
     return fs, log_dir, latest
+
+
+def latest_commit(spark: SparkSession, name: str) -> tuple[int, list[dict]]:
+    """(version, actions) of the table's newest commit: one listing and one small file of its _delta_log."""
+    jvm = spark._jvm
+    fs, log_dir, latest = _latest_commit(spark, name)
+    stream = fs.open(jvm.org.apache.hadoop.fs.Path(log_dir, latest))
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    return int(latest.split(".")[0]), [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def latest_transaction(spark: SparkSession, name: str) -> tuple[int, str | None, int | None]:
+    """(version, txn app id, txn version) of the table's newest commit: which writer's idempotent
+    transaction (append's `txn`) that commit was."""
+    version, actions = latest_commit(spark, name)
+    txn = next((a["txn"] for a in actions if "txn" in a), {})
+    return version, txn.get("appId"), txn.get("version")
 
 
 def table_version(spark: SparkSession, name: str) -> int:
     """The table's current Delta version, from a listing of _delta_log; -1 when there is no table yet."""
     if not table_exists(spark, name):
         return -1
+    return log_version(spark, name)
+
+
+def log_version(spark: SparkSession, name: str) -> int:
+    """The current Delta version of a table that exists: one listing of its _delta_log."""
     return int(_latest_commit(spark, name)[2].split(".")[0])
 
 

@@ -36,10 +36,10 @@ from typing import Callable, Protocol
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cdp.activation import ENTERED, REALTIME_CONSENT_SCHEMA, allowed_now, consent_now
+from cdp.activation import ENTERED, PAYLOAD, REALTIME_CONSENT_SCHEMA, allowed_now, as_payload, consent_now
 from cdp.audit import append_events, event
 from cdp.conf import Settings
-from cdp.lakehouse import read_changes, replace_where, sql_string, table_exists, table_version
+from cdp.lakehouse import latest_transaction, log_version, read_changes, replace_where, sql_string, table_exists, table_version
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA
 from cdp.tables import ACTIVATION_CURSORS, ACTIVATION_EVENTS, CONSENT, REALTIME_CONSENT
 
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 ALL = "*"  # the audience filter of a destination that takes every audience
 CURSOR_SCHEMA = "destination string, audience string, version long, delivered long, refused long, updated_at timestamp"
-PAYLOAD = ("event_key", "audience", "purpose", "one_id", "event", "version", "occurred_at", "origin", "landed_at")
 RETRIED_STATUS = (408, 425, 429)
 
 
@@ -214,10 +213,8 @@ def pending(spark: SparkSession, settings: Settings, after: int, up_to: int, aud
     realtime = (spark.table(REALTIME_CONSENT) if table_exists(spark, REALTIME_CONSENT)
                 else spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)).join(persons, "one_id", "left_semi")
     consent = consent_now(state, realtime)
-    iso = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"  # the session's time zone, with its offset: unambiguous to a receiver
-    rows = (changes.join(consent, ["one_id", "purpose"], "left")
-            .withColumn("allowed", allowed_now(settings.privacy.defaults))
-            .withColumns({c: F.date_format(c, iso) for c in ("occurred_at", "landed_at")})
+    rows = (as_payload(changes.join(consent, ["one_id", "purpose"], "left")
+                       .withColumn("allowed", allowed_now(settings.privacy.defaults)))
             .orderBy("_commit_version", "occurred_at", "audience", "one_id", "version")
             .select(*PAYLOAD, "status", "allowed", "_commit_version").collect())
     return [r.asDict() for r in rows]
@@ -286,3 +283,110 @@ def follow(spark: SparkSession, settings: Settings, to: Sender, audience: str = 
                     on_round(result)
         stop.wait(interval)
     return rounds
+
+
+class Pusher:
+    """Delivery from inside the process that writes the log (`cdp stream --deliver-to`): a batch hands
+    over the events it has just appended, and when that commit is the first after the destination's
+    cursor they go out at once — no change-feed read, no consent lookup again: the batch evaluated
+    the audiences under consent as it stood a moment before (its daily state and every consent
+    record the stream has seen, its own batch's included). Otherwise (commits of another writer in
+    between, such as a daily gold run, or a replayed batch whose append Delta skipped) a whole
+    `deliver` round catches up. Rounds and pushes hold one lock: the cursor moves in one place.
+
+    Each push's delivery is audited at once; the cursor is written at most every `save_every`
+    seconds, and when the stream stops (a Delta commit of seconds on every batch otherwise). A
+    crash in between resends, on restart, what was pushed since the cursor was last written: at
+    least once, as always, and the receiver dedupes by event_key."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500,
+                 save_every: float = 30.0):
+        self.spark, self.settings, self.to, self.audience, self.chunk = spark, settings, to, audience, chunk
+        self.lock = threading.Lock()
+        self.cursor: tuple[int, int, int] | None = None  # (version, delivered, refused), as last read or written
+        self.delivered = self.failures = 0
+        self.logged = False  # whether gold.activation_events exists
+        self.save_every = save_every
+        self.unsaved, self.saved_at = False, time.monotonic()
+
+    def catch_up(self) -> Delivery | None:
+        """A `deliver` round: everything after the cursor."""
+        with self.lock:
+            return self._round()
+
+    def behind(self) -> bool:
+        """Whether the log has commits after the cursor: one listing of its _delta_log."""
+        with self.lock:
+            if not self.logged:
+                self.logged = table_exists(self.spark, ACTIVATION_EVENTS)
+                if not self.logged:
+                    return False
+            if self.cursor is None:
+                self.cursor = read_cursor(self.spark, self.to.name, self.audience)
+            return log_version(self.spark, ACTIVATION_EVENTS) > self.cursor[0]
+
+    def push(self, events: list[dict], txn: tuple[str, int]) -> Delivery | None:
+        """`events` (as_payload rows, oldest first) were just appended as transaction `txn`. A
+        destination that does not acknowledge stops nothing but its own delivery: the cursor stays,
+        and the next catch-up resends (None)."""
+        with self.lock:
+            if self.cursor is None:
+                self.cursor = read_cursor(self.spark, self.to.name, self.audience)
+            after, delivered_before, refused_before = self.cursor
+            version, app_id, txn_version = latest_transaction(self.spark, ACTIVATION_EVENTS)
+            if (app_id, txn_version) != txn or version != after + 1:
+                return self._round()
+            started = time.perf_counter()
+            going = [{k: e[k] for k in PAYLOAD} for e in events if self.audience in (ALL, e["audience"])]
+            result = Delivery(self.to.name, self.audience, after, after)
+            audit = []
+            for start in range(0, len(going), self.chunk):
+                part = going[start:start + self.chunk]
+                try:
+                    attempts = self.to.send(part, f"{version:08d}-{version:08d}-{start // self.chunk:05d}")
+                except DeliveryError as exc:
+                    append_events(self.spark, audit)
+                    self._failed(exc)
+                    return None
+                result.chunks, result.attempts, result.delivered = result.chunks + 1, result.attempts + attempts, \
+                    result.delivered + len(part)
+                audit.append(event("activation", object=ACTIVATION_EVENTS, rows=len(part), destination=self.to.name,
+                                   audience=None if self.audience == ALL else self.audience,
+                                   details={"versions": [version, version], "attempts": attempts,
+                                            "audiences": sorted({e["audience"] for e in part}),
+                                            "entered": sum(e["event"] == ENTERED for e in part)}))
+            append_events(self.spark, audit)
+            self.cursor = (version, delivered_before + result.delivered, refused_before)
+            self.unsaved = True
+            if time.monotonic() - self.saved_at >= self.save_every:
+                self._save()
+            self.delivered += result.delivered
+            result.to_version, result.seconds = version, time.perf_counter() - started
+            return result
+
+    def flush(self) -> None:
+        """Write the cursor, if pushes moved it since it was last written."""
+        with self.lock:
+            self._save()
+
+    def _save(self) -> None:
+        if self.unsaved and self.cursor is not None:
+            write_cursor(self.spark, self.to.name, self.audience, *self.cursor)
+        self.unsaved, self.saved_at = False, time.monotonic()
+
+    def _round(self) -> Delivery | None:
+        self._save()  # `deliver` starts from the written cursor
+        self.cursor = None  # read again after the round: a failed one moved it part of the way
+        try:
+            result = deliver(self.spark, self.settings, self.to, self.audience, self.chunk)
+        except DeliveryError as exc:
+            self._failed(exc)
+            return None
+        self.delivered += result.delivered
+        return result
+
+    def _failed(self, exc: DeliveryError) -> None:
+        self._save()  # what earlier pushes delivered
+        self.cursor, self.failures = None, self.failures + 1
+        log.warning("activate: %s; the cursor stays before the events not acknowledged, and the stream "
+                    "sends them again between batches", exc)

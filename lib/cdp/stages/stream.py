@@ -9,18 +9,20 @@ One query follows the landing folders of every source mapped onto the `events` o
    (cdp.stages.bronze, cdp.stages.silver.checked_rows): one code path, not a copy. Rows silver would
    refuse are counted, not kept — the daily run reads the same files and quarantines them with a reason;
 2. resolves each event to a one_id through the current gold.identity_map (read fresh each batch, so a
-   new identity run counts from the next batch), or a provisional id (cdp.realtime);
-3. appends the events of the last `stream.keep_days` days to gold.realtime_events — only their
-   time, the columns the realtime tags read, and their identifiers' keyed hashes (for re-keying) —
-   idempotently (events carrying an identifier of an erased subject, ops.erasure_ledger, stay
-   out): a retried batch is the same Delta transaction (txnAppId = the query's id, txnVersion =
-   the batch id) and is skipped;
-4. resolves the consent records the same way and appends them to gold.realtime_consent;
-5. recomputes the realtime tags of the batch's persons from their events and MERGEs them into
-   gold.realtime_tags (a retried batch computes the same values);
-6. evaluates the real-time audiences (cdp.activation: those whose rule names a realtime tag) for the
-   persons of its events and consent records, and appends who entered and who left to
-   gold.activation_events (a retried batch finds the same transitions, with the same keys);
+   new identity run counts from the next batch), or a provisional id (cdp.realtime); events carrying
+   an identifier of an erased subject (ops.erasure_ledger) stay out;
+3. resolves the consent records the same way;
+4. computes the realtime tags of the batch's persons from their kept events and the batch's own;
+5. evaluates the real-time audiences (cdp.activation: those whose rule names a realtime tag) for the
+   persons of its events and consent records, with those tags and that consent: who entered and who
+   left since the activation log's last event for them;
+6. commits, the activation events first — appended to gold.activation_events and, with a pusher
+   (`cdp stream --deliver-to`), delivered at once — then the events of the last `stream.keep_days`
+   days to gold.realtime_events (only their time, the columns the realtime tags read, and their
+   identifiers' keyed hashes, for re-keying), the consent records to gold.realtime_consent, and a
+   MERGE of the tags into gold.realtime_tags. Each append is the batch's Delta transaction (txnAppId =
+   the query's id, txnVersion = the batch id): a retried batch's is skipped, and it computes the same
+   tags and finds no transitions it has logged already;
 7. appends a row to ops.stream_progress: rows, refused, persons, activation events, the seconds of
    each step, and the latency from each file's landing (its modification time) to the commits.
 
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from delta.tables import DeltaTable
@@ -51,7 +54,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cdp.activation import (
-    REALTIME_CONSENT_SCHEMA, activation_rows, audience_codes, consent_now, live_state, split_audiences,
+    PAYLOAD, REALTIME_CONSENT_SCHEMA, activation_rows, as_payload, audience_codes, consent_now, live_state, split_audiences,
     transitions,
 )
 from cdp.audience.members import audience_frame, select_audience
@@ -59,7 +62,7 @@ from cdp.cleanse.mapping import IDS, REASON, Reading
 from cdp.conf import Settings
 from cdp.conf.sources import Source
 from cdp.conf.tags import REALTIME_SOURCE
-from cdp.lakehouse import append, table_exists, table_version
+from cdp.lakehouse import append, log_version, table_exists
 from cdp.logs import timed_step
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, action_status
 from cdp.privacy.protect import load_keys
@@ -85,6 +88,18 @@ PROGRESS_SCHEMA = (
 )
 CHANGED = "NOT (t.value <=> s.value AND t.tag_version <=> s.tag_version AND t.as_of <=> s.as_of)"
 CONSENT_SOURCE = "consent_events"  # the entity whose rows the stream also follows: consent as it changes
+
+
+class Pusher(Protocol):
+    """Delivery from the batch (cdp.operations.activate.Pusher): what `cdp stream --deliver-to` passes."""
+
+    def push(self, events: list[dict], txn: tuple[str, int]) -> object: ...
+
+    def catch_up(self) -> object: ...
+
+    def behind(self) -> bool: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame
 class EventBatches:
     """The foreachBatch function: what each micro-batch does (the module's steps 1–6)."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, query_id: str):
+    def __init__(self, spark: SparkSession, settings: Settings, query_id: str, pusher: Pusher | None = None):
         self.spark, self.settings, self.query_id = spark, settings, query_id
         self.sources = followed_sources(settings)
         self.reading = Reading(settings.model, tuple(settings.privacy.purposes))
@@ -136,6 +151,9 @@ class EventBatches:
         self.identity_version = None
         self.swept_on = None
         self.lookup: DataFrame | None = None
+        self.pusher = pusher
+        self.present: set[str] = set()  # tables known to exist
+        self._tombstones: tuple[int, DataFrame] | None = None
         self.batches = self.rows = 0
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -148,59 +166,78 @@ class EventBatches:
             if self.swept_on != self.today():
                 self.sweep()
         with timed_step("stream", "map", seconds):
-            batch = batch.localCheckpoint()  # the batch's files read once, not once per source
             parts: dict[str, list[DataFrame]] = {}
-            for name, source in self.sources.items():
+            for name, source in self.sources.items():  # each source's branch of the batch's union, read once
                 rows = batch.where(F.col("_source") == name).drop("_source")
                 bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
                 parts.setdefault(source.entity, []).append(checked_rows(bronze, name, source, self.reading))
             checked = {entity: reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).localCheckpoint()
                        for entity, frames in parts.items()}
-            counts = {entity: {r["fit"]: r["count"] for r in
-                               frame.groupBy(F.col(REASON).isNull().alias("fit")).count().collect()}
-                      for entity, frame in checked.items()}
-            fit_rows = sum(c.get(True, 0) for c in counts.values())
-            refused = sum(c.get(False, 0) for c in counts.values())
+            counts = {(r["entity"], r["fit"]): r["count"] for r in reduce(DataFrame.unionByName, [
+                frame.select(F.lit(entity).alias("entity"), F.col(REASON).isNull().alias("fit"))
+                for entity, frame in checked.items()]).groupBy("entity", "fit").count().collect()}
+            fit_rows = sum(n for (_, fit), n in counts.items() if fit)
+            refused = sum(n for (_, fit), n in counts.items() if not fit)
         with timed_step("stream", "events", seconds):
             cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
             events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
             people = self.resolve(events)
             erased = self.erased(people)
+            n_erased = erased.count()
             people = people.join(erased, ["source", "record_key"], "left_anti")
             rows = (events.join(people, ["source", "record_key"])
                     .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
                             F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
                             F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
-            self.append_once(rows, REALTIME_EVENTS, batch_id)
         with timed_step("stream", "consent", seconds):
-            consents = self.consent_rows(checked.get(CONSENT_SOURCE) if counts.get(CONSENT_SOURCE, {}).get(True)
+            consents = self.consent_rows(checked.get(CONSENT_SOURCE) if counts.get((CONSENT_SOURCE, True))
                                          else None, batch_id)
             seen = (rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
                     .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
                     .distinct().collect())
         persons = sorted({r["one_id"] for r in seen if r["event"]})
         with timed_step("stream", "tags", seconds):
-            if persons:
-                self.refresh_tags(self.frame_of(persons))
+            # from the events kept so far and the batch's own: the batch's append comes with the other writes
+            values = self.tags_of(self.frame_of(persons), rows) if persons else None
         with timed_step("stream", "audiences", seconds):
             moved = sorted({r["one_id"] for r in seen})
             landed = spark.createDataFrame(
                 sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
                 "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
-            activations = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed,
-                                        batch_id) if moved else 0
+            activations, logged = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed, values,
+                                                consents) if moved else (None, [])
+        with timed_step("stream", "write", seconds):
+            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, persons, values,
+                       activations, logged)
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
-        progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, erased.count(), len(persons),
-                     len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
+        progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, n_erased,
+                     len(persons), len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
                      latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
-                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), activations,
+                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), len(logged),
                      json.dumps(seconds, sort_keys=True))]
         self.append_once(spark.createDataFrame(progress, PROGRESS_SCHEMA), STREAM_PROGRESS, batch_id)
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
         log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
-                 fit_rows + refused, refused, len(persons), activations, seconds)
+                 fit_rows + refused, refused, len(persons), len(logged), seconds)
+
+    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, persons: list[str],
+              values: DataFrame | None, activations: DataFrame | None, logged: list[dict]) -> None:
+        """The batch's commits, the activation events first: with a pusher they are delivered as soon
+        as they are logged, before the events, consent records and tags commit. (One after the other:
+        on two cores, the same commits run from threads took longer, not less.) Every write is
+        idempotent on a replay: the appends are the batch's Delta transactions, the tags a
+        recomputation from the events kept and the batch's own."""
+        if logged:
+            self.log_activations(activations, logged, (f"{self.query_id}-activation", batch_id))
+        elif self.pusher is not None and self.pusher.behind():
+            self.pusher.catch_up()  # what another writer (a daily run) logged since
+        self.append_once(rows, REALTIME_EVENTS, batch_id)
+        if consents is not None:
+            self.append_once(consents, REALTIME_CONSENT, batch_id)
+        if values is not None:
+            self.merge_tags(self.frame_of(persons), values)
 
     def today(self):
         return datetime.now(self.zone).date()
@@ -213,7 +250,7 @@ class EventBatches:
     def follow_identity(self) -> int:
         """Read the identity map when it changed; then re-resolve every kept event and consent record,
         and sweep. Returns how many rows changed person."""
-        version = table_version(self.spark, IDENTITY_MAP) if table_exists(self.spark, IDENTITY_MAP) else -1
+        version = self.version(IDENTITY_MAP)
         if version == self.identity_version:
             return 0
         self.identity_version = version
@@ -223,7 +260,7 @@ class EventBatches:
             [], "one_id string, id_hash string")
         self.lookup = person_lookup(frame.select("one_id", "id_hash")).cache()
         count = sum(self.rekey(table, time_column) for table, time_column in
-                    ((REALTIME_EVENTS, "event_time"), (REALTIME_CONSENT, "occurred_at")) if table_exists(self.spark, table))
+                    ((REALTIME_EVENTS, "event_time"), (REALTIME_CONSENT, "occurred_at")) if self.exists(table))
         if count:
             log.info("stream: identity map version %s: %d kept rows re-keyed or dropped", self.identity_version, count)
         self.sweep()  # the daily run may have changed profiles, daily tags and consent: every audience member again
@@ -238,9 +275,14 @@ class EventBatches:
     def erased(self, people: DataFrame) -> DataFrame:
         """(source, record_key) of the rows carrying an identifier of an erased subject
         (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run."""
-        if not table_exists(self.spark, ERASURE_LEDGER):
+        if not self.exists(ERASURE_LEDGER):
             return people.select("source", "record_key").limit(0)
-        tombstones = self.spark.table(ERASURE_LEDGER).select("key_hash").distinct()
+        version = self.version(ERASURE_LEDGER)
+        if self._tombstones is None or self._tombstones[0] != version:  # read again after each erasure
+            if self._tombstones is not None:
+                self._tombstones[1].unpersist()
+            self._tombstones = (version, self.spark.table(ERASURE_LEDGER).select("key_hash").distinct().cache())
+        tombstones = self._tombstones[1]
         return (people.select("source", "record_key", F.explode("id_hashes").alias("key_hash"))
                 .join(F.broadcast(tombstones), "key_hash").select("source", "record_key").distinct()).localCheckpoint()
 
@@ -267,8 +309,8 @@ class EventBatches:
     # ------------------------------------------------------------ consent and audiences
 
     def consent_rows(self, checked: DataFrame | None, batch_id: int) -> DataFrame:
-        """The batch's consent records of the last keep_days days, resolved to a person, appended to
-        gold.realtime_consent (what activation checks at send time until the daily run folds them in)."""
+        """The batch's consent records of the last keep_days days, resolved to a person: what
+        gold.realtime_consent keeps (activation checks it at send time until the daily run folds them in)."""
         if checked is None:
             return self.spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
@@ -280,7 +322,6 @@ class EventBatches:
                         "record_key", "id_hashes", F.col("_file_modified_at").alias("landed_at"),
                         F.current_timestamp().alias("processed_at"), F.lit(batch_id).cast("long").alias("batch_id"))
                 ).localCheckpoint()
-        self.append_once(rows, REALTIME_CONSENT, batch_id)
         return rows
 
     def sweep(self) -> int:
@@ -291,13 +332,19 @@ class EventBatches:
         self.swept_on = self.today()
         persons = spark.createDataFrame([], "one_id string")
         for table in (REALTIME_EVENTS, REALTIME_TAGS):  # events re-keyed to a person; tags of a person re-keyed away
-            if table_exists(spark, table):
+            if self.exists(table):
                 persons = persons.unionByName(spark.table(table).select("one_id"))
-        if table_exists(spark, ACTIVATION_EVENTS) and self.audiences:
+        if self.exists(ACTIVATION_EVENTS) and self.audiences:
             persons = persons.unionByName(self.live(None).where(F.col("last_event") == "entered").select("one_id"))
         persons = persons.distinct().localCheckpoint()
-        self.refresh_tags(persons)
-        return self.evaluate(persons, f"{self.query_id}:sweep:{datetime.now(timezone.utc).isoformat()}", None, None)
+        values = None
+        if self.exists(REALTIME_EVENTS):
+            values = self.tags_of(persons, None)
+            self.merge_tags(persons, values)
+        rows, logged = self.evaluate(persons, f"{self.query_id}:sweep:{datetime.now(timezone.utc).isoformat()}",
+                                     None, values, None)
+        self.log_activations(rows, logged, None)
+        return len(logged)
 
     def live(self, persons: DataFrame | None) -> DataFrame:
         """The realtime audiences' membership as the activation log says (of `persons`, or everyone's)."""
@@ -310,9 +357,9 @@ class EventBatches:
         """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
         everyone, cached until a gold run writes a new version of one of them (a stream-static join)."""
         spark = self.spark
-        if not table_exists(spark, PROFILE):
+        if not self.exists(PROFILE):
             return None
-        versions = tuple(table_version(spark, t) for t in (PROFILE, TAGS, CONSENT))
+        versions = tuple(self.version(t) for t in (PROFILE, TAGS, CONSENT))
         if versions != self._daily_versions:
             for frame in self._daily or ():
                 frame.unpersist()
@@ -324,51 +371,78 @@ class EventBatches:
             self._daily_versions = versions
         return self._daily
 
-    def evaluate(self, persons: DataFrame, ref: str, landed: DataFrame | None, batch_id: int | None) -> int:
-        """The realtime audiences for `persons`: who entered and who exited since the log's last
-        event for them, appended to gold.activation_events. Returns how many events."""
+    def evaluate(self, persons: DataFrame, ref: str, landed: DataFrame | None, values: DataFrame | None,
+                 consents: DataFrame | None) -> tuple[DataFrame | None, list[dict]]:
+        """The realtime audiences for `persons`: who entered and who exited since the log's last event
+        for them: the log's rows to append (materialised), and the same in payload form, oldest first. `values`: the realtime tags
+        just computed for some of them (the others' are read from gold.realtime_tags); `consents`: the
+        batch's consent records, not yet appended."""
         spark = self.spark
         daily_side = self.daily_side() if self.audiences else None
         if daily_side is None:
-            return 0
+            return None, []
         persons = F.broadcast(persons)
         profile, daily, state = (f.join(persons, "one_id", "left_semi") for f in daily_side)
-        stream = spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi") if table_exists(
-            spark, REALTIME_TAGS) else spark.createDataFrame([], "one_id string, tag_code string, value string")
+        stream = spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi").select(
+            "one_id", "tag_code", "value") if self.exists(REALTIME_TAGS) else spark.createDataFrame(
+            [], "one_id string, tag_code string, value string")
+        if values is not None:
+            fresh = values.select("one_id", "tag_code", "value")
+            stream = stream.join(values.select("one_id").distinct(), "one_id", "left_anti").unionByName(fresh)
         frame = audience_frame(profile, current_tags(self.library, daily, stream, self.codes), self.today())
         realtime = (spark.table(REALTIME_CONSENT).join(persons, "one_id", "left_semi")
-                    if table_exists(spark, REALTIME_CONSENT) else None)
+                    if self.exists(REALTIME_CONSENT) else None)
+        if consents is not None:
+            realtime = consents if realtime is None else realtime.unionByName(consents)
         consent = consent_now(state, realtime)
         defaults = self.settings.privacy.defaults
         current = reduce(DataFrame.unionByName, [
             select_audience(frame, audience, self.library, consent, defaults[audience.purpose]).members
             .select(F.lit(name).alias("audience"), "one_id") for name, audience in self.audiences.items()])
-        live = self.live(persons) if table_exists(spark, ACTIVATION_EVENTS) else spark.createDataFrame(
+        live = self.live(persons) if self.exists(ACTIVATION_EVENTS) else spark.createDataFrame(
             [], "audience string, one_id string, last_event string, version int")
         rows = activation_rows(transitions(current, live), {n: a.purpose for n, a in self.audiences.items()},
                                datetime.now(timezone.utc), "stream", ref, landed).localCheckpoint()
-        count = rows.count()
-        if count:
-            append(rows, ACTIVATION_EVENTS, None if batch_id is None else (f"{self.query_id}-activation", batch_id),
-                   change_feed=True)
-        return count
+        return rows, [r.asDict() for r in as_payload(rows).orderBy("occurred_at", "audience", "one_id", "version")
+                      .select(*PAYLOAD).collect()]
+
+    def log_activations(self, rows: DataFrame | None, logged: list[dict], txn: tuple[str, int] | None) -> None:
+        """Append the evaluated entries and exits to gold.activation_events (as one transaction of the
+        batch); then hand them to the pusher, if the stream delivers."""
+        if not logged:
+            return
+        append(rows, ACTIVATION_EVENTS, txn, change_feed=True)
+        self.present.add(ACTIVATION_EVENTS)
+        if self.pusher is not None:
+            if txn is None:
+                self.pusher.catch_up()
+            else:
+                self.pusher.push(logged, txn)
 
     # ------------------------------------------------------------ writes
 
     def append_once(self, frame: DataFrame, table: str, batch_id: int) -> None:
         """Append as the batch's one transaction on the table: a retry of the batch is skipped by Delta."""
         append(frame, table, (self.query_id, batch_id))
+        self.present.add(table)
 
-    def refresh_tags(self, persons: DataFrame) -> None:
-        """The persons' realtime tags recomputed from their kept events, replacing their rows."""
+    def tags_of(self, persons: DataFrame, batch_rows: DataFrame | None) -> DataFrame:
+        """The persons' realtime tags from their kept events (and `batch_rows`, the batch's events not
+        yet appended; a replayed batch's rows are kept already and count once), materialised."""
         spark = self.spark
-        if not table_exists(spark, REALTIME_EVENTS):
-            return
         persons = F.broadcast(persons)
-        events = spark.table(REALTIME_EVENTS).join(persons, "one_id", "left_semi")
-        values = realtime_tags(self.library, events, self.today(), datetime.now(timezone.utc))
-        if not table_exists(spark, REALTIME_TAGS):
+        events = spark.table(REALTIME_EVENTS).join(persons, "one_id", "left_semi") if self.exists(REALTIME_EVENTS) else None
+        if batch_rows is not None:
+            events = batch_rows if events is None else events.unionByName(batch_rows.select(*events.columns))
+        return realtime_tags(self.library, events, self.today(), datetime.now(timezone.utc)).localCheckpoint()
+
+    def merge_tags(self, persons: DataFrame, values: DataFrame) -> None:
+        """Replace the persons' rows of gold.realtime_tags with `values`."""
+        spark = self.spark
+        if not self.exists(REALTIME_TAGS):
             spark.createDataFrame([], TAGS_SCHEMA).write.format("delta").saveAsTable(REALTIME_TAGS)
+            self.present.add(REALTIME_TAGS)
+        persons = F.broadcast(persons)
         staged = (persons.join(values, "one_id", "left").withColumn("_delete", F.col("tag_code").isNull())
                   .unionByName(spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi").join(
                       values.select("one_id", "tag_code"), ["one_id", "tag_code"], "left_anti")
@@ -381,16 +455,28 @@ class EventBatches:
          .whenNotMatchedInsert(condition="NOT s._delete", values=columns)
          .execute())
 
+    # ------------------------------------------------------------ tables
+
+    def exists(self, table: str) -> bool:
+        """Whether the table exists, asked of the catalog until it does (tables appear; none is dropped)."""
+        if table not in self.present and table_exists(self.spark, table):
+            self.present.add(table)
+        return table in self.present
+
+    def version(self, table: str) -> int:
+        return log_version(self.spark, table) if self.exists(table) else -1
+
 
 def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
-               stop: threading.Event | None = None) -> StreamRun:
+               stop: threading.Event | None = None, pusher: Pusher | None = None) -> StreamRun:
     """Follow the landing folders: until stopped (SIGTERM, SIGINT or `stop`), or, with `once`, until
-    every file there now is processed."""
+    every file there now is processed. `pusher`: deliver each batch's activation events as it logs
+    them, and between batches whatever else the log gained (a daily run's, the start's sweep's)."""
     config = settings.pipeline.stream
     spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
     checkpoint = stream_dir(settings) / "checkpoint"
     query_id = _query_id(stream_dir(settings))
-    handler = EventBatches(spark, settings, query_id)
+    handler = EventBatches(spark, settings, query_id, pusher)
     handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
     writer = (landed(spark, settings, config.max_files_per_trigger).writeStream.queryName(QUERY_NAME)
               .option("checkpointLocation", str(checkpoint)).foreachBatch(handler))
@@ -405,11 +491,17 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     try:
         while query.isActive and not stop.is_set():
             query.awaitTermination(1)
+            if pusher is not None and not once and not query.status["isTriggerActive"] and pusher.behind():
+                pusher.catch_up()
     finally:
         if query.isActive:
             query.stop()  # after the batch in flight: its commits are whole, and the checkpoint says where to resume
+    if pusher is not None:
+        pusher.flush()
     if query.exception() is not None:
         raise query.exception()
+    if pusher is not None and pusher.behind():
+        pusher.catch_up()
     return StreamRun(handler.batches, handler.rows, time.perf_counter() - started)
 
 

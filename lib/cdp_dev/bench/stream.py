@@ -5,9 +5,9 @@ webhook.
 
 1. Generates `--persons` persons (the demo generator, seed fixed) and runs the daily pipeline on them,
    in a lakehouse of its own (`local` profile).
-2. Starts a webhook receiver on 127.0.0.1 (cdp_dev.receiver), `cdp stream` (run_stream, its
-   configured trigger) and `cdp activate --follow` (every 0.5 s, the audience `activity_page_wechat`)
-   in one driver — what `cdp stream --deliver-to webhook URL` runs; the stream first takes the files
+2. Starts a webhook receiver on 127.0.0.1 (cdp_dev.receiver) and `cdp stream` (run_stream, its
+   configured trigger) delivering the audience `activity_page_wechat` from each batch (a Pusher: what
+   `cdp stream --deliver-to webhook URL` runs), in one driver; the stream first takes the files
    already landed, and their entries are delivered before anything is timed.
 3. For each rate, a feeder lands one file a second of `rate` mini-program page views (written whole,
    then renamed into the landing folder) for `--seconds`: persons drawn at random among all the
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cdp.conf import load_settings
     from cdp.logs import configure_logging
-    from cdp.operations.activate import Webhook, deliver, follow
+    from cdp.operations.activate import Pusher, Webhook
     from cdp.pipeline import run_stages
     from cdp.spark import spark_session
     from cdp.stages.stream import run_stream
@@ -161,21 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     with spark_session(settings, app_name="cdp-bench-stream") as spark:
         run_stages(spark, settings, "all", as_of)
         setup = time.perf_counter() - started
-        hook = Webhook(receiver.url)
-        run_stream(spark, settings, once=True)  # the files landed so far: not timed
-        deliver(spark, settings, hook, AUDIENCE)
+        pusher = Pusher(spark, settings, Webhook(receiver.url), AUDIENCE)
+        run_stream(spark, settings, once=True, pusher=pusher)  # the files landed so far: not timed
         stop = threading.Event()
-        streaming = threading.Thread(target=run_stream, args=(spark, settings), kwargs={"stop": stop}, daemon=True)
-        delivering = threading.Thread(target=follow, args=(spark, settings, hook, AUDIENCE),
-                                      kwargs={"interval": 0.5, "stop": stop}, daemon=True)
-        streaming.start(), delivering.start()
+        streaming = threading.Thread(target=run_stream, args=(spark, settings), kwargs={"stop": stop, "pusher": pusher},
+                                     daemon=True)
+        streaming.start()
         try:
             for rate in args.rates:
                 results.append(measure(spark, settings, receiver, landing, ids, rate, args.seconds, args.settle))
                 print(json.dumps(results[-1]), flush=True)
         finally:
             stop.set()
-            streaming.join(120), delivering.join(60)
+            streaming.join(120)
     receiver.close()
     report = {"command": "python -m cdp_dev.bench.stream " + " ".join(argv or os.sys.argv[1:]),
               "when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
