@@ -22,6 +22,8 @@ def parse_arguments(stage: str) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="silver: rebuild from all of bronze; identity and gold: recompute every person (not only what changed)")
     if stage == "stream":
         parser.add_argument("--once", action="store_true", help="process the event files landed now, then stop")
+        parser.add_argument("--deliver-to", nargs=2, metavar=("KIND", "TARGET"), default=None,
+                            help="also deliver activation events as they are logged: webhook URL, or dir DIR (as cdp activate --to)")
     return parser.parse_args()
 
 
@@ -89,10 +91,20 @@ def stream_main() -> int:
     SIGTERM (or, with --once, until the files landed now are processed)."""
 
     def run(spark, settings, args) -> int:
+        from cdp.operations.activate import Pusher, sender
         from cdp.stages.stream import run_stream
 
-        done = run_stream(spark, settings, once=args.once)
-        print(f"stream: {done.batches} batches, {done.rows} rows in {done.seconds:.1f}s")
+        pusher = None
+        if args.deliver_to:
+            try:
+                pusher = Pusher(spark, settings, sender(*args.deliver_to))
+            except ValueError as exc:
+                print(f"{exc}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder.",
+                      file=sys.stderr)
+                return 2
+        done = run_stream(spark, settings, once=args.once, pusher=pusher)
+        delivered = f"; {pusher.delivered} activation events delivered" if pusher is not None else ""
+        print(f"stream: {done.batches} batches, {done.rows} rows in {done.seconds:.1f}s{delivered}")
         return 0
 
     return with_session("stream", run)
