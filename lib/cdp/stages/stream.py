@@ -374,9 +374,9 @@ class EventBatches:
     def evaluate(self, persons: DataFrame, ref: str, landed: DataFrame | None, values: DataFrame | None,
                  consents: DataFrame | None) -> tuple[DataFrame | None, list[dict]]:
         """The realtime audiences for `persons`: who entered and who exited since the log's last event
-        for them: the log's rows to append (materialised), and the same in payload form, oldest first. `values`: the realtime tags
-        just computed for some of them (the others' are read from gold.realtime_tags); `consents`: the
-        batch's consent records, not yet appended."""
+        for them — the log's rows to append (materialised), and the same in payload form, oldest
+        first. `values`: the realtime tags just computed for some of them (the others' are read from
+        gold.realtime_tags); `consents`: the batch's consent records, not yet appended."""
         spark = self.spark
         daily_side = self.daily_side() if self.audiences else None
         if daily_side is None:
