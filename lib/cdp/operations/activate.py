@@ -220,6 +220,20 @@ def pending(spark: SparkSession, settings: Settings, after: int, up_to: int, aud
     return [r.asDict() for r in rows]
 
 
+def send_chunk(to: Sender, part: list[dict], first: int, last: int, index: int, audience: str,
+               result: Delivery) -> tuple:
+    """Send one chunk of payloads (from log versions first..last), count it in `result`, and return
+    its audit event. Raises DeliveryError."""
+    attempts = to.send(part, f"{first:08d}-{last:08d}-{index:05d}")
+    result.chunks, result.attempts, result.delivered = result.chunks + 1, result.attempts + attempts, \
+        result.delivered + len(part)
+    return event("activation", object=ACTIVATION_EVENTS, rows=len(part), destination=to.name,
+                 audience=None if audience == ALL else audience,
+                 details={"versions": [first, last], "attempts": attempts,
+                          "audiences": sorted({e["audience"] for e in part}),
+                          "entered": sum(e["event"] == ENTERED for e in part)})
+
+
 def deliver(spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500) -> Delivery:
     """One round: everything new since the cursor, delivered or refused; then the cursor moves past
     every version whose events all went (a failure stops the round there, and raises)."""
@@ -236,15 +250,8 @@ def deliver(spark: SparkSession, settings: Settings, to: Sender, audience: str =
     try:
         for start in range(0, len(going), chunk):
             part = going[start:start + chunk]
-            first, last = part[0]["_commit_version"], part[-1]["_commit_version"]
-            attempts = to.send([{k: e[k] for k in PAYLOAD} for e in part], f"{first:08d}-{last:08d}-{start // chunk:05d}")
-            result.chunks, result.attempts = result.chunks + 1, result.attempts + attempts
-            result.delivered += len(part)
-            sent.append(event("activation", object=ACTIVATION_EVENTS, rows=len(part), destination=to.name,
-                              audience=None if audience == ALL else audience,
-                              details={"versions": [first, last], "attempts": attempts,
-                                       "audiences": sorted({e["audience"] for e in part}),
-                                       "entered": sum(e["event"] == ENTERED for e in part)}))
+            sent.append(send_chunk(to, [{k: e[k] for k in PAYLOAD} for e in part], part[0]["_commit_version"],
+                                   part[-1]["_commit_version"], start // chunk, audience, result))
             done = going[start + chunk]["_commit_version"] - 1 if start + chunk < len(going) else latest
     finally:
         refused = [e for e in events if not e["allowed"] and e["_commit_version"] <= done]
@@ -341,20 +348,13 @@ class Pusher:
             result = Delivery(self.to.name, self.audience, after, after)
             audit = []
             for start in range(0, len(going), self.chunk):
-                part = going[start:start + self.chunk]
                 try:
-                    attempts = self.to.send(part, f"{version:08d}-{version:08d}-{start // self.chunk:05d}")
+                    audit.append(send_chunk(self.to, going[start:start + self.chunk], version, version,
+                                            start // self.chunk, self.audience, result))
                 except DeliveryError as exc:
                     append_events(self.spark, audit)
                     self._failed(exc)
                     return None
-                result.chunks, result.attempts, result.delivered = result.chunks + 1, result.attempts + attempts, \
-                    result.delivered + len(part)
-                audit.append(event("activation", object=ACTIVATION_EVENTS, rows=len(part), destination=self.to.name,
-                                   audience=None if self.audience == ALL else self.audience,
-                                   details={"versions": [version, version], "attempts": attempts,
-                                            "audiences": sorted({e["audience"] for e in part}),
-                                            "entered": sum(e["event"] == ENTERED for e in part)}))
             append_events(self.spark, audit)
             self.cursor = (version, delivered_before + result.delivered, refused_before)
             self.unsaved = True

@@ -198,7 +198,8 @@ class EventBatches:
         persons = sorted({r["one_id"] for r in seen if r["event"]})
         with timed_step("stream", "tags", seconds):
             # from the events kept so far and the batch's own: the batch's append comes with the other writes
-            values = self.tags_of(self.frame_of(persons), rows) if persons else None
+            acted = self.frame_of(persons) if persons else None  # built once: a list to a frame costs ~0.4 s
+            values = self.tags_of(acted, rows) if acted is not None else None
         with timed_step("stream", "audiences", seconds):
             moved = sorted({r["one_id"] for r in seen})
             landed = spark.createDataFrame(
@@ -207,7 +208,7 @@ class EventBatches:
             activations, logged = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed, values,
                                                 consents) if moved else (None, [])
         with timed_step("stream", "write", seconds):
-            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, persons, values,
+            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, acted, values,
                        activations, logged)
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
@@ -222,7 +223,7 @@ class EventBatches:
         log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
                  fit_rows + refused, refused, len(persons), len(logged), seconds)
 
-    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, persons: list[str],
+    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, persons: DataFrame | None,
               values: DataFrame | None, activations: DataFrame | None, logged: list[dict]) -> None:
         """The batch's commits, the activation events first: with a pusher they are delivered as soon
         as they are logged, before the events, consent records and tags commit. (One after the other:
@@ -237,7 +238,7 @@ class EventBatches:
         if consents is not None:
             self.append_once(consents, REALTIME_CONSENT, batch_id)
         if values is not None:
-            self.merge_tags(self.frame_of(persons), values)
+            self.merge_tags(persons, values)
 
     def today(self):
         return datetime.now(self.zone).date()
