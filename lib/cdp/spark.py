@@ -110,6 +110,22 @@ def catalog_settings(settings: Settings) -> dict[str, str]:
     return conf
 
 
+@contextmanager
+def runtime_conf(spark: SparkSession, confs: dict[str, str]) -> Iterator[None]:
+    """Set session confs for the block; each is as it was afterwards (unset again when it was unset)."""
+    before = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
 def session_conf(settings: Settings) -> dict[str, str]:
     """Every Spark conf this project sets, in one dict (also what `cdp submit-args` prints)."""
     conf: dict[str, str] = {}

@@ -130,7 +130,7 @@ TABLES: tuple[Table, ...] = (
     Table(AUDIENCE_HISTORY, "when each person entered and left each audience (SCD2)"),
     Table(AUDIENCE_RUNS, "each audience's size, entries and exits per gold run"),
     Table(REALTIME_EVENTS, "the events `cdp stream` saw in the last keep_days days, resolved to a one_id (or a provisional one)"),
-    Table(REALTIME_TAGS, "the realtime tags of each person with recent events, current to the last stream batch"),
+    Table(REALTIME_TAGS, "the realtime tags of each person with recent events, current to the stream's last publish"),
     Table(REALTIME_CONSENT, "the consent records `cdp stream` saw, resolved to a person: checked at send time until the daily run folds them in"),
     Table(ACTIVATION_EVENTS, "every audience entry and exit (daily and real-time), each with its idempotency key; change feed on"),
     Table(JOB_RUNS, "one row per stage run: status, metrics, rows read and written"),

@@ -77,6 +77,12 @@ class Stream(Strict):
     keep_days: int = Field(30, ge=1, le=3660)
     # a micro-batch holds seconds of events: a few shuffle partitions, not the batch jobs' hundreds
     shuffle_partitions: int = Field(2, ge=1, le=10000)
+    # Spark's code generation for the batches: off, a micro-batch's few thousand rows are interpreted
+    # in less time than Janino compiles their plans again (time literals change the code every batch)
+    codegen: bool = False
+    # gold.realtime_tags, ops.stream_progress and the pusher's audit rows are written at most this
+    # often, and when the stream stops: the batches commit only the activation and kept events
+    publish_seconds: float = Field(30.0, ge=0, le=3600)
 
 
 class PipelineConfig(Strict):

@@ -301,20 +301,23 @@ class Pusher:
     between, such as a daily gold run, or a replayed batch whose append Delta skipped) a whole
     `deliver` round catches up. Rounds and pushes hold one lock: the cursor moves in one place.
 
-    Each push's delivery is audited at once; the cursor is written at most every `save_every`
-    seconds, and when the stream stops (a Delta commit of seconds on every batch otherwise). A
-    crash in between resends, on restart, what was pushed since the cursor was last written: at
-    least once, as always, and the receiver dedupes by event_key."""
+    The audit of the pushes and then the cursor are written at most every `save_every` seconds
+    (the stream's `publish_seconds`), before a round, and when the stream stops: a Delta commit of
+    a second or more on every batch otherwise. A crash in between resends, on restart, what was
+    pushed since they were last written, and audits it then: at least once, as always (the receiver
+    dedupes by event_key), and no acknowledged delivery without its audit row once the cursor is
+    past it."""
 
     def __init__(self, spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500,
-                 save_every: float = 30.0):
+                 save_every: float | None = None):
         self.spark, self.settings, self.to, self.audience, self.chunk = spark, settings, to, audience, chunk
         self.lock = threading.Lock()
         self.cursor: tuple[int, int, int] | None = None  # (version, delivered, refused), as last read or written
         self.delivered = self.failures = 0
         self.logged = False  # whether gold.activation_events exists
-        self.save_every = save_every
+        self.save_every = settings.pipeline.stream.publish_seconds if save_every is None else save_every
         self.unsaved, self.saved_at = False, time.monotonic()
+        self.audits: list[tuple] = []  # audit events of the pushes since the cursor was last written
 
     def catch_up(self) -> Delivery | None:
         """A `deliver` round: everything after the cursor."""
@@ -352,10 +355,10 @@ class Pusher:
                     audit.append(send_chunk(self.to, going[start:start + self.chunk], version, version,
                                             start // self.chunk, self.audience, result))
                 except DeliveryError as exc:
-                    append_events(self.spark, audit)
+                    self.audits.extend(audit)
                     self._failed(exc)
                     return None
-            append_events(self.spark, audit)
+            self.audits.extend(audit)
             self.cursor = (version, delivered_before + result.delivered, refused_before)
             self.unsaved = True
             if time.monotonic() - self.saved_at >= self.save_every:
@@ -365,11 +368,14 @@ class Pusher:
             return result
 
     def flush(self) -> None:
-        """Write the cursor, if pushes moved it since it was last written."""
+        """Write the pushes' audit and the cursor, if pushes moved it since they were last written."""
         with self.lock:
             self._save()
 
     def _save(self) -> None:
+        if self.audits:  # first: a cursor past a delivery its audit row does not record is never written
+            append_events(self.spark, self.audits)
+            self.audits = []
         if self.unsaved and self.cursor is not None:
             write_cursor(self.spark, self.to.name, self.audience, *self.cursor)
         self.unsaved, self.saved_at = False, time.monotonic()

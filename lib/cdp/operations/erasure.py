@@ -47,6 +47,7 @@ from cdp.tables import ERASURE_LEDGER as LEDGER
 from cdp.tables import IDENTIFIERS, ONEID_MAP, REFUSED, REGISTRY, VIOLATIONS, bronze_table
 from cdp.privacy.protect import identifier_hash, keyed_hash_text, load_keys
 from cdp.realtime import PROVISIONAL
+from cdp.spark import runtime_conf
 
 log = logging.getLogger(__name__)
 
@@ -410,19 +411,10 @@ def vacuum(spark: SparkSession, settings: Settings, retention_hours: float | Non
     }
     if hours < 168:
         overrides["spark.databricks.delta.retentionDurationCheck.enabled"] = "false"
-    previous = {key: spark.conf.get(key, None) for key in overrides}
     tables = erasable_tables(spark, ERASED_LAYERS + ("ops",))
-    try:
-        for key, value in overrides.items():
-            spark.conf.set(key, value)
+    with runtime_conf(spark, overrides):
         for table in tables:
             spark.sql(f"VACUUM {table} RETAIN {hours} HOURS")
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
     cutoff = int((time.time() - hours * 3600) * 1000)
     removed = _remove_old_checkpoints(spark, settings.checkpoint_dir, cutoff)
     audit(spark, "vacuum", object=",".join(ERASED_LAYERS + ("ops",)), rows=len(tables), actor=actor,

@@ -19,12 +19,19 @@ One query follows the landing folders of every source mapped onto the `events` o
 6. commits, the activation events first — appended to gold.activation_events and, with a pusher
    (`cdp stream --deliver-to`), delivered at once — then the events of the last `stream.keep_days`
    days to gold.realtime_events (only their time, the columns the realtime tags read, and their
-   identifiers' keyed hashes, for re-keying), the consent records to gold.realtime_consent, and a
-   MERGE of the tags into gold.realtime_tags. Each append is the batch's Delta transaction (txnAppId =
-   the query's id, txnVersion = the batch id): a retried batch's is skipped, and it computes the same
-   tags and finds no transitions it has logged already;
-7. appends a row to ops.stream_progress: rows, refused, persons, activation events, the seconds of
-   each step, and the latency from each file's landing (its modification time) to the commits.
+   identifiers' keyed hashes, for re-keying) and the consent records to gold.realtime_consent. Each
+   append is the batch's Delta transaction (txnAppId = the query's id, txnVersion = the batch id): a
+   retried batch's is skipped, and it computes the same tags and finds no transitions it has logged
+   already;
+7. keeps its row for ops.stream_progress (rows, refused, persons, activation events, the seconds of
+   each step, the latency from each file's landing — its modification time — to the commits) and its
+   tags for the next publish: every `stream.publish_seconds`, between batches when idle, and at stop,
+   one MERGE of the batches' tags into gold.realtime_tags and one append of their progress rows. Only
+   the commits a delivery waits for are made by every batch (each commit costs a second or more).
+
+The batches run without Spark's code generation (`stream.codegen`): their plans' time literals
+change every batch, so every batch compiled its plans again (~370 classes, ~5 s) for a few thousand
+rows. What reads every kept row (the sweep, re-keying, the tags' read) keeps it on.
 
 When the identity map changes (a daily identity and gold run), the stream's next start or batch
 re-resolves every kept event and consent record — provisional ids learn their person, merged and
@@ -50,7 +57,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cdp.activation import (
@@ -69,6 +76,7 @@ from cdp.privacy.protect import load_keys
 from cdp.realtime import (
     current_tags, hashed_identifiers, kept_columns, person_lookup, realtime_tags, resolved, unidentified,
 )
+from cdp.spark import runtime_conf
 from cdp.stages.bronze import delivered_schema, with_ingestion_metadata, with_position
 from cdp.stages.silver import checked_rows
 from cdp.tags.engine import to_wide
@@ -155,8 +163,18 @@ class EventBatches:
         self.present: set[str] = set()  # tables known to exist
         self._tombstones: tuple[int, DataFrame] | None = None
         self.batches = self.rows = 0
+        self.pending: list[DataFrame] = []  # the batches' realtime tags since the last publish (materialised)
+        self.progress: list[tuple] = []  # the progress rows since the last publish
+        self.progress_floor: int | None = None  # the last batch whose progress row is written
+        self.published_at = time.monotonic()
+        self.lock = threading.RLock()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        with self.lock:  # a publish between batches (run_stream's loop) is never under way at the same time
+            self.run_batch(batch, batch_id)
+            self.publish(due_only=True)
+
+    def run_batch(self, batch: DataFrame, batch_id: int) -> None:
         started = datetime.now(timezone.utc)
         spark = self.spark
         seconds: dict[str, float] = {}
@@ -196,40 +214,75 @@ class EventBatches:
                     .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
                     .distinct().collect())
         persons = sorted({r["one_id"] for r in seen if r["event"]})
+        moved = sorted({r["one_id"] for r in seen})
+        acted = self.frame_of(moved) if moved else None  # built once: a list to a frame costs ~0.4 s
         with timed_step("stream", "tags", seconds):
-            # from the events kept so far and the batch's own: the batch's append comes with the other writes
-            acted = self.frame_of(persons) if persons else None  # built once: a list to a frame costs ~0.4 s
+            # of everyone the batch moved, from the events kept so far and the batch's own (appended below)
             values = self.tags_of(acted, rows) if acted is not None else None
         with timed_step("stream", "audiences", seconds):
-            moved = sorted({r["one_id"] for r in seen})
             landed = spark.createDataFrame(
                 sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
                 "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
-            activations, logged = self.evaluate(self.frame_of(moved), f"{self.query_id}:{batch_id}", landed, values,
-                                                consents) if moved else (None, [])
+            activations, logged = self.evaluate(acted, f"{self.query_id}:{batch_id}", landed, values,
+                                                consents) if acted is not None else (None, [])
         with timed_step("stream", "write", seconds):
-            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, acted, values,
-                       activations, logged)
+            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, activations, logged)
+        if values is not None and persons:
+            self.pending.append(values)
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
-        progress = [(self.query_id, batch_id, started, finished, fit_rows + refused, refused, n_erased,
-                     len(persons), len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
-                     latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
-                     (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), len(logged),
-                     json.dumps(seconds, sort_keys=True))]
-        self.append_once(spark.createDataFrame(progress, PROGRESS_SCHEMA), STREAM_PROGRESS, batch_id)
+        self.progress.append((
+            self.query_id, batch_id, started, finished, fit_rows + refused, refused, n_erased, len(persons),
+            len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
+            latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
+            (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), len(logged),
+            json.dumps(seconds, sort_keys=True)))
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
         log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
                  fit_rows + refused, refused, len(persons), len(logged), seconds)
 
-    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, persons: DataFrame | None,
-              values: DataFrame | None, activations: DataFrame | None, logged: list[dict]) -> None:
+    def publish(self, due_only: bool = False) -> None:
+        """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
+        the last publish computed (each person's from the latest batch that moved them) into
+        gold.realtime_tags, and the progress rows of those batches as one append. A crash before a
+        publish loses nothing the tags are made of: the batches commit their events, and the next
+        start's sweep recomputes everyone's. A progress row of a batch replayed after a crash, whose
+        row was written before it, is not written twice. `due_only`: only when `publish_seconds` have
+        passed since the last publish and a batch came since."""
+        with self.lock:
+            if not due_only or (self.progress and time.monotonic() - self.published_at
+                                >= self.settings.pipeline.stream.publish_seconds):
+                self._publish()
+
+    def _publish(self) -> None:
+        started = time.perf_counter()
+        if self.pending:
+            values = reduce(DataFrame.unionByName, [
+                frame.withColumn("_batch", F.lit(n)) for n, frame in enumerate(self.pending)])
+            latest = (values.withColumn("_last", F.max("_batch").over(Window.partitionBy("one_id")))
+                      .where(F.col("_batch") == F.col("_last")).drop("_batch", "_last").localCheckpoint())
+            self.merge_tags(latest.select("one_id").distinct(), latest)
+            self.pending.clear()
+        if self.progress_floor is None:
+            last = (self.spark.table(STREAM_PROGRESS).where(F.col("query_id") == self.query_id)
+                    .agg(F.max("batch_id")).first()[0] if self.exists(STREAM_PROGRESS) else None)
+            self.progress_floor = -1 if last is None else last
+        rows = [row for row in self.progress if row[1] > self.progress_floor]
+        if rows:
+            self.append_once(self.spark.createDataFrame(rows, PROGRESS_SCHEMA), STREAM_PROGRESS, rows[-1][1])
+            self.progress_floor = rows[-1][1]
+        self.progress.clear()
+        self.published_at = time.monotonic()
+        log.info("stream: published the realtime tags and %d progress rows in %.1fs", len(rows),
+                 time.perf_counter() - started)
+
+    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, activations: DataFrame | None,
+              logged: list[dict]) -> None:
         """The batch's commits, the activation events first: with a pusher they are delivered as soon
-        as they are logged, before the events, consent records and tags commit. (One after the other:
-        on two cores, the same commits run from threads took longer, not less.) Every write is
-        idempotent on a replay: the appends are the batch's Delta transactions, the tags a
-        recomputation from the events kept and the batch's own."""
+        as they are logged, before the events and consent records commit. (One after the other: on
+        two cores, the same commits run from threads took longer, not less.) Each is the batch's Delta
+        transaction, skipped on a replay. The tags wait for the next publish."""
         if logged:
             self.log_activations(activations, logged, (f"{self.query_id}-activation", batch_id))
         elif self.pusher is not None and self.pusher.behind():
@@ -237,8 +290,6 @@ class EventBatches:
         self.append_once(rows, REALTIME_EVENTS, batch_id)
         if consents is not None:
             self.append_once(consents, REALTIME_CONSENT, batch_id)
-        if values is not None:
-            self.merge_tags(persons, values)
 
     def today(self):
         return datetime.now(self.zone).date()
@@ -260,8 +311,9 @@ class EventBatches:
         frame = self.spark.table(IDENTITY_MAP) if version >= 0 else self.spark.createDataFrame(
             [], "one_id string, id_hash string")
         self.lookup = person_lookup(frame.select("one_id", "id_hash")).cache()
-        count = sum(self.rekey(table, time_column) for table, time_column in
-                    ((REALTIME_EVENTS, "event_time"), (REALTIME_CONSENT, "occurred_at")) if self.exists(table))
+        with code_generation(self.spark, True):  # over every kept row: compiled code pays for itself
+            count = sum(self.rekey(table, time_column) for table, time_column in
+                        ((REALTIME_EVENTS, "event_time"), (REALTIME_CONSENT, "occurred_at")) if self.exists(table))
         if count:
             log.info("stream: identity map version %s: %d kept rows re-keyed or dropped", self.identity_version, count)
         self.sweep()  # the daily run may have changed profiles, daily tags and consent: every audience member again
@@ -329,6 +381,10 @@ class EventBatches:
         """Every person the stream holds events or tags of, and every member of a realtime audience: tags
         recomputed as of today (a time window moved, a day began) and audiences evaluated again — the
         exits no new event would bring."""
+        with code_generation(self.spark, True):  # over everyone: compiled code pays for itself
+            return self._sweep()
+
+    def _sweep(self) -> int:
         spark = self.spark
         self.swept_on = self.today()
         persons = spark.createDataFrame([], "one_id string")
@@ -342,6 +398,7 @@ class EventBatches:
         if self.exists(REALTIME_EVENTS):
             values = self.tags_of(persons, None)
             self.merge_tags(persons, values)
+        self.pending.clear()  # every person with events was among them, as of now
         rows, logged = self.evaluate(persons, f"{self.query_id}:sweep:{datetime.now(timezone.utc).isoformat()}",
                                      None, values, None)
         self.log_activations(rows, logged, None)
@@ -376,20 +433,17 @@ class EventBatches:
                  consents: DataFrame | None) -> tuple[DataFrame | None, list[dict]]:
         """The realtime audiences for `persons`: who entered and who exited since the log's last event
         for them — the log's rows to append (materialised), and the same in payload form, oldest
-        first. `values`: the realtime tags just computed for some of them (the others' are read from
-        gold.realtime_tags); `consents`: the batch's consent records, not yet appended."""
+        first. `values`: their realtime tags, just computed from their kept events (None: no events
+        are kept yet; gold.realtime_tags, published every few batches, is not read); `consents`: the
+        batch's consent records, not yet appended."""
         spark = self.spark
         daily_side = self.daily_side() if self.audiences else None
         if daily_side is None:
             return None, []
         persons = F.broadcast(persons)
         profile, daily, state = (f.join(persons, "one_id", "left_semi") for f in daily_side)
-        stream = spark.table(REALTIME_TAGS).join(persons, "one_id", "left_semi").select(
-            "one_id", "tag_code", "value") if self.exists(REALTIME_TAGS) else spark.createDataFrame(
+        stream = values.select("one_id", "tag_code", "value") if values is not None else spark.createDataFrame(
             [], "one_id string, tag_code string, value string")
-        if values is not None:
-            fresh = values.select("one_id", "tag_code", "value")
-            stream = stream.join(values.select("one_id").distinct(), "one_id", "left_anti").unionByName(fresh)
         frame = audience_frame(profile, current_tags(self.library, daily, stream, self.codes), self.today())
         realtime = (spark.table(REALTIME_CONSENT).join(persons, "one_id", "left_semi")
                     if self.exists(REALTIME_CONSENT) else None)
@@ -435,7 +489,8 @@ class EventBatches:
         events = spark.table(REALTIME_EVENTS).join(persons, "one_id", "left_semi") if self.exists(REALTIME_EVENTS) else None
         if batch_rows is not None:
             events = batch_rows if events is None else events.unionByName(batch_rows.select(*events.columns))
-        return realtime_tags(self.library, events, self.today(), datetime.now(timezone.utc)).localCheckpoint()
+        with code_generation(spark, True):  # it reads every kept event: compiled code pays for itself (~30 %)
+            return realtime_tags(self.library, events, self.today(), datetime.now(timezone.utc)).localCheckpoint()
 
     def merge_tags(self, persons: DataFrame, values: DataFrame) -> None:
         """Replace the persons' rows of gold.realtime_tags with `values`."""
@@ -468,6 +523,14 @@ class EventBatches:
         return log_version(self.spark, table) if self.exists(table) else -1
 
 
+def code_generation(spark: SparkSession, on: bool):
+    """Spark's code generation (whole-stage, and of expressions: interpreted when off) on or off for
+    a block (a context manager). Off suits a micro-batch: its plans are compiled again every batch
+    (the time literals in them change), which costs more than interpreting a few thousand rows."""
+    return runtime_conf(spark, {"spark.sql.codegen.wholeStage": "true" if on else "false",
+                                "spark.sql.codegen.factoryMode": "FALLBACK" if on else "NO_CODEGEN"})
+
+
 def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
                stop: threading.Event | None = None, pusher: Pusher | None = None) -> StreamRun:
     """Follow the landing folders: until stopped (SIGTERM, SIGINT or `stop`), or, with `once`, until
@@ -478,29 +541,39 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     checkpoint = stream_dir(settings) / "checkpoint"
     query_id = _query_id(stream_dir(settings))
     handler = EventBatches(spark, settings, query_id, pusher)
-    handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
-    writer = (landed(spark, settings, config.max_files_per_trigger).writeStream.queryName(QUERY_NAME)
-              .option("checkpointLocation", str(checkpoint)).foreachBatch(handler))
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(
-        processingTime=f"{config.trigger_seconds} seconds")
-    started = time.perf_counter()
-    query = writer.start()
-    stop = stop or threading.Event()
-    if not once and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-    try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(1)
-            if pusher is not None and not once and not query.status["isTriggerActive"] and pusher.behind():
-                pusher.catch_up()
-    finally:
-        if query.isActive:
-            query.stop()  # after the batch in flight: its commits are whole, and the checkpoint says where to resume
-    if pusher is not None:
-        pusher.flush()
-    if query.exception() is not None:
-        raise query.exception()
+    with code_generation(spark, config.codegen):
+        handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
+        writer = (landed(spark, settings, config.max_files_per_trigger).writeStream.queryName(QUERY_NAME)
+                  .option("checkpointLocation", str(checkpoint)).foreachBatch(handler))
+        writer = writer.trigger(availableNow=True) if once else writer.trigger(
+            processingTime=f"{config.trigger_seconds} seconds")
+        started = time.perf_counter()
+        query = writer.start()
+        stop = stop or threading.Event()
+        if not once and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.set())
+        try:
+            while query.isActive and not stop.is_set():
+                query.awaitTermination(1)
+                if not once and not query.status["isTriggerActive"]:  # between batches
+                    handler.publish(due_only=True)
+                    if pusher is not None and pusher.behind():
+                        pusher.catch_up()
+        finally:
+            if query.isActive:
+                query.stop()  # after the batch in flight: its commits are whole, and the checkpoint says where to resume
+        failure = query.exception()
+        try:  # what the batches left to the next publish, and the pusher's audit and cursor
+            handler.publish()
+            if pusher is not None:
+                pusher.flush()
+        except Exception:
+            if failure is None:
+                raise
+            log.exception("stream: the tags and progress rows could not be published after the failed batch")
+    if failure is not None:
+        raise failure
     if pusher is not None and pusher.behind():
         pusher.catch_up()
     return StreamRun(handler.batches, handler.rows, time.perf_counter() - started)

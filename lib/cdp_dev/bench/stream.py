@@ -85,6 +85,7 @@ def feed(landing: Path, ids: list[tuple[str, str]], rate: int, seconds: int, tag
 def measure(spark, settings, receiver, landing: Path, ids, rate: int, seconds: int, settle: int) -> dict:
     from pyspark.sql import functions as F
 
+    from cdp.stages.stream import QUERY_NAME
     from cdp.tables import STREAM_PROGRESS
 
     begun = datetime.now().astimezone()
@@ -92,18 +93,22 @@ def measure(spark, settings, receiver, landing: Path, ids, rate: int, seconds: i
     stop = threading.Event()
     landed = feed(landing, ids, rate, seconds, f"r{rate}", stop)
     since = F.col("started_at") >= F.lit(begun.replace(tzinfo=None))
-    deadline = time.time() + 900
-    while time.time() < deadline:  # until the stream has taken every landed event
-        taken = spark.table(STREAM_PROGRESS).where(since).agg(F.sum("rows")).first()[0] or 0
-        if taken >= landed:
-            break
-        time.sleep(2)
+    query = next(q for q in spark.streams.active if q.name == QUERY_NAME)
+    deadline, idle = time.time() + 900, 0
+    while time.time() < deadline and idle < 2:  # until a trigger finds no new file, twice (its status: no Spark job)
+        time.sleep(1)
+        status = query.status
+        idle = idle + 1 if not (status["isDataAvailable"] or status["isTriggerActive"]) else 0
     quiet_since, last = time.time(), len(receiver.received)
     while time.time() - quiet_since < settle:  # then until nothing has arrived for `settle` seconds
         time.sleep(0.5)
         if len(receiver.received) != last:
             quiet_since, last = time.time(), len(receiver.received)
     arrivals = receiver.received[first:]
+    while time.time() < deadline:  # the batches' rows in ops.stream_progress: written every publish_seconds
+        if (spark.table(STREAM_PROGRESS).where(since).agg(F.sum("rows")).first()[0] or 0) >= landed:
+            break
+        time.sleep(2)
     latencies = [r.at - datetime.fromisoformat(r.event["landed_at"]).timestamp() for r in arrivals
                  if r.event.get("landed_at")]
     batches = (spark.table(STREAM_PROGRESS).where(since)
