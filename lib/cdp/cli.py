@@ -829,10 +829,10 @@ def stream(
     profile: Optional[str] = ProfileOption,
     conf_dir: Optional[Path] = ConfDirOption,
 ) -> None:
-    """Real-time profiles (实时画像): follow the event and consent sources' landing folders; keep each
-    person's realtime tags (conf/tags.yaml `realtime: true`) current in gold.realtime_tags and the
-    real-time audiences' entries and exits in gold.activation_events, seconds after a file lands;
-    until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
+    """Real-time profiles (实时画像): follow the event and consent sources' landing folders; log the
+    real-time audiences' entries and exits in gold.activation_events seconds after a file lands, and
+    publish each person's realtime tags (conf/tags.yaml `realtime: true`) to gold.realtime_tags every
+    stream.publish_seconds; until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
     from cdp.spark import spark_session
     from cdp.stages.stream import run_stream
 
