@@ -120,7 +120,8 @@ def measure(spark, settings, receiver, landing: Path, ids, rate: int, seconds: i
     batch_seconds = [b["seconds"] for b in batches]
     commit = [b["latency_max_s"] for b in batches if b["latency_max_s"] is not None]
     return {
-        "rate": rate, "seconds": seconds, "events_landed": landed, "deliveries": len(arrivals),
+        "rate": rate, "measured_at": datetime.now().isoformat(timespec="seconds"), "seconds": seconds,
+        "events_landed": landed, "deliveries": len(arrivals),
         "unique_keys": len({r.key for r in arrivals}),
         "p50_s": percentile(latencies, 0.50), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies, default=None),
         "batches": len(batches), "rows_in_batches": sum(b["rows"] for b in batches),
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop.set()
             streaming.join(120)
+            print(f"{datetime.now():%H:%M:%S} stream stopped: {not streaming.is_alive()}", flush=True)
     receiver.close()
     report = {"command": "python -m cdp_dev.bench.stream " + " ".join(argv or os.sys.argv[1:]),
               "when": datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
