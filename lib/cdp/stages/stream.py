@@ -245,11 +245,12 @@ class EventBatches:
     def publish(self, due_only: bool = False) -> None:
         """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
         the last publish computed (each person's from the latest batch that moved them) into
-        gold.realtime_tags, and the progress rows of those batches as one append. A crash before a
-        publish loses nothing the tags are made of: the batches commit their events, and the next
-        start's sweep recomputes everyone's. A progress row of a batch replayed after a crash, whose
-        row was written before it, is not written twice. `due_only`: only when `publish_seconds` have
-        passed since the last publish and a batch came since."""
+        gold.realtime_tags, the progress rows of those batches as one append, and the pusher's audit
+        rows and cursor. A crash before a publish loses nothing the tags are made of: the batches
+        commit their events, and the next start's sweep recomputes everyone's. A progress row of a
+        batch replayed after a crash, whose row was written before it, is not written twice.
+        `due_only`: only when `publish_seconds` have passed since the last publish and a batch came
+        since."""
         with self.lock:
             if not due_only or (self.progress and time.monotonic() - self.published_at
                                 >= self.settings.pipeline.stream.publish_seconds):
@@ -273,6 +274,8 @@ class EventBatches:
             self.append_once(self.spark.createDataFrame(rows, PROGRESS_SCHEMA), STREAM_PROGRESS, rows[-1][1])
             self.progress_floor = rows[-1][1]
         self.progress.clear()
+        if self.pusher is not None:  # the pushes' audit and cursor: so an idle stream does not hold them back
+            self.pusher.flush()
         self.published_at = time.monotonic()
         log.info("stream: published the realtime tags and %d progress rows in %.1fs", len(rows),
                  time.perf_counter() - started)
