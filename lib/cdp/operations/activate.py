@@ -301,22 +301,20 @@ class Pusher:
     between, such as a daily gold run, or a replayed batch whose append Delta skipped) a whole
     `deliver` round catches up. Rounds and pushes hold one lock: the cursor moves in one place.
 
-    The audit of the pushes and then the cursor are written at most every `save_every` seconds
-    (the stream's `publish_seconds`), before a round, and when the stream stops: a Delta commit of
-    a second or more on every batch otherwise. A crash in between resends, on restart, what was
+    The audit of the pushes and then the cursor are written by `flush` — the stream's publish, every
+    `publish_seconds` and at stop, outside the batches — and before a round: a Delta commit of a
+    second or more on every batch otherwise. A crash in between resends, on restart, what was
     pushed since they were last written, and audits it then: at least once, as always (the receiver
     dedupes by event_key), and no acknowledged delivery without its audit row once the cursor is
     past it."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500,
-                 save_every: float | None = None):
+    def __init__(self, spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500):
         self.spark, self.settings, self.to, self.audience, self.chunk = spark, settings, to, audience, chunk
         self.lock = threading.Lock()
         self.cursor: tuple[int, int, int] | None = None  # (version, delivered, refused), as last read or written
         self.delivered = self.failures = 0
         self.logged = False  # whether gold.activation_events exists
-        self.save_every = settings.pipeline.stream.publish_seconds if save_every is None else save_every
-        self.unsaved, self.saved_at = False, time.monotonic()
+        self.unsaved = False  # whether pushes moved the cursor since it was last written
         self.audits: list[tuple] = []  # audit events of the pushes since the cursor was last written
 
     def catch_up(self) -> Delivery | None:
@@ -361,8 +359,6 @@ class Pusher:
             self.audits.extend(audit)
             self.cursor = (version, delivered_before + result.delivered, refused_before)
             self.unsaved = True
-            if time.monotonic() - self.saved_at >= self.save_every:
-                self._save()
             self.delivered += result.delivered
             result.to_version, result.seconds = version, time.perf_counter() - started
             return result
@@ -378,7 +374,7 @@ class Pusher:
             self.audits = []
         if self.unsaved and self.cursor is not None:
             write_cursor(self.spark, self.to.name, self.audience, *self.cursor)
-        self.unsaved, self.saved_at = False, time.monotonic()
+        self.unsaved = False
 
     def _round(self) -> Delivery | None:
         self._save()  # `deliver` starts from the written cursor
