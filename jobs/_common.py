@@ -90,28 +90,36 @@ def stream_main() -> int:
     """`cdp stream` as a spark-submit application: real-time tags from events as they land, until
     SIGTERM (or, with --once, until the files landed now are processed)."""
 
-    def run(spark, settings, args) -> int:
-        from cdp.operations.activate import Pusher, sender
-        from cdp.stages.stream import run_stream
+    def destination(args) -> int | None:
+        """A bad --deliver-to is a usage error before Spark starts (exit 2), as in `cdp stream`."""
+        from cdp.operations.activate import sender
 
-        pusher = None
+        args.sender = None
         if args.deliver_to:
             try:
-                pusher = Pusher(spark, settings, sender(*args.deliver_to))
+                args.sender = sender(*args.deliver_to)
             except ValueError as exc:
                 print(f"{exc}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder.",
                       file=sys.stderr)
                 return 2
+        return None
+
+    def run(spark, settings, args) -> int:
+        from cdp.operations.activate import Pusher
+        from cdp.stages.stream import run_stream
+
+        pusher = Pusher(spark, settings, args.sender) if args.sender is not None else None
         done = run_stream(spark, settings, once=args.once, pusher=pusher)
         delivered = f"; {pusher.delivered} activation events delivered" if pusher is not None else ""
         print(f"stream: {done.batches} batches, {done.rows} rows in {done.seconds:.1f}s{delivered}")
         return 0
 
-    return with_session("stream", run)
+    return with_session("stream", run, check=destination)
 
 
-def with_session(name: str, run) -> int:
-    """Parse the arguments, load and check the configuration, open the session, run."""
+def with_session(name: str, run, check=None) -> int:
+    """Parse the arguments, load and check the configuration, open the session, run. `check(args)`
+    refuses bad arguments before the session starts: an exit code, or None to go on."""
     args = parse_arguments(name)
 
     from cdp.conf import ConfigError, load_settings
@@ -125,5 +133,8 @@ def with_session(name: str, run) -> int:
         settings.validate_all()
     except ConfigError as exc:
         return configuration_error(exc)
+    refused = check(args) if check is not None else None
+    if refused is not None:
+        return refused
     with spark_session(settings, app_name=f"cdp-{name}") as spark:
         return run(spark, settings, args)

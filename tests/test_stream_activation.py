@@ -11,6 +11,7 @@ modules that read that lakehouse's accounting expect it built after. It checks t
 - a consent withdrawal that arrives in the stream stops the pending entry's delivery (refused,
   audited) while the exit goes;
 - a stream that delivers (`cdp stream --deliver-to`) sends a batch's entry from the batch, once;
+  a bad destination is refused (exit 2, with its fix) before Spark starts, by the CLI and the job;
 - kill -9 of `cdp stream` in the middle of a batch, then a restart: every entry arrives exactly once
   after deduplication by key, the events are kept once, and the realtime tags equal a recomputation.
 """
@@ -286,3 +287,23 @@ def test_activate_refuses_a_bad_destination_or_audience_before_spark_starts(cli_
     assert code == 2 and message.startswith("--to webhook takes an http(s) URL, not 'crm.example.com/hook'. Fix:")
     code, message = run("--to", "dir", "/tmp/outbox", "--audience", "nobody")
     assert code == 2 and message.startswith("no audience 'nobody' in audiences.yaml; defined: activity_page_wechat,")
+
+
+@pytest.mark.parametrize("command", ["cdp stream", "jobs/stream.py"])
+@pytest.mark.parametrize("deliver_to, refusal", [
+    (["pigeon", "loft-7"], "takes 'webhook URL' or 'dir DIR', not 'pigeon'"),
+    (["webhook", "receiver.example.com/hook"], "takes an http(s) URL, not 'receiver.example.com/hook'"),
+])
+def test_a_bad_delivery_destination_is_refused_before_spark_starts(command, deliver_to, refusal, tmp_path):
+    """`--deliver-to` is checked before the session: with no Java to start Spark on, the refusal (exit
+    2, with its fix) is all that happens, never a failed JVM launch."""
+    program = [str(Path(sys.executable).parent / "cdp"), "stream"] if command == "cdp stream" else [
+        sys.executable, str(ROOT / "jobs" / "stream.py")]
+    environment = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "CDP_PROFILE": "test",
+                   "CDP_LAKEHOUSE": str(tmp_path / "lakehouse"), "CDP_LANDING": str(tmp_path / "landing")}
+    result = subprocess.run([*program, "--deliver-to", *deliver_to], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = " ".join(result.stderr.split())
+    assert f"{refusal}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder." in said, said
+    assert "JAVA_HOME" not in said and not (tmp_path / "lakehouse").exists()

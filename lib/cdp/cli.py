@@ -838,7 +838,7 @@ def stream(
 
     configure_logging()
     settings = _settings(profile, conf_dir)
-    to = _sender(deliver_to) if deliver_to else None
+    to = _sender(deliver_to, option="--deliver-to") if deliver_to else None
     with spark_session(settings, app_name="cdp-stream") as spark:
         pusher = None
         if to is not None:
@@ -853,13 +853,13 @@ def stream(
     out.print(f"stream: {done.batches} batches, {done.rows:,} rows in {done.seconds:.1f}s{delivered}", highlight=False)
 
 
-def _sender(to: tuple[str, str], max_attempts: int = 8):
+def _sender(to: tuple[str, str], max_attempts: int = 8, option: str = "--to"):
     from cdp.operations.activate import sender
 
     try:
         return sender(to[0], to[1], **({"max_attempts": max_attempts} if to[0] == "webhook" else {}))
     except ValueError as exc:
-        err.print(f"{exc}. Fix: --to webhook https://host/path, or --to dir /path/to/folder.")
+        err.print(f"{exc}. Fix: {option} webhook https://host/path, or {option} dir /path/to/folder.", highlight=False)
         raise typer.Exit(2) from exc
 
 
