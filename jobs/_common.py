@@ -99,7 +99,7 @@ def stream_main() -> int:
             try:
                 args.sender = sender(*args.deliver_to)
             except ValueError as exc:
-                print(f"{exc}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder.",
+                print(f"--deliver-to {exc}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder.",
                       file=sys.stderr)
                 return 2
         return None

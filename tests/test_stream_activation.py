@@ -291,8 +291,8 @@ def test_activate_refuses_a_bad_destination_or_audience_before_spark_starts(cli_
 
 @pytest.mark.parametrize("command", ["cdp stream", "jobs/stream.py"])
 @pytest.mark.parametrize("deliver_to, refusal", [
-    (["pigeon", "loft-7"], "takes 'webhook URL' or 'dir DIR', not 'pigeon'"),
-    (["webhook", "receiver.example.com/hook"], "takes an http(s) URL, not 'receiver.example.com/hook'"),
+    (["pigeon", "loft-7"], "--deliver-to takes 'webhook URL' or 'dir DIR', not 'pigeon'"),
+    (["webhook", "receiver.example.com/hook"], "--deliver-to webhook takes an http(s) URL, not 'receiver.example.com/hook'"),
 ])
 def test_a_bad_delivery_destination_is_refused_before_spark_starts(command, deliver_to, refusal, tmp_path):
     """`--deliver-to` is checked before the session: with no Java to start Spark on, the refusal (exit

@@ -120,13 +120,14 @@ class Folder:
 
 
 def sender(kind: str, target: str, **options) -> Sender:
+    """The destination of `--to KIND TARGET`; ValueError says what is wrong after the option's name."""
     if kind == "webhook":
         if not target.startswith(("http://", "https://")):
-            raise ValueError(f"--to webhook takes an http(s) URL, not '{target}'")
+            raise ValueError(f"webhook takes an http(s) URL, not '{target}'")
         return Webhook(target, **options)
     if kind == "dir":
         return Folder(Path(target))
-    raise ValueError(f"--to takes 'webhook URL' or 'dir DIR', not '{kind}'")
+    raise ValueError(f"takes 'webhook URL' or 'dir DIR', not '{kind}'")
 
 
 @dataclass
