@@ -11,6 +11,7 @@ from cdp.activation import split_audiences
 from cdp.audience.members import audience_frame, select_audience
 from cdp.conf.audiences import RuleError, compile_rule, referenced_tags
 from cdp.conf.audiences import Audience
+from cdp.lakehouse import table_version
 from cdp.stages.gold import write_history
 from cdp.profile.history import next_history, survivors
 
@@ -164,6 +165,10 @@ def test_history_follows_merges_and_forgets_removed_persons(spark):
         ("keep", "stage", "活跃", date(2026, 6, 1), None),
         ("keep", "vip", "true", date(2026, 5, 1), None),  # the earlier stay of the merged id
     ]
+    # The same run again: nobody's stays change, so nothing is rewritten and nothing is committed.
+    version = table_version(spark, table)
+    assert write_history(spark, table, ["one_id", "tag_code", "value"], current, RUN, registry, "test") == 0
+    assert table_version(spark, table) == version
     spark.sql(f"DROP TABLE {table}")
 
 

@@ -169,10 +169,13 @@ def write_history(spark: SparkSession, table: str, keys: list[str], current: Dat
     moved = spark.createDataFrame([(i,) for pair in moves.items() for i in pair if i is not None], "one_id string")
     persons = (open_.exceptAll(now).unionByName(now.exceptAll(open_)).select("one_id")
                .unionByName(moved).distinct().transform(materialised))
+    changed = persons.count()
+    if not changed:  # nobody's stays change (a rerun, a quiet day): no commit, the table as it was
+        return 0
     rows = next_history(previous.join(persons, "one_id", "left_semi"), current.join(persons, "one_id", "left_semi"),
                         keys, run_date).transform(materialised)  # computed before its source is rewritten
     replace_rows(spark, table, persons, rows, ["one_id"])
-    return persons.count()
+    return changed
 
 
 def build_tags(spark: SparkSession, settings: Settings, inputs: Inputs, run_date: date, computed_at: datetime,
