@@ -439,7 +439,8 @@ def build_gold(spark: SparkSession, settings: Settings, as_of: date, run_id: str
 
     with _step("persons", seconds):
         mark_publishing(spark, STAGE, cursors, run_id)
-        publish_persons(spark, settings, keys, persons)
+        if persons is None or recomputed:  # nobody changed: the per-person tables stand as they are
+            publish_persons(spark, settings, keys, persons)
     profile = spark.table(PROFILE)
     state = spark.table(CONSENT)
     registry = spark.table(REGISTRY) if table_exists(spark, REGISTRY) else spark.createDataFrame([], REGISTRY_SCHEMA)
