@@ -97,10 +97,9 @@ def stream_main() -> int:
         args.sender = None
         if args.deliver_to:
             try:
-                args.sender = sender(*args.deliver_to)
+                args.sender = sender(*args.deliver_to, option="--deliver-to")
             except ValueError as exc:
-                print(f"--deliver-to {exc}. Fix: --deliver-to webhook https://host/path, or --deliver-to dir /path/to/folder.",
-                      file=sys.stderr)
+                print(exc, file=sys.stderr)
                 return 2
         return None
 

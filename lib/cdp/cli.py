@@ -857,9 +857,9 @@ def _sender(to: tuple[str, str], max_attempts: int = 8, option: str = "--to"):
     from cdp.operations.activate import sender
 
     try:
-        return sender(to[0], to[1], **({"max_attempts": max_attempts} if to[0] == "webhook" else {}))
+        return sender(to[0], to[1], option, **({"max_attempts": max_attempts} if to[0] == "webhook" else {}))
     except ValueError as exc:
-        err.print(f"{option} {exc}. Fix: {option} webhook https://host/path, or {option} dir /path/to/folder.", highlight=False)
+        err.print(str(exc), highlight=False)
         raise typer.Exit(2) from exc
 
 

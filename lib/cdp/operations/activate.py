@@ -119,15 +119,16 @@ class Folder:
         return 1
 
 
-def sender(kind: str, target: str, **options) -> Sender:
-    """The destination of `--to KIND TARGET`; ValueError says what is wrong after the option's name."""
+def sender(kind: str, target: str, option: str = "--to", **options) -> Sender:
+    """The destination of `OPTION KIND TARGET`; ValueError says what is wrong and its fix, naming `option`."""
+    fix = f"Fix: {option} webhook https://host/path, or {option} dir /path/to/folder."
     if kind == "webhook":
         if not target.startswith(("http://", "https://")):
-            raise ValueError(f"webhook takes an http(s) URL, not '{target}'")
+            raise ValueError(f"{option} webhook takes an http(s) URL, not '{target}'. {fix}")
         return Webhook(target, **options)
     if kind == "dir":
         return Folder(Path(target))
-    raise ValueError(f"takes 'webhook URL' or 'dir DIR', not '{kind}'")
+    raise ValueError(f"{option} takes 'webhook URL' or 'dir DIR', not '{kind}'. {fix}")
 
 
 @dataclass
