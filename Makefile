@@ -20,6 +20,9 @@ CDP_MAVEN_REPOSITORIES ?= file://$(SHARED_MAVEN)
 endif
 export CDP_MAVEN_REPOSITORIES
 MAVEN_SETTINGS := build/maven-settings.xml
+# A real single-node Kafka broker (KRaft) for the Kafka source's tests: its jars, from tests/kafka/pom.xml.
+KAFKA_JARS_DIR := jars/kafka-broker
+KAFKA_STAMP := $(KAFKA_JARS_DIR)/.staged
 BUILD_STAMP := $(VENV)/.installed-build
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 UV  := $(BIN)/uv
@@ -27,7 +30,7 @@ LOCK_PYTHON ?= 3.11
 LOCK_FLAGS = --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-platform linux \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: help install lock demo test test-long test-fast bench bench-stream jars package sql-server clean clean-lakehouse
+.PHONY: help install lock demo test test-long test-fast bench bench-stream jars package sql-server clean clean-lakehouse FORCE
 
 help:
 	@echo "make demo   - install, generate $(PERSONS) persons, run every stage, print the summary"
@@ -76,13 +79,16 @@ demo: $(STAMP)
 	$(BIN)/cdp demo --persons $(PERSONS) --seed $(SEED)
 
 # The SQL-server test needs the staged jars (Maven); the rest of the suite resolves them with Spark.
+# The Kafka source's tests start a real broker from the jars in $(KAFKA_JARS_DIR) (lib/cdp_dev/kafka.py).
 # The long multi-process tests (the standalone cluster, the shared catalog under concurrent processes,
 # the retailer's onboarding, a role's SQL endpoint) run on their own: make test-long.
-test: $(AIRFLOW_STAMP) $(JARS_STAMP)
-	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m "not long"
+test: $(AIRFLOW_STAMP) $(JARS_STAMP) $(KAFKA_STAMP)
+	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) CDP_TEST_KAFKA_JARS=$(abspath $(KAFKA_JARS_DIR)) \
+	  $(BIN)/pytest -m "not long"
 
-test-long: $(AIRFLOW_STAMP) $(JARS_STAMP)
-	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) $(BIN)/pytest -m long
+test-long: $(AIRFLOW_STAMP) $(JARS_STAMP) $(KAFKA_STAMP)
+	CDP_TEST_JARS_DIR=$(abspath $(JARS_DIR)) CDP_TEST_KAFKA_JARS=$(abspath $(KAFKA_JARS_DIR)) \
+	  $(BIN)/pytest -m long
 
 test-fast: $(AIRFLOW_STAMP)
 	$(BIN)/pytest -m "not slow"
@@ -113,20 +119,32 @@ sql-server: $(STAMP) $(JARS_STAMP)
 # a settings file only).
 jars: $(JARS_STAMP)
 
-$(JARS_STAMP): jars/pom.xml
+# The settings file is written anew on every use (FORCE), since CDP_MAVEN_REPOSITORIES may differ
+# from one run to the next; the stamps below do not depend on it, so a rewrite rebuilds nothing.
+$(MAVEN_SETTINGS): FORCE
 	@mkdir -p $(dir $(MAVEN_SETTINGS))
 	@{ echo '<settings><profiles><profile><id>cdp-repositories</id><repositories>'; \
 	   n=0; for url in $$(echo "$$CDP_MAVEN_REPOSITORIES" | tr ',' ' '); do n=$$((n+1)); \
 	     echo "<repository><id>cdp-$$n</id><url>$$url</url></repository>"; done; \
 	   echo '</repositories></profile></profiles><activeProfiles><activeProfile>cdp-repositories</activeProfile></activeProfiles></settings>'; \
 	 } > $(MAVEN_SETTINGS)
+
+FORCE:
+
+$(JARS_STAMP): jars/pom.xml | $(MAVEN_SETTINGS)
 	mvn -B -q -gs $(MAVEN_SETTINGS) -f jars/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) -DincludeScope=runtime
 	touch $(JARS_STAMP)
 	@ls $(JARS_DIR)
+
+# The broker's jars are copied into an emptied folder, so a version bump leaves no stale jar on the classpath.
+$(KAFKA_STAMP): tests/kafka/pom.xml | $(MAVEN_SETTINGS)
+	rm -rf $(KAFKA_JARS_DIR)
+	mvn -B -q -gs $(MAVEN_SETTINGS) -f tests/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(KAFKA_JARS_DIR)) -DincludeScope=runtime
+	touch $(KAFKA_STAMP)
 
 clean-lakehouse:
 	-[ -x $(BIN)/cdp ] && [ -f lakehouse/metastore.json ] && $(BIN)/cdp metastore stop
 	rm -rf lakehouse spark-warehouse metastore_db derby.log
 
 clean: clean-lakehouse
-	rm -rf $(VENV) data jars/staged
+	rm -rf $(VENV) data jars/staged $(KAFKA_JARS_DIR)

@@ -90,10 +90,17 @@ def stream_main() -> int:
     """`cdp stream` as a spark-submit application: real-time tags from events as they land, until
     SIGTERM (or, with --once, until the files landed now are processed)."""
 
-    def destination(args) -> int | None:
-        """A bad --deliver-to is a usage error before Spark starts (exit 2), as in `cdp stream`."""
+    def destination(args, settings) -> int | None:
+        """A bad --deliver-to is a usage error before Spark starts (exit 2), as in `cdp stream`; so is
+        a bad stream.kafka."""
+        from cdp.conf import ConfigError
         from cdp.operations.activate import sender
+        from cdp.stages.stream import stream_sources
 
+        try:
+            stream_sources(settings)
+        except ConfigError as exc:
+            return configuration_error(exc)
         args.sender = None
         if args.deliver_to:
             try:
@@ -117,8 +124,8 @@ def stream_main() -> int:
 
 
 def with_session(name: str, run, check=None) -> int:
-    """Parse the arguments, load and check the configuration, open the session, run. `check(args)`
-    refuses bad arguments before the session starts: an exit code, or None to go on."""
+    """Parse the arguments, load and check the configuration, open the session, run. `check(args,
+    settings)` refuses bad arguments or settings before the session starts: an exit code, or None to go on."""
     args = parse_arguments(name)
 
     from cdp.conf import ConfigError, load_settings
@@ -132,7 +139,7 @@ def with_session(name: str, run, check=None) -> int:
         settings.validate_all()
     except ConfigError as exc:
         return configuration_error(exc)
-    refused = check(args) if check is not None else None
+    refused = check(args, settings) if check is not None else None
     if refused is not None:
         return refused
     with spark_session(settings, app_name=f"cdp-{name}") as spark:

@@ -44,9 +44,11 @@ def settings(lakehouse, data_dir):
 
 @pytest.fixture(scope="session")
 def spark(settings):
-    from cdp.spark import build_session
+    from cdp.spark import build_session, jar_packages
 
-    session = build_session(settings, app_name="cdp-tests")
+    # the suite's one session also reads Kafka (tests/test_stream_kafka.py): Spark's Kafka source too
+    packages = ",".join([*jar_packages(settings), settings.pipeline.jars.kafka_package])
+    session = build_session(settings, app_name="cdp-tests", extra_conf={"spark.jars.packages": packages})
     yield session
     session.stop()
 

@@ -24,9 +24,12 @@ UNKNOWN_OPENID = "oTESTunknownDevice000000000001"
 
 def quiet_person(spark, since: datetime) -> tuple[str, str, str]:
     """(one_id, openid, unionid) of a person whose openid names them alone, with no event since `since`
-    (the unionid: theirs, or a new one when they have none — a second would split them)."""
+    and none the stream keeps (the unionid: theirs, or a new one when they have none — a second would
+    split them)."""
     recent = (spark.table("silver.events").where(F.col("event_time") >= F.lit(since))
               .join(spark.table("identity.oneid_map"), ["source", "record_key"]).select("one_id"))
+    if spark.catalog.tableExists(REALTIME_EVENTS):  # another test's stream has seen them
+        recent = recent.unionByName(spark.table(REALTIME_EVENTS).select("one_id"))
     row = (spark.table("gold.identity_map").where((F.col("id_type") == "openid") & F.col("id_value").isNotNull())
            .groupBy("id_hash").agg(F.collect_set("one_id").alias("holders"), F.min("id_value").alias("openid"))
            .where(F.size("holders") == 1).select(F.col("holders")[0].alias("one_id"), "openid")
@@ -37,13 +40,18 @@ def quiet_person(spark, since: datetime) -> tuple[str, str, str]:
     return row["one_id"], row["openid"], unionid or "oUTESTquietPersonUnion00001"
 
 
+def records(events: list[tuple], unionids: dict[str, str], first: int = 0, prefix: str = "wx_rt") -> list[str]:
+    """Mini-program events as delivered, one JSON object each: (event_type, page, openid, time) each,
+    ids <prefix>0000000 on from `first`."""
+    return [json.dumps({
+        "event_id": f"{prefix}{first + i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": who, "unionid": unionids[who],
+        "event_type": kind, "page": page, "ts": int(at.timestamp() * 1000)}) for i, (kind, page, who, at) in enumerate(events)]
+
+
 def land(data_dir, name: str, events: list[tuple], unionids: dict[str, str], first: int = 0) -> None:
-    """A mini-program event file: (event_type, page, openid, time) each, ids wx_rt0000000 on from `first`."""
+    """A mini-program event file of `records`."""
     folder = Path(data_dir) / "landing" / "wechat_events"
-    (folder / name).write_text("".join(json.dumps({
-        "event_id": f"wx_rt{first + i:07d}", "appid": "wx3c5e7f9a1b2d4c6e", "openid": who, "unionid": unionids[who],
-        "event_type": kind, "page": page, "ts": int(at.timestamp() * 1000)}) + "\n"
-        for i, (kind, page, who, at) in enumerate(events)), encoding="utf-8")
+    (folder / name).write_text("".join(f"{line}\n" for line in records(events, unionids, first)), encoding="utf-8")
 
 
 def tags_of(spark, table: str, one_id: str) -> dict[str, str]:

@@ -834,10 +834,15 @@ def stream(
     publish each person's realtime tags (conf/tags.yaml `realtime: true`) to gold.realtime_tags every
     stream.publish_seconds; until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
     from cdp.spark import spark_session
-    from cdp.stages.stream import run_stream
+    from cdp.stages.stream import run_stream, stream_sources
 
     configure_logging()
     settings = _settings(profile, conf_dir)
+    try:
+        stream_sources(settings)  # stream.kafka's topics, before Spark starts
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
     to = _sender(deliver_to, option="--deliver-to") if deliver_to else None
     with spark_session(settings, app_name="cdp-stream") as spark:
         pusher = None

@@ -38,8 +38,11 @@ def redaction_conf(settings: Settings) -> dict[str, str]:
 
 
 def jar_packages(settings: Settings) -> list[str]:
-    """The Maven coordinates the jobs need: jars.packages, and GraphFrames for the identity stage."""
-    return [*settings.pipeline.jars.packages, settings.pipeline.jars.graphframes_package]
+    """The Maven coordinates the jobs need: jars.packages, GraphFrames for the identity stage, and
+    Spark's Kafka source when the stream follows Kafka (stream.kafka)."""
+    jars = settings.pipeline.jars
+    kafka = [jars.kafka_package] if settings.pipeline.stream.kafka.enabled else []
+    return [*jars.packages, jars.graphframes_package, *kafka]
 
 
 def staged_jars(folder: Path, packages: list[str]) -> list[Path]:

@@ -37,6 +37,8 @@ class Jars(Strict):
     packages: list[str]
     staged_dir: str | None = None
     graphframes_package: str
+    # Spark's Kafka source: added to the packages of a stream that follows Kafka (stream.kafka)
+    kafka_package: str = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"
     # Maven repositories searched besides Maven Central (a corporate mirror, a file:// repository);
     # a list, or one comma-separated string (what CDP_MAVEN_REPOSITORIES holds).
     repositories: list[str] = Field(default_factory=list)
@@ -69,6 +71,38 @@ class Jars(Strict):
         return value
 
 
+class Kafka(Strict):
+    """`cdp stream` over Kafka instead of the landing folders: the brokers, and the topic of each
+    followed source, each message one record as a JSON object of the source's columns."""
+    bootstrap_servers: str = ""  # empty: the stream follows the landing folders
+    topics: dict[str, str] = Field(default_factory=dict)  # source: topic; the sources the stream follows
+    starting_offsets: Literal["earliest", "latest"] = "earliest"  # where a new stream starts
+    max_offsets_per_trigger: int | None = Field(None, ge=1)  # at most this many records a batch
+    # passed to the Kafka consumer as kafka.<key>: security.protocol, sasl.mechanism, sasl.jaas.config …
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _consumer_settings(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = sorted(k for k in value if k in ("bootstrap.servers", "group.id", "key.deserializer",
+                                                 "value.deserializer", "enable.auto.commit", "auto.offset.reset"))
+        if owned:
+            raise ValueError(f"{owned} are the stream's own (bootstrap_servers, starting_offsets; its offsets "
+                             "live in its checkpoint): remove them from stream.kafka.options")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bootstrap_servers.strip())
+
+
 class Stream(Strict):
     """`cdp stream`: how often it looks for new event files, how many it takes per batch, and how many
     days of events it keeps for the realtime tags (their longest window)."""
@@ -83,6 +117,7 @@ class Stream(Strict):
     # gold.realtime_tags, ops.stream_progress and the pusher's audit rows are written at most this
     # often, and when the stream stops: the batches commit only the activation and kept events
     publish_seconds: float = Field(30.0, ge=0, le=3600)
+    kafka: Kafka = Field(default_factory=Kafka)
 
 
 class PipelineConfig(Strict):

@@ -66,10 +66,10 @@ from cdp.activation import (
 )
 from cdp.audience.members import audience_frame, select_audience
 from cdp.cleanse.mapping import IDS, REASON, Reading
-from cdp.conf import Settings
+from cdp.conf import ConfigError, Settings
 from cdp.conf.sources import Source
 from cdp.conf.tags import REALTIME_SOURCE
-from cdp.lakehouse import append, log_version, table_exists
+from cdp.lakehouse import append, filesystem, log_version, table_exists
 from cdp.logs import timed_step
 from cdp.privacy.consent import CONSENT_STATE_SCHEMA, action_status
 from cdp.privacy.protect import load_keys
@@ -122,13 +122,27 @@ def followed_sources(settings: Settings) -> dict[str, Source]:
     return {name: s for name, s in settings.sources.sources.items() if s.entity in (REALTIME_SOURCE, CONSENT_SOURCE)}
 
 
+def stream_sources(settings: Settings) -> dict[str, Source]:
+    """The sources the stream reads: the followed ones, or over Kafka those stream.kafka.topics names."""
+    followed = followed_sources(settings)
+    if not settings.pipeline.stream.kafka.enabled:
+        return followed
+    return {name: followed[name] for name in kafka_topics(settings).values()}
+
+
 def stream_dir(settings: Settings) -> Path:
-    return Path(settings.lakehouse) / "_streams" / REALTIME_SOURCE
+    """The query's folder (its checkpoint and its id): one for the landing folders, another for Kafka,
+    so that switching between them starts a query of its own rather than one whose batch ids clash."""
+    name = f"{REALTIME_SOURCE}-kafka" if settings.pipeline.stream.kafka.enabled else REALTIME_SOURCE
+    return Path(settings.lakehouse) / "_streams" / name
 
 
 def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame:
-    """Every event source's landing folder as one stream of delivered rows (strings, as bronze reads
-    them), with the file's metadata and the source's name."""
+    """Every followed source as one stream of delivered rows (strings, as bronze reads them), with a
+    `_metadata` of where each came from (the file source's own, or its Kafka equivalent) and the
+    source's name: from the landing folders, or from Kafka when stream.kafka names brokers."""
+    if settings.pipeline.stream.kafka.enabled:
+        return landed_kafka(spark, settings)
     frames = []
     for name, source in followed_sources(settings).items():
         reader = (spark.readStream.schema(delivered_schema(source)).option("mode", "PERMISSIVE")
@@ -136,6 +150,83 @@ def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame
         path = str(Path(settings.landing) / source.path)
         frame = reader.option("header", True).csv(path) if source.format == "csv" else reader.json(path)
         frames.append(frame.select("*", "_metadata").withColumn("_source", F.lit(name)))
+    return _union(frames)
+
+
+def kafka_topics(settings: Settings) -> dict[str, str]:
+    """topic -> source, of stream.kafka.topics: each a followed source delivered as JSON lines (its
+    messages are archived as such for the daily run), one topic each, whose landing glob takes the
+    archive's files."""
+    topics = settings.pipeline.stream.kafka.topics
+    where = f"{settings.conf_dir / 'pipeline.yaml'}: key 'stream.kafka.topics'"
+    followed = followed_sources(settings)
+    if not topics:
+        raise ConfigError(f"{where} is empty, but stream.kafka.bootstrap_servers names brokers. Fix: name the topic "
+                          f"of each source to follow (source: topic), of {sorted(followed)}.")
+    unknown = sorted(set(topics) - set(followed))
+    if unknown:
+        raise ConfigError(f"{where} names {unknown}, which the stream does not follow. Fix: name sources of "
+                          f"the events or consent_events entity: {sorted(followed)}.")
+    if len(set(topics.values())) < len(topics):
+        raise ConfigError(f"{where} gives two sources one topic. Fix: one topic per source (a message says "
+                          "nothing of its source but its topic).")
+    for name in topics:
+        if followed[name].format != "jsonl":
+            raise ConfigError(f"{where} names '{name}', whose format is {followed[name].format}: a Kafka message "
+                              "is one JSON record, archived to the landing folder as a JSON line for the daily "
+                              f"run. Fix: set format: jsonl for '{name}' in sources.yaml, or leave it out of the topics.")
+        archive_path(settings, name, "check", 0)
+    return {topic: name for name, topic in topics.items()}
+
+
+def archive_path(settings: Settings, name: str, query_id: str, batch_id: int) -> str:
+    """Where a batch's messages of a source are archived: a file its landing glob takes, the first
+    '*' of the glob's last part replaced by the query's id and the batch's."""
+    pattern = followed_sources(settings)[name].path
+    folder, _, last = pattern.rpartition("/")
+    if any(c in folder for c in "*?[") or any(c in last for c in "?[") or last.count("*") != 1:
+        raise ConfigError(
+            f"{settings.conf_dir / 'sources.yaml'}: key 'sources.{name}.path' is '{pattern}': the stream over Kafka "
+            "archives each batch's messages as one file the daily run must find, and cannot name one this glob takes. "
+            "Fix: a folder and one '*' in the file name (wechat_events/*.jsonl).")
+    file = last.replace("*", f"kafka-{query_id}-{batch_id:09d}", 1)
+    return f"{settings.landing.rstrip('/')}/{folder + '/' if folder else ''}{file}"
+
+
+def landed_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The followed sources' topics as delivered rows: each message's value is one record, a JSON
+    object of its source's columns, read as the file source reads a JSON line (strings; what does
+    not parse is kept whole in the corrupt-record column, for silver's checks to refuse), and kept
+    raw in `_value` for the archive. Where it came from stands in for the file's metadata: the file
+    is kafka://<topic>/<partition>, its modification time the message's timestamp (when the broker
+    took it), its block the offset."""
+    kafka = settings.pipeline.stream.kafka
+    topics = kafka_topics(settings)
+    reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap_servers)
+              .option("subscribe", ",".join(sorted(topics))).option("startingOffsets", kafka.starting_offsets)
+              .option("failOnDataLoss", "true"))
+    if kafka.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", kafka.max_offsets_per_trigger)
+    for key, value in kafka.options.items():
+        reader = reader.option(f"kafka.{key}", value)
+    messages = reader.load().withColumn("_value", F.col("value").cast("string"))
+    sources = followed_sources(settings)
+    frames = []
+    for topic, name in topics.items():
+        schema = delivered_schema(sources[name])
+        record = F.from_json("_value", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD})
+        where = F.struct(F.concat(F.lit("kafka://"), F.col("topic"), F.lit("/"), F.col("partition").cast("string"))
+                         .alias("file_path"), F.col("timestamp").alias("file_modification_time"),
+                         F.col("offset").alias("file_block_start"))
+        frames.append(messages.where(F.col("topic") == topic)
+                      .select(record.alias("_record"), "_value", where.alias("_metadata"))
+                      .select(*[F.col("_record").getField(f.name).alias(f.name) for f in schema.fields], "_value",
+                              "_metadata")
+                      .withColumn("_source", F.lit(name)))
+    return _union(frames)
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
@@ -144,7 +235,8 @@ class EventBatches:
 
     def __init__(self, spark: SparkSession, settings: Settings, query_id: str, pusher: Pusher | None = None):
         self.spark, self.settings, self.query_id = spark, settings, query_id
-        self.sources = followed_sources(settings)
+        self.sources = stream_sources(settings)
+        self.kafka = settings.pipeline.stream.kafka.enabled
         self.reading = Reading(settings.model, tuple(settings.privacy.purposes))
         self.keys = load_keys(settings)
         self.ranks = {t: i for i, t in enumerate(settings.model.identifier_types)}
@@ -183,6 +275,10 @@ class EventBatches:
             rekeyed = self.follow_identity()
             if self.swept_on != self.today():
                 self.sweep()
+        if self.kafka:
+            with timed_step("stream", "archive", seconds):
+                self.archive(batch, batch_id)
+                batch = batch.drop("_value")
         with timed_step("stream", "map", seconds):
             parts: dict[str, list[DataFrame]] = {}
             for name, source in self.sources.items():  # each source's branch of the batch's union, read once
@@ -241,6 +337,35 @@ class EventBatches:
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
         log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
                  fit_rows + refused, refused, len(persons), len(logged), seconds)
+
+    def archive(self, batch: DataFrame, batch_id: int) -> None:
+        """Over Kafka: the batch's messages of each source, as delivered, one JSON line each in offset
+        order, in one file its landing glob takes (archive_path), so the daily run ingests them as it
+        ingests any delivery (bronze, silver's checks and quarantine, identity). Written under a
+        hidden name and renamed; a replayed batch finds its file whole and leaves it."""
+        rows = (batch.select("_source", "_value", F.col("_metadata.file_path").alias("_at"),
+                             F.col("_metadata.file_block_start").alias("_offset"))
+                .orderBy("_source", "_at", "_offset").collect())
+        by_source: dict[str, list[str]] = {}
+        for row in rows:
+            by_source.setdefault(row["_source"], []).append(row["_value"] or "")
+        for name, values in by_source.items():
+            data = "".join(f"{v}\n" for v in values).encode("utf-8")
+            target = archive_path(self.settings, name, self.query_id, batch_id)
+            fs, path = filesystem(self.spark, target)
+            if fs.exists(path) and fs.getFileStatus(path).getLen() == len(data):
+                continue
+            hidden = path.getParent().toString() + "/." + path.getName() + ".tmp"
+            temporary = self.spark.sparkContext._jvm.org.apache.hadoop.fs.Path(hidden)
+            out = fs.create(temporary, True)
+            try:
+                out.write(bytearray(data))
+            finally:
+                out.close()
+            fs.delete(path, False)
+            if not fs.rename(temporary, path):
+                raise OSError(f"stream: could not rename {hidden} to {target}")
+            log.info("stream: batch %d: %d messages of %s archived to %s", batch_id, len(values), name, target)
 
     def publish(self, due_only: bool = False) -> None:
         """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
