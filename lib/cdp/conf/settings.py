@@ -12,7 +12,7 @@ from cdp.conf.base import ConfigError, expand_tree, load_model
 from cdp.conf.gold import PROFILE_COLUMNS, GoldConfig
 from cdp.conf.identity import IdentityConfig
 from cdp.conf.model import DataModel
-from cdp.conf.pipeline import Jars, PipelineConfig, Profile
+from cdp.conf.pipeline import Jars, PipelineConfig, Profile, Stream
 from cdp.conf.privacy import PrivacyConfig
 from cdp.conf.quality import QualityConfig
 from cdp.conf.sources import SourcesConfig
@@ -168,5 +168,7 @@ def load_settings(profile: str | None = None, conf_dir: Path | str | None = None
         expand_tree(pipeline.profiles[name].model_dump(), file=pipeline_file, key=f"profiles.{name}")
     )
     jars = Jars.model_validate(expand_tree(pipeline.jars.model_dump(), file=pipeline_file, key="jars"))
-    resolved = pipeline.model_copy(update={"profiles": {**pipeline.profiles, name: chosen}, "jars": jars})
+    stream = Stream.model_validate(expand_tree(pipeline.stream.model_dump(), file=pipeline_file, key="stream"))
+    resolved = pipeline.model_copy(update={"profiles": {**pipeline.profiles, name: chosen}, "jars": jars,
+                                           "stream": stream})
     return Settings(conf_dir=directory, profile_name=name, pipeline=resolved)
