@@ -67,8 +67,9 @@ def test_a_bad_topic_map_is_refused_naming_the_key_and_the_fix(settings):
     assert "key 'stream.kafka.topics' is empty" in refusal({})
     assert "names ['crm_members'], which the stream does not follow" in refusal({"crm_members": "crm"})
     assert "gives two sources one topic" in refusal({"app_events": "t", "wechat_events": "t"})
-    assert "'consent_events', whose format is csv" in refusal({"consent_events": "consent"})
-    assert all("Fix:" in refusal(t) for t in ({}, {"consent_events": "consent"}))
+    assert "names no source of the events entity" in refusal({"consent_events": "consent"})
+    assert "'consent_events', whose format is csv" in refusal({"wechat_events": "w", "consent_events": "consent"})
+    assert all("Fix:" in refusal(t) for t in ({}, {"consent_events": "consent"}, {"wechat_events": "w", "consent_events": "c"}))
     assert kafka_topics(over_kafka(settings, bootstrap_servers="127.0.0.1:9", topics={"app_events": "app"})) == {
         "app": "app_events"}
 

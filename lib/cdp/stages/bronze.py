@@ -164,15 +164,16 @@ def read_delivered(spark: SparkSession, source: Source, paths: list[str]) -> tup
     return df, drift
 
 
-def with_position(df: DataFrame) -> DataFrame:
+def with_position(df: DataFrame, order: bool = True) -> DataFrame:
     """Where each row was delivered: its file and the file's modification time (from the reader's
-    own metadata), and what orders the rows within the file (_block, _order; see with_line)."""
+    own metadata), and what orders the rows within the file (_block, _order; see with_line).
+    order=False: no _order (a stream has no monotonically_increasing_id)."""
     return df.select(
         *[F.col(f"`{c}`") for c in df.columns if c != "_metadata"],
         F.col("_metadata.file_path").alias("_file"),
         F.col("_metadata.file_modification_time").alias("_file_modified_at"),
         F.col("_metadata.file_block_start").alias("_block"),
-        F.monotonically_increasing_id().alias("_order"),
+        *([F.monotonically_increasing_id().alias("_order")] if order else []),
     )
 
 
@@ -185,7 +186,18 @@ def with_ingestion_metadata(source_name: str, batch_id: str):
         return (
             df.withColumn("_line", F.row_number().over(in_file).cast("bigint"))
             .drop("_block", "_order")
-            .withColumn("_source", F.lit(source_name))
+            .transform(with_bookkeeping(source_name, batch_id))
+        )
+
+    return transform
+
+
+def with_bookkeeping(source_name: str, batch_id: str):
+    """Bronze's source, run and time columns, as a transform."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        return (
+            df.withColumn("_source", F.lit(source_name))
             .withColumn("_batch_id", F.lit(batch_id))
             .withColumn("_ingested_at", F.current_timestamp())
         )

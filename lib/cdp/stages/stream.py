@@ -3,11 +3,14 @@ Structured Streaming).
 
 One query follows the landing folders of every source mapped onto the `events` or the
 `consent_events` entity (the file source; each file once, tracked by the query's checkpoint under
-<lakehouse>/_streams/events). Each micro-batch:
+<lakehouse>/_streams/events), or their Kafka topics (stream.kafka; each batch's messages are
+archived to the landing folder for the daily run; checkpoint under <lakehouse>/_streams/events-kafka).
+The query's own plan gives the rows bronze's bookkeeping columns and maps and checks them with
+silver's own code (cdp.stages.bronze, cdp.stages.silver.checked_rows): one code path, not a copy,
+analysed once. Each micro-batch:
 
-1. gives the rows bronze's bookkeeping columns and maps and checks them with silver's own code
-   (cdp.stages.bronze, cdp.stages.silver.checked_rows): one code path, not a copy. Rows silver would
-   refuse are counted, not kept — the daily run reads the same files and quarantines them with a reason;
+1. counts the rows silver would refuse, and does not keep them — the daily run reads the same files
+   and quarantines them with a reason;
 2. resolves each event to a one_id through the current gold.identity_map (read fresh each batch, so a
    new identity run counts from the next batch), or a provisional id (cdp.realtime); events carrying
    an identifier of an erased subject (ops.erasure_ledger) stay out;
@@ -25,8 +28,8 @@ One query follows the landing folders of every source mapped onto the `events` o
    already;
 7. keeps its row for ops.stream_progress (rows, refused, persons, activation events, the seconds of
    each step, the latency from each file's landing — its modification time — to the commits) and its
-   tags for the next publish: every `stream.publish_seconds`, between batches when idle, and at stop,
-   one MERGE of the batches' tags into gold.realtime_tags and one append of their progress rows. Only
+   tags for the next publish: every `stream.publish_seconds`, beside the batches (the stream's
+   loop), and at stop, one MERGE of the batches' tags into gold.realtime_tags and one append of their progress rows. Only
    the commits a delivery waits for are made by every batch (each commit costs a second or more).
 
 The batches run without Spark's code generation (`stream.codegen`): their plans' time literals
@@ -77,7 +80,7 @@ from cdp.realtime import (
     current_tags, hashed_identifiers, kept_columns, person_lookup, realtime_tags, resolved, unidentified,
 )
 from cdp.spark import runtime_conf
-from cdp.stages.bronze import delivered_schema, with_ingestion_metadata, with_position
+from cdp.stages.bronze import delivered_schema, with_bookkeeping, with_position
 from cdp.stages.silver import checked_rows
 from cdp.tags.engine import to_wide
 from cdp.tables import (
@@ -137,20 +140,21 @@ def stream_dir(settings: Settings) -> Path:
     return Path(settings.lakehouse) / "_streams" / name
 
 
-def landed(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame:
-    """Every followed source as one stream of delivered rows (strings, as bronze reads them), with a
-    `_metadata` of where each came from (the file source's own, or its Kafka equivalent) and the
-    source's name: from the landing folders, or from Kafka when stream.kafka names brokers."""
+def landed(spark: SparkSession, settings: Settings, max_files: int) -> dict[str, DataFrame]:
+    """Each followed source as a stream of delivered rows (strings, as bronze reads them), with a
+    `_metadata` of where each came from (the file source's own, or its Kafka equivalent): from the
+    landing folders, or from Kafka when stream.kafka names brokers. One streaming source each, in
+    the sources' order (a query's checkpoint records its sources by position)."""
     if settings.pipeline.stream.kafka.enabled:
         return landed_kafka(spark, settings)
-    frames = []
+    frames = {}
     for name, source in followed_sources(settings).items():
         reader = (spark.readStream.schema(delivered_schema(source)).option("mode", "PERMISSIVE")
                   .option("columnNameOfCorruptRecord", CORRUPT_RECORD).option("maxFilesPerTrigger", max_files))
         path = str(Path(settings.landing) / source.path)
         frame = reader.option("header", True).csv(path) if source.format == "csv" else reader.json(path)
-        frames.append(frame.select("*", "_metadata").withColumn("_source", F.lit(name)))
-    return _union(frames)
+        frames[name] = frame.select("*", "_metadata")
+    return frames
 
 
 def kafka_topics(settings: Settings) -> dict[str, str]:
@@ -170,6 +174,9 @@ def kafka_topics(settings: Settings) -> dict[str, str]:
     if len(set(topics.values())) < len(topics):
         raise ConfigError(f"{where} gives two sources one topic. Fix: one topic per source (a message says "
                           "nothing of its source but its topic).")
+    if not any(followed[name].entity == REALTIME_SOURCE for name in topics):
+        raise ConfigError(f"{where} names no source of the events entity: the stream keeps realtime tags of events. "
+                          f"Fix: add one of {sorted(n for n, s in followed.items() if s.entity == REALTIME_SOURCE)}.")
     for name in topics:
         if followed[name].format != "jsonl":
             raise ConfigError(f"{where} names '{name}', whose format is {followed[name].format}: a Kafka message "
@@ -193,37 +200,34 @@ def archive_path(settings: Settings, name: str, query_id: str, batch_id: int) ->
     return f"{settings.landing.rstrip('/')}/{folder + '/' if folder else ''}{file}"
 
 
-def landed_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The followed sources' topics as delivered rows: each message's value is one record, a JSON
-    object of its source's columns, read as the file source reads a JSON line (strings; what does
-    not parse is kept whole in the corrupt-record column, for silver's checks to refuse), and kept
-    raw in `_value` for the archive. Where it came from stands in for the file's metadata: the file
-    is kafka://<topic>/<partition>, its modification time the message's timestamp (when the broker
-    took it), its block the offset."""
+def landed_kafka(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
+    """Each source's topic as delivered rows (a Kafka source each): each message's value is one
+    record, a JSON object of its source's columns, read as the file source reads a JSON line
+    (strings; what does not parse is kept whole in the corrupt-record column, for silver's checks
+    to refuse), and kept raw in `_value` for the archive. Where it came from stands in for the
+    file's metadata: the file is kafka://<topic>/<partition>, its modification time the message's
+    timestamp (when the broker took it), its block the offset."""
     kafka = settings.pipeline.stream.kafka
-    topics = kafka_topics(settings)
-    reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap_servers)
-              .option("subscribe", ",".join(sorted(topics))).option("startingOffsets", kafka.starting_offsets)
-              .option("failOnDataLoss", "true"))
-    if kafka.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", kafka.max_offsets_per_trigger)
-    for key, value in kafka.options.items():
-        reader = reader.option(f"kafka.{key}", value)
-    messages = reader.load().withColumn("_value", F.col("value").cast("string"))
     sources = followed_sources(settings)
-    frames = []
-    for topic, name in topics.items():
+    frames = {}
+    for topic, name in kafka_topics(settings).items():
+        reader = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", kafka.bootstrap_servers)
+                  .option("subscribe", topic).option("startingOffsets", kafka.starting_offsets)
+                  .option("failOnDataLoss", "true"))
+        if kafka.max_offsets_per_trigger:
+            reader = reader.option("maxOffsetsPerTrigger", kafka.max_offsets_per_trigger)
+        for key, value in kafka.options.items():
+            reader = reader.option(f"kafka.{key}", value)
         schema = delivered_schema(sources[name])
         record = F.from_json("_value", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD})
         where = F.struct(F.concat(F.lit("kafka://"), F.col("topic"), F.lit("/"), F.col("partition").cast("string"))
                          .alias("file_path"), F.col("timestamp").alias("file_modification_time"),
                          F.col("offset").alias("file_block_start"))
-        frames.append(messages.where(F.col("topic") == topic)
-                      .select(record.alias("_record"), "_value", where.alias("_metadata"))
-                      .select(*[F.col("_record").getField(f.name).alias(f.name) for f in schema.fields], "_value",
-                              "_metadata")
-                      .withColumn("_source", F.lit(name)))
-    return _union(frames)
+        frames[name] = (reader.load().withColumn("_value", F.col("value").cast("string"))
+                        .select(record.alias("_record"), "_value", where.alias("_metadata"))
+                        .select(*[F.col("_record").getField(f.name).alias(f.name) for f in schema.fields], "_value",
+                                "_metadata"))
+    return frames
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:
@@ -237,6 +241,7 @@ class EventBatches:
         self.spark, self.settings, self.query_id = spark, settings, query_id
         self.sources = stream_sources(settings)
         self.kafka = settings.pipeline.stream.kafka.enabled
+        self.entity_columns: dict[str, list[str]] = {}  # each entity's checked columns (mapped)
         self.reading = Reading(settings.model, tuple(settings.privacy.purposes))
         self.keys = load_keys(settings)
         self.ranks = {t: i for i, t in enumerate(settings.model.identifier_types)}
@@ -259,11 +264,31 @@ class EventBatches:
         self.progress: list[tuple] = []  # the progress rows since the last publish
         self.progress_floor: int | None = None  # the last batch whose progress row is written
         self.published_at = time.monotonic()
-        self.lock = threading.RLock()
+        self.state = threading.Lock()  # pending and progress, between the batches and a publish (held briefly)
+        self.writing = threading.Lock()  # a publish's writes, and the sweep's MERGE of the tags: one at a time
+        self.inline = True  # publish from the batch; run_stream's loop publishes instead while it follows
+
+    def mapped(self, landed_rows: dict[str, DataFrame]) -> DataFrame:
+        """The query's input as silver maps and checks it (cdp.stages.silver.checked_rows: one code
+        path), each row with its entity (`_entity`): part of the query's plan, analysed once when it
+        starts. Built in every batch instead, the mapping's plans took 1.4–1.5 s of the driver's
+        time each batch. A streamed row's line is its block (a file's split start; a message's
+        offset): bronze numbers a file's lines with a window, which a stream has not."""
+        frames: list[DataFrame] = []
+        self.entity_columns = {}
+        carry = ("_value",) if self.kafka else ()
+        for name, source in self.sources.items():
+            bronze = (with_position(landed_rows[name], order=False).withColumnRenamed("_block", "_line")
+                      .transform(with_bookkeeping(name, "stream")))
+            checked = checked_rows(bronze, name, source, self.reading, carry)
+            known = self.entity_columns.setdefault(source.entity, [])
+            known.extend(c for c in checked.columns if c not in known)
+            frames.append(checked.withColumn("_entity", F.lit(source.entity)))
+        return _union(frames)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        with self.lock:  # a publish between batches (run_stream's loop) is never under way at the same time
-            self.run_batch(batch, batch_id)
+        self.run_batch(batch, batch_id)
+        if self.inline:
             self.publish(due_only=True)
 
     def run_batch(self, batch: DataFrame, batch_id: int) -> None:
@@ -275,23 +300,18 @@ class EventBatches:
             rekeyed = self.follow_identity()
             if self.swept_on != self.today():
                 self.sweep()
-        if self.kafka:
-            with timed_step("stream", "archive", seconds):
-                self.archive(batch, batch_id)
-                batch = batch.drop("_value")
         with timed_step("stream", "map", seconds):
-            parts: dict[str, list[DataFrame]] = {}
-            for name, source in self.sources.items():  # each source's branch of the batch's union, read once
-                rows = batch.where(F.col("_source") == name).drop("_source")
-                bronze = rows.transform(with_position).transform(with_ingestion_metadata(name, f"stream-{batch_id}"))
-                parts.setdefault(source.entity, []).append(checked_rows(bronze, name, source, self.reading))
-            checked = {entity: reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames).localCheckpoint()
-                       for entity, frames in parts.items()}
+            checked = {entity: batch.where(F.col("_entity") == entity).select(*columns).localCheckpoint()
+                       for entity, columns in self.entity_columns.items()}
             counts = {(r["entity"], r["fit"]): r["count"] for r in reduce(DataFrame.unionByName, [
                 frame.select(F.lit(entity).alias("entity"), F.col(REASON).isNull().alias("fit"))
                 for entity, frame in checked.items()]).groupBy("entity", "fit").count().collect()}
             fit_rows = sum(n for (_, fit), n in counts.items() if fit)
             refused = sum(n for (_, fit), n in counts.items() if not fit)
+        if self.kafka:
+            with timed_step("stream", "archive", seconds):
+                self.archive(reduce(DataFrame.unionByName, [
+                    frame.select("source", "_value", "_file", "_line") for frame in checked.values()]), batch_id)
         with timed_step("stream", "events", seconds):
             cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
             events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
@@ -323,32 +343,31 @@ class EventBatches:
                                                 consents) if acted is not None else (None, [])
         with timed_step("stream", "write", seconds):
             self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, activations, logged)
-        if values is not None and persons:
-            self.pending.append(values)
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
-        self.progress.append((
+        progress = ((
             self.query_id, batch_id, started, finished, fit_rows + refused, refused, n_erased, len(persons),
             len({r["one_id"] for r in seen if r["provisional"]}), rekeyed, self.identity_version,
             latencies[len(latencies) // 2] if latencies else None, latencies[-1] if latencies else None,
             (finished - started).total_seconds(), sum(1 for r in seen if not r["event"]), len(logged),
             json.dumps(seconds, sort_keys=True)))
+        with self.state:
+            if values is not None and persons:
+                self.pending.append(values)
+            self.progress.append(progress)
         self.batches, self.rows = self.batches + 1, self.rows + fit_rows + refused
         log.info("stream: batch %d: %d rows (%d refused), %d persons, %d activation events; %s", batch_id,
                  fit_rows + refused, refused, len(persons), len(logged), seconds)
 
-    def archive(self, batch: DataFrame, batch_id: int) -> None:
+    def archive(self, rows: DataFrame, batch_id: int) -> None:
         """Over Kafka: the batch's messages of each source, as delivered, one JSON line each in offset
         order, in one file its landing glob takes (archive_path), so the daily run ingests them as it
         ingests any delivery (bronze, silver's checks and quarantine, identity). Written under a
         hidden name and renamed; a replayed batch finds its file whole and leaves it."""
-        rows = (batch.select("_source", "_value", F.col("_metadata.file_path").alias("_at"),
-                             F.col("_metadata.file_block_start").alias("_offset"))
-                .orderBy("_source", "_at", "_offset").collect())
         by_source: dict[str, list[str]] = {}
-        for row in rows:
-            by_source.setdefault(row["_source"], []).append(row["_value"] or "")
+        for row in rows.orderBy("source", "_file", "_line").collect():
+            by_source.setdefault(row["source"], []).append(row["_value"] or "")
         for name, values in by_source.items():
             data = "".join(f"{v}\n" for v in values).encode("utf-8")
             target = archive_path(self.settings, name, self.query_id, batch_id)
@@ -371,34 +390,38 @@ class EventBatches:
         """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
         the last publish computed (each person's from the latest batch that moved them) into
         gold.realtime_tags, the progress rows of those batches as one append, and the pusher's audit
-        rows and cursor. A crash before a publish loses nothing the tags are made of: the batches
+        rows and cursor. While the stream follows, run_stream's loop publishes, beside the batches
+        rather than between them: a publish (~3–6 s of commits) held back every file that landed
+        meanwhile. A crash before a publish loses nothing the tags are made of: the batches
         commit their events, and the next start's sweep recomputes everyone's. A progress row of a
         batch replayed after a crash, whose row was written before it, is not written twice.
         `due_only`: only when `publish_seconds` have passed since the last publish and a batch came
         since."""
-        with self.lock:
-            if not due_only or (self.progress and time.monotonic() - self.published_at
-                                >= self.settings.pipeline.stream.publish_seconds):
-                self._publish()
+        with self.writing:
+            with self.state:
+                if due_only and not (self.progress and time.monotonic() - self.published_at
+                                     >= self.settings.pipeline.stream.publish_seconds):
+                    return
+                pending, progress = self.pending, self.progress
+                self.pending, self.progress = [], []
+            self._publish(pending, progress)
 
-    def _publish(self) -> None:
+    def _publish(self, pending: list[DataFrame], progress: list[tuple]) -> None:
         started = time.perf_counter()
-        if self.pending:
+        if pending:
             values = reduce(DataFrame.unionByName, [
-                frame.withColumn("_batch", F.lit(n)) for n, frame in enumerate(self.pending)])
+                frame.withColumn("_batch", F.lit(n)) for n, frame in enumerate(pending)])
             latest = (values.withColumn("_last", F.max("_batch").over(Window.partitionBy("one_id")))
                       .where(F.col("_batch") == F.col("_last")).drop("_batch", "_last").localCheckpoint())
             self.merge_tags(latest.select("one_id").distinct(), latest)
-            self.pending.clear()
         if self.progress_floor is None:
             last = (self.spark.table(STREAM_PROGRESS).where(F.col("query_id") == self.query_id)
                     .agg(F.max("batch_id")).first()[0] if self.exists(STREAM_PROGRESS) else None)
             self.progress_floor = -1 if last is None else last
-        rows = [row for row in self.progress if row[1] > self.progress_floor]
+        rows = [row for row in progress if row[1] > self.progress_floor]
         if rows:
             self.append_once(self.spark.createDataFrame(rows, PROGRESS_SCHEMA), STREAM_PROGRESS, rows[-1][1])
             self.progress_floor = rows[-1][1]
-        self.progress.clear()
         if self.pusher is not None:  # the pushes' audit and cursor: so an idle stream does not hold them back
             self.pusher.flush()
         self.published_at = time.monotonic()
@@ -525,8 +548,11 @@ class EventBatches:
         values = None
         if self.exists(REALTIME_EVENTS):
             values = self.tags_of(persons, None)
-            self.merge_tags(persons, values)
-        self.pending.clear()  # every person with events was among them, as of now
+        with self.writing:  # after a publish under way, never beside it: its older tags would land last
+            if values is not None:
+                self.merge_tags(persons, values)
+            with self.state:
+                self.pending.clear()  # every person with events was among them, as of now
         rows, logged = self.evaluate(persons, f"{self.query_id}:sweep:{datetime.now(timezone.utc).isoformat()}",
                                      None, values, None)
         self.log_activations(rows, logged, None)
@@ -665,13 +691,16 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     every file there now is processed. `pusher`: deliver each batch's activation events as it logs
     them, and between batches whatever else the log gained (a daily run's, the start's sweep's)."""
     config = settings.pipeline.stream
-    spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
     checkpoint = stream_dir(settings) / "checkpoint"
     query_id = _query_id(stream_dir(settings))
     handler = EventBatches(spark, settings, query_id, pusher)
-    with code_generation(spark, config.codegen):
+    # A batch is seconds of events: a few shuffle partitions, and no adaptive execution, whose
+    # re-planning submitted a job per query stage — about 20 jobs in an audience evaluation of a few
+    # hundred persons (batches 6.5 -> 5.3 s median at 200 events/s; docs/performance.md)
+    small = {"spark.sql.shuffle.partitions": str(config.shuffle_partitions), "spark.sql.adaptive.enabled": "false"}
+    with code_generation(spark, config.codegen), runtime_conf(spark, small):
         handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
-        writer = (landed(spark, settings, config.max_files_per_trigger).writeStream.queryName(QUERY_NAME)
+        writer = (handler.mapped(landed(spark, settings, config.max_files_per_trigger)).writeStream.queryName(QUERY_NAME)
                   .option("checkpointLocation", str(checkpoint)).foreachBatch(handler))
         writer = writer.trigger(availableNow=True) if once else writer.trigger(
             processingTime=f"{config.trigger_seconds} seconds")
@@ -681,13 +710,14 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
         if not once and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
+        handler.inline = once
         try:
             while query.isActive and not stop.is_set():
                 query.awaitTermination(1)
-                if not once and not query.status["isTriggerActive"]:  # between batches
-                    handler.publish(due_only=True)
-                    if pusher is not None and pusher.behind():
-                        pusher.catch_up()
+                if not once:
+                    handler.publish(due_only=True)  # beside a batch in flight, too
+                    if not query.status["isTriggerActive"] and pusher is not None and pusher.behind():
+                        pusher.catch_up()  # between batches
         finally:
             if query.isActive:
                 query.stop()  # after the batch in flight: its commits are whole, and the checkpoint says where to resume
