@@ -259,6 +259,7 @@ class EventBatches:
         self.pusher = pusher
         self.present: set[str] = set()  # tables known to exist
         self._tombstones: tuple[int, DataFrame] | None = None
+        self._members: tuple[int, DataFrame] | None = None  # (log version, realtime audiences' membership)
         self.batches = self.rows = 0
         self.pending: list[DataFrame] = []  # the batches' realtime tags since the last publish (materialised)
         self.progress: list[tuple] = []  # the progress rows since the last publish
@@ -317,8 +318,9 @@ class EventBatches:
             events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
             people = self.resolve(events)
             erased = self.erased(people)
-            n_erased = erased.count()
-            people = people.join(erased, ["source", "record_key"], "left_anti")
+            n_erased = 0 if erased is None else erased.count()
+            if erased is not None:
+                people = people.join(erased, ["source", "record_key"], "left_anti")
             rows = (events.join(people, ["source", "record_key"])
                     .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
                             F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
@@ -476,11 +478,12 @@ class EventBatches:
         bare = rows.select("source", "record_key").join(people, ["source", "record_key"], "left_anti")
         return people.unionByName(unidentified(bare, self.keys))
 
-    def erased(self, people: DataFrame) -> DataFrame:
+    def erased(self, people: DataFrame) -> DataFrame | None:
         """(source, record_key) of the rows carrying an identifier of an erased subject
-        (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run."""
+        (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run. None while
+        nobody was ever erased."""
         if not self.exists(ERASURE_LEDGER):
-            return people.select("source", "record_key").limit(0)
+            return None
         version = self.version(ERASURE_LEDGER)
         if self._tombstones is None or self._tombstones[0] != version:  # read again after each erasure
             if self._tombstones is not None:
@@ -520,7 +523,9 @@ class EventBatches:
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
         fit = checked.where(F.col(REASON).isNull() & (F.to_date("occurred_at") >= cutoff))
         people = self.resolve(fit)
-        people = people.join(self.erased(people), ["source", "record_key"], "left_anti")
+        erased = self.erased(people)
+        if erased is not None:
+            people = people.join(erased, ["source", "record_key"], "left_anti")
         rows = (fit.join(people, ["source", "record_key"])
                 .select("one_id", "provisional", "purpose", action_status(F.col("action")).alias("status"), "occurred_at", "source",
                         "record_key", "id_hashes", F.col("_file_modified_at").alias("landed_at"),
@@ -559,11 +564,17 @@ class EventBatches:
         return len(logged)
 
     def live(self, persons: DataFrame | None) -> DataFrame:
-        """The realtime audiences' membership as the activation log says (of `persons`, or everyone's)."""
-        log_ = self.spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*self.audiences))
-        if persons is not None:
-            log_ = log_.join(persons, "one_id", "left_semi")
-        return live_state(log_)
+        """The realtime audiences' membership as the activation log says (of `persons`, or everyone's),
+        from the state the stream keeps of it: read from the log once, then advanced by the stream's
+        own appends (log_activations), and read again whenever another writer committed to the log.
+        Read back every batch instead, the log (a file more per batch) cost a snapshot update and a
+        scan of all its files for each batch's persons."""
+        version = self.version(ACTIVATION_EVENTS)
+        if self._members is None or self._members[0] != version:
+            log_ = self.spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*self.audiences))
+            self._members = (version, live_state(log_).localCheckpoint())
+        state = self._members[1]
+        return state if persons is None else state.join(persons, "one_id", "left_semi")
 
     def daily_side(self) -> tuple[DataFrame, DataFrame, DataFrame] | None:
         """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
@@ -620,8 +631,15 @@ class EventBatches:
         batch); then hand them to the pusher, if the stream delivers."""
         if not logged:
             return
+        kept = self._members
         append(rows, ACTIVATION_EVENTS, txn, change_feed=True)
         self.present.add(ACTIVATION_EVENTS)
+        if kept is not None and self.version(ACTIVATION_EVENTS) == kept[0] + 1:  # this append alone came since
+            moved = rows.select("audience", "one_id", F.col("event").alias("last_event"), "version")
+            self._members = (kept[0] + 1, kept[1].join(moved, ["audience", "one_id"], "left_anti")
+                             .unionByName(moved).localCheckpoint())
+        else:  # skipped (a replayed batch's), or another writer's commit came between: read it again
+            self._members = None
         if self.pusher is not None:
             if txn is None:
                 self.pusher.catch_up()
