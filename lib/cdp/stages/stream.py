@@ -634,17 +634,17 @@ class EventBatches:
         kept = self._members
         append(rows, ACTIVATION_EVENTS, txn, change_feed=True)
         self.present.add(ACTIVATION_EVENTS)
+        if self.pusher is not None:  # first: nothing else stands between the commit and the delivery
+            if txn is None:
+                self.pusher.catch_up()
+            else:
+                self.pusher.push(logged, txn)
         if kept is not None and self.version(ACTIVATION_EVENTS) == kept[0] + 1:  # this append alone came since
             moved = rows.select("audience", "one_id", F.col("event").alias("last_event"), "version")
             self._members = (kept[0] + 1, kept[1].join(moved, ["audience", "one_id"], "left_anti")
                              .unionByName(moved).localCheckpoint())
         else:  # skipped (a replayed batch's), or another writer's commit came between: read it again
             self._members = None
-        if self.pusher is not None:
-            if txn is None:
-                self.pusher.catch_up()
-            else:
-                self.pusher.push(logged, txn)
 
     # ------------------------------------------------------------ writes
 
