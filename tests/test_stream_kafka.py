@@ -141,3 +141,17 @@ def test_kafka_without_topics_is_refused_before_spark_starts(command, tmp_path):
            "Fix: name the topic of each source to follow (source: topic), of ['app_events', 'consent_events', " \
            "'wechat_events']." in said, said
     assert "JAVA_HOME" not in said and not (tmp_path / "lakehouse").exists()
+
+
+def test_a_release_includes_spark_s_kafka_source_only_when_built_for_kafka(monkeypatch):
+    """`make package` keeps the conf unexpanded: CDP_KAFKA_BOOTSTRAP_SERVERS, where it is built,
+    decides whether Spark's Kafka source is among the release's packages."""
+    from cdp.conf import load_settings
+    from cdp.spark import jar_packages
+
+    monkeypatch.delenv("CDP_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    release = load_settings("cluster", ROOT / "conf", expand=False)
+    assert release.pipeline.stream.kafka.bootstrap_servers == "${CDP_KAFKA_BOOTSTRAP_SERVERS:-}"
+    assert jar_packages(release) == ["io.delta:delta-spark_4.1_2.13:4.4.0", "io.graphframes:graphframes-spark4_2.13:0.11.0"]
+    monkeypatch.setenv("CDP_KAFKA_BOOTSTRAP_SERVERS", "kafka-1.example.com:9092")
+    assert jar_packages(release)[-1] == "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.1"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cdp.conf.base import Strict
+from cdp.conf.base import ConfigError, Strict, expand_env
 
 
 class Profile(Strict):
@@ -100,7 +101,16 @@ class Kafka(Strict):
 
     @property
     def enabled(self) -> bool:
-        return bool(self.bootstrap_servers.strip())
+        """Whether brokers are named. In a conf kept unexpanded (a release, `make package`), a
+        ${VAR} reference is read from the environment it is built in; one without a default counts
+        as named (every deployment must set it)."""
+        value = self.bootstrap_servers
+        if "${" in value:
+            try:
+                value = expand_env(value, file=Path("pipeline.yaml"), key="stream.kafka.bootstrap_servers")
+            except ConfigError:
+                return True
+        return bool(value.strip())
 
 
 class Stream(Strict):
