@@ -10,6 +10,13 @@ from pydantic import Field, field_validator, model_validator
 from cdp.conf.base import ConfigError, Strict, expand_env
 
 
+def _strings(value: Any) -> Any:
+    """A mapping's values as the strings Spark and Kafka want: YAML reads 8 as an int and true as a bool."""
+    if isinstance(value, dict):
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    return value
+
+
 class Profile(Strict):
     master: str | None = None
     lakehouse: str
@@ -28,10 +35,7 @@ class Profile(Strict):
     @field_validator("spark_conf", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
-        # YAML reads 8 as an int and true as a bool; Spark wants strings.
-        if isinstance(value, dict):
-            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
-        return value
+        return _strings(value)
 
 
 class Jars(Strict):
@@ -85,9 +89,7 @@ class Kafka(Strict):
     @field_validator("options", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
-        return value
+        return _strings(value)
 
     @field_validator("options")
     @classmethod

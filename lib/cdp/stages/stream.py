@@ -316,11 +316,7 @@ class EventBatches:
         with timed_step("stream", "events", seconds):
             cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
             events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
-            people = self.resolve(events)
-            erased = self.erased(people)
-            n_erased = 0 if erased is None else erased.count()
-            if erased is not None:
-                people = people.join(erased, ["source", "record_key"], "left_anti")
+            people, n_erased = self.unerased(self.resolve(events), count=True)
             rows = (events.join(people, ["source", "record_key"])
                     .select("one_id", "provisional", "source", "record_key", *self.columns, "id_hashes",
                             F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
@@ -478,6 +474,13 @@ class EventBatches:
         bare = rows.select("source", "record_key").join(people, ["source", "record_key"], "left_anti")
         return people.unionByName(unidentified(bare, self.keys))
 
+    def unerased(self, people: DataFrame, count: bool = False) -> tuple[DataFrame, int]:
+        """`people` without the rows of erased subjects, and (`count`) how many those were."""
+        erased = self.erased(people)
+        if erased is None:
+            return people, 0
+        return people.join(erased, ["source", "record_key"], "left_anti"), erased.count() if count else 0
+
     def erased(self, people: DataFrame) -> DataFrame | None:
         """(source, record_key) of the rows carrying an identifier of an erased subject
         (ops.erasure_ledger): they stay out, as bronze keeps them out of the daily run. None while
@@ -522,10 +525,7 @@ class EventBatches:
             return self.spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
         fit = checked.where(F.col(REASON).isNull() & (F.to_date("occurred_at") >= cutoff))
-        people = self.resolve(fit)
-        erased = self.erased(people)
-        if erased is not None:
-            people = people.join(erased, ["source", "record_key"], "left_anti")
+        people, _ = self.unerased(self.resolve(fit))
         rows = (fit.join(people, ["source", "record_key"])
                 .select("one_id", "provisional", "purpose", action_status(F.col("action")).alias("status"), "occurred_at", "source",
                         "record_key", "id_hashes", F.col("_file_modified_at").alias("landed_at"),
