@@ -8,11 +8,12 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -30,14 +31,25 @@ ConfDirOption = typer.Option(None, "--conf-dir", help="Folder holding pipeline.y
 ActorOption = typer.Option(None, "--actor", help="On whose behalf (default: CDP_ACTOR or the OS user); kept in ops.audit_log.")
 
 
-def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
+def _refuse_config(exc: ConfigError) -> NoReturn:
+    """A configuration error ends the command: printed with its fix, exit 2, before anything ran."""
+    err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
+    raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _refused_config() -> Iterator[None]:
     try:
+        yield
+    except ConfigError as exc:
+        _refuse_config(exc)
+
+
+def _settings(profile: Optional[str], conf_dir: Optional[Path]) -> Settings:
+    with _refused_config():
         settings = load_settings(profile, conf_dir)
         settings.validate_all()
         return settings
-    except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from exc
 
 
 def _dev_tool(module: str, command: str):
@@ -148,8 +160,7 @@ def run(
         try:
             run_stages(spark, settings, stage, run_date, on_done=progress.wrap(done), on_start=progress.start, full=full)
         except ConfigError as exc:  # e.g. a cluster profile without its secrets: nothing ran
-            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from exc
+            _refuse_config(exc)
         except StageFailed as exc:
             progress.stop()
             print_run_summary(outcomes)
@@ -266,12 +277,9 @@ def statement_runner(settings: Settings, local: bool = False, role: str | None =
     if role is not None:
         from cdp.operations.sql_access import role_runner
 
-        try:
+        with _refused_config():
             with role_runner(settings, role) as run:
                 yield run
-        except ConfigError as exc:
-            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from exc
         return
     server = None if local else running_server(settings)
     if server is not None:
@@ -838,11 +846,8 @@ def stream(
 
     configure_logging()
     settings = _settings(profile, conf_dir)
-    try:
+    with _refused_config():
         stream_sources(settings)  # stream.kafka's topics, before Spark starts
-    except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from exc
     to = _sender(deliver_to, option="--deliver-to") if deliver_to else None
     with spark_session(settings, app_name="cdp-stream") as spark:
         pusher = None
@@ -946,8 +951,7 @@ def package(
     try:
         release = build_release(out_dir, profile=profile, conf_dir=conf_dir, jars_dir=jars_dir)
     except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from exc
+        _refuse_config(exc)
     except ReleaseError as exc:
         err.print(str(exc), highlight=False)
         raise typer.Exit(1) from exc
@@ -983,12 +987,9 @@ def sql_server(
     if role is not None:
         from cdp.operations.sql_access import serve, users_file
 
-        try:
+        with _refused_config():
             serve(settings, role, host, port, users or users_file(settings),
                   on_ready=lambda url: err.print(f"JDBC: {url}  (role {role}; stop with Ctrl-C)", highlight=False))
-        except ConfigError as exc:
-            err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from exc
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"--host {host}: a server without --role serves every table without sign-in, so it listens on this "
@@ -1041,11 +1042,8 @@ def sql_user_add(
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         f"password for {name}", hide_input=True, confirmation_prompt=True)
     path = users or users_file(settings)
-    try:
+    with _refused_config():
         new = add_user(settings, path, name, role, password)
-    except ConfigError as exc:
-        err.print(f"[bold red]configuration error[/]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from exc
     out.print(f"{'added' if new else 'updated'} {name} (role {role}) in {path}", highlight=False)
 
 
