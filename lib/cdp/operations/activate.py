@@ -301,7 +301,8 @@ class Pusher:
     the audiences under consent as it stood a moment before (its daily state and every consent
     record the stream has seen, its own batch's included). Otherwise (commits of another writer in
     between, such as a daily gold run, or a replayed batch whose append Delta skipped) a whole
-    `deliver` round catches up. Rounds and pushes hold one lock: the cursor moves in one place.
+    `deliver` round catches up. Rounds and the writes of the audit and cursor are one at a time
+    (`saving`); a push takes only the lock of the state in memory, so it never waits for a flush's commits.
 
     The audit of the pushes and then the cursor are written by `flush` — the stream's publish, every
     `publish_seconds` and at stop, outside the batches — and before a round: a Delta commit of a
@@ -312,6 +313,11 @@ class Pusher:
 
     def __init__(self, spark: SparkSession, settings: Settings, to: Sender, audience: str = ALL, chunk: int = 500):
         self.spark, self.settings, self.to, self.audience, self.chunk = spark, settings, to, audience, chunk
+        # Two locks, always taken in this order: `saving` for the writes of the audit and the cursor
+        # and for the rounds (one at a time, so a cursor is never written after a later one); `lock`
+        # for the state in memory, held briefly and never while writing: a push that waited for a
+        # flush's two commits waited ~1.5 s (more beside a batch) before the delivery went out.
+        self.saving = threading.Lock()
         self.lock = threading.Lock()
         self.cursor: tuple[int, int, int] | None = None  # (version, delivered, refused), as last read or written
         self.delivered = self.failures = 0
@@ -321,7 +327,7 @@ class Pusher:
 
     def catch_up(self) -> Delivery | None:
         """A `deliver` round: everything after the cursor."""
-        with self.lock:
+        with self.saving:
             return self._round()
 
     def behind(self) -> bool:
@@ -344,53 +350,75 @@ class Pusher:
                 self.cursor = read_cursor(self.spark, self.to.name, self.audience)
             after, delivered_before, refused_before = self.cursor
             version, app_id, txn_version = latest_transaction(self.spark, ACTIVATION_EVENTS)
-            if (app_id, txn_version) != txn or version != after + 1:
-                return self._round()
-            started = time.perf_counter()
-            going = [{k: e[k] for k in PAYLOAD} for e in events if self.audience in (ALL, e["audience"])]
-            result = Delivery(self.to.name, self.audience, after, after)
-            audit = []
-            for start in range(0, len(going), self.chunk):
+            pushed = (app_id, txn_version) == txn and version == after + 1
+            if pushed:
+                started = time.perf_counter()
+                going = [{k: e[k] for k in PAYLOAD} for e in events if self.audience in (ALL, e["audience"])]
+                result = Delivery(self.to.name, self.audience, after, after)
+                audit = []
                 try:
-                    audit.append(send_chunk(self.to, going[start:start + self.chunk], version, version,
-                                            start // self.chunk, self.audience, result))
+                    for start in range(0, len(going), self.chunk):
+                        audit.append(send_chunk(self.to, going[start:start + self.chunk], version, version,
+                                                start // self.chunk, self.audience, result))
                 except DeliveryError as exc:
-                    self.audits.extend(audit)
-                    self._failed(exc)
-                    return None
-            self.audits.extend(audit)
-            self.cursor = (version, delivered_before + result.delivered, refused_before)
-            self.unsaved = True
-            self.delivered += result.delivered
-            result.to_version, result.seconds = version, time.perf_counter() - started
-            return result
+                    failure = exc
+                else:
+                    failure = None
+                    self.cursor = (version, delivered_before + result.delivered, refused_before)
+                    self.unsaved = True
+                    self.delivered += result.delivered
+                    result.to_version, result.seconds = version, time.perf_counter() - started
+                self.audits.extend(audit)
+        if not pushed:
+            return self.catch_up()
+        if failure is not None:
+            with self.saving:
+                self._failed(failure)
+            return None
+        return result
 
     def flush(self) -> None:
         """Write the pushes' audit and the cursor, if pushes moved it since they were last written."""
-        with self.lock:
+        with self.saving:
             self._save()
 
     def _save(self) -> None:
-        if self.audits:  # first: a cursor past a delivery its audit row does not record is never written
-            append_events(self.spark, self.audits)
-            self.audits = []
-        if self.unsaved and self.cursor is not None:
-            write_cursor(self.spark, self.to.name, self.audience, *self.cursor)
-        self.unsaved = False
+        """(`saving` held.) The audit rows first: a cursor past a delivery its audit row does not
+        record is never written."""
+        with self.lock:
+            audits, self.audits = self.audits, []
+            cursor = self.cursor if self.unsaved else None
+            self.unsaved = False
+        try:
+            if audits:
+                append_events(self.spark, audits)
+                audits = []
+            if cursor is not None:
+                write_cursor(self.spark, self.to.name, self.audience, *cursor)
+        except BaseException:
+            with self.lock:  # for the next attempt, before whatever came since
+                self.audits[:0] = audits
+                self.unsaved = self.unsaved or cursor is not None
+            raise
 
     def _round(self) -> Delivery | None:
+        """(`saving` held.)"""
         self._save()  # `deliver` starts from the written cursor
-        self.cursor = None  # read again after the round: a failed one moved it part of the way
+        with self.lock:
+            self.cursor = None  # read again after the round: a failed one moved it part of the way
         try:
             result = deliver(self.spark, self.settings, self.to, self.audience, self.chunk)
         except DeliveryError as exc:
             self._failed(exc)
             return None
-        self.delivered += result.delivered
+        with self.lock:
+            self.delivered += result.delivered
         return result
 
     def _failed(self, exc: DeliveryError) -> None:
+        """(`saving` held.)"""
         self._save()  # what earlier pushes delivered
-        self.cursor, self.failures = None, self.failures + 1
+        with self.lock:
+            self.cursor, self.failures = None, self.failures + 1
         log.warning("activate: %s; the cursor stays before the events not acknowledged, and the stream "
                     "sends them again between batches", exc)

@@ -52,6 +52,7 @@ import signal
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import reduce
@@ -64,7 +65,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cdp.activation import (
-    PAYLOAD, REALTIME_CONSENT_SCHEMA, activation_rows, as_payload, audience_codes, consent_now, live_state, split_audiences,
+    PAYLOAD, activation_rows, as_payload, audience_codes, consent_now, live_state, split_audiences,
     transitions,
 )
 from cdp.audience.members import audience_frame, select_audience
@@ -268,6 +269,7 @@ class EventBatches:
         self.state = threading.Lock()  # pending and progress, between the batches and a publish (held briefly)
         self.writing = threading.Lock()  # a publish's writes, and the sweep's MERGE of the tags: one at a time
         self.inline = True  # publish from the batch; run_stream's loop publishes instead while it follows
+        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-stream-commit")
 
     def mapped(self, landed_rows: dict[str, DataFrame]) -> DataFrame:
         """The query's input as silver maps and checks it (cdp.stages.silver.checked_rows: one code
@@ -302,17 +304,17 @@ class EventBatches:
             if self.swept_on != self.today():
                 self.sweep()
         with timed_step("stream", "map", seconds):
-            checked = {entity: batch.where(F.col("_entity") == entity).select(*columns).localCheckpoint()
+            # read and mapped once (one job), each entity's rows then taken from the materialised batch
+            mapped = batch.localCheckpoint()
+            checked = {entity: mapped.where(F.col("_entity") == entity).select(*columns)
                        for entity, columns in self.entity_columns.items()}
-            counts = {(r["entity"], r["fit"]): r["count"] for r in reduce(DataFrame.unionByName, [
-                frame.select(F.lit(entity).alias("entity"), F.col(REASON).isNull().alias("fit"))
-                for entity, frame in checked.items()]).groupBy("entity", "fit").count().collect()}
+            counts = {(r["_entity"], r["fit"]): r["count"] for r in mapped.groupBy(
+                "_entity", F.col(REASON).isNull().alias("fit")).count().collect()}
             fit_rows = sum(n for (_, fit), n in counts.items() if fit)
             refused = sum(n for (_, fit), n in counts.items() if not fit)
         if self.kafka:
             with timed_step("stream", "archive", seconds):
-                self.archive(reduce(DataFrame.unionByName, [
-                    frame.select("source", "_value", "_file", "_line") for frame in checked.values()]), batch_id)
+                self.archive(mapped.select("source", "_value", "_file", "_line"), batch_id)
         with timed_step("stream", "events", seconds):
             cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
             events = checked[REALTIME_SOURCE].where(F.col(REASON).isNull() & (F.to_date("event_time") >= cutoff))
@@ -322,25 +324,34 @@ class EventBatches:
                             F.col("_file_modified_at").alias("landed_at"), F.current_timestamp().alias("processed_at"),
                             F.lit(batch_id).cast("long").alias("batch_id"))).localCheckpoint()
         with timed_step("stream", "consent", seconds):
-            consents = self.consent_rows(checked.get(CONSENT_SOURCE) if counts.get((CONSENT_SOURCE, True))
-                                         else None, batch_id)
-            seen = (rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
-                    .unionByName(consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
-                    .distinct().collect())
+            consents = (self.consent_rows(checked[CONSENT_SOURCE], batch_id)
+                        if counts.get((CONSENT_SOURCE, True)) else None)
+            touched = rows.select("one_id", "provisional", "landed_at", F.lit(True).alias("event"))
+            if consents is not None:
+                touched = touched.unionByName(
+                    consents.select("one_id", "provisional", "landed_at", F.lit(False).alias("event")))
+            seen = touched.distinct().collect()
         persons = sorted({r["one_id"] for r in seen if r["event"]})
         moved = sorted({r["one_id"] for r in seen})
-        acted = self.frame_of(moved) if moved else None  # built once: a list to a frame costs ~0.4 s
-        with timed_step("stream", "tags", seconds):
-            # of everyone the batch moved, from the events kept so far and the batch's own (appended below)
-            values = self.tags_of(acted, rows) if acted is not None else None
-        with timed_step("stream", "audiences", seconds):
-            landed = spark.createDataFrame(
-                sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
-                "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
-            activations, logged = self.evaluate(acted, f"{self.query_id}:{batch_id}", landed, values,
-                                                consents) if acted is not None else (None, [])
-        with timed_step("stream", "write", seconds):
-            self.write(batch_id, rows, consents if any(not r["event"] for r in seen) else None, activations, logged)
+        acted = self.frame_of(moved) if moved else None
+        # The kept events commit while the tags and audiences are computed (their driver's work
+        # leaves a core idle): a read of the kept events that sees them counts each event once.
+        keeping = self.committer.submit(self.append_once, rows, REALTIME_EVENTS, batch_id)
+        try:
+            with timed_step("stream", "tags", seconds):
+                # of everyone the batch moved, from the events kept so far and the batch's own
+                values = self.tags_of(acted, rows) if acted is not None else None
+            with timed_step("stream", "audiences", seconds):
+                landed = spark.createDataFrame(
+                    sorted({(r["one_id"], r["landed_at"]) for r in seen if r["landed_at"]}),
+                    "one_id string, landed_at timestamp").groupBy("one_id").agg(F.min("landed_at").alias("landed_at"))
+                activations, logged = self.evaluate(acted, f"{self.query_id}:{batch_id}", landed, values,
+                                                    consents) if acted is not None else (None, [])
+            with timed_step("stream", "write", seconds):
+                self.write(batch_id, keeping, consents if any(not r["event"] for r in seen) else None,
+                           activations, logged)
+        finally:
+            wait([keeping])  # a failed batch still leaves no commit of its own running
         finished = datetime.now(timezone.utc)
         latencies = sorted((finished - t.astimezone(timezone.utc)).total_seconds()
                            for t in {r["landed_at"] for r in seen if r["landed_at"]})
@@ -405,40 +416,42 @@ class EventBatches:
             self._publish(pending, progress)
 
     def _publish(self, pending: list[DataFrame], progress: list[tuple]) -> None:
-        started = time.perf_counter()
+        started, seconds = time.perf_counter(), {}
         if pending:
-            values = reduce(DataFrame.unionByName, [
-                frame.withColumn("_batch", F.lit(n)) for n, frame in enumerate(pending)])
-            latest = (values.withColumn("_last", F.max("_batch").over(Window.partitionBy("one_id")))
-                      .where(F.col("_batch") == F.col("_last")).drop("_batch", "_last").localCheckpoint())
-            self.merge_tags(latest.select("one_id").distinct(), latest)
-        if self.progress_floor is None:
-            last = (self.spark.table(STREAM_PROGRESS).where(F.col("query_id") == self.query_id)
-                    .agg(F.max("batch_id")).first()[0] if self.exists(STREAM_PROGRESS) else None)
-            self.progress_floor = -1 if last is None else last
-        rows = [row for row in progress if row[1] > self.progress_floor]
-        if rows:
-            self.append_once(self.spark.createDataFrame(rows, PROGRESS_SCHEMA), STREAM_PROGRESS, rows[-1][1])
-            self.progress_floor = rows[-1][1]
+            with timed_step("stream", "publish tags", seconds):
+                values = reduce(DataFrame.unionByName, [
+                    frame.withColumn("_batch", F.lit(n)) for n, frame in enumerate(pending)])
+                latest = (values.withColumn("_last", F.max("_batch").over(Window.partitionBy("one_id")))
+                          .where(F.col("_batch") == F.col("_last")).drop("_batch", "_last").localCheckpoint())
+                self.merge_tags(latest.select("one_id").distinct(), latest)
+        with timed_step("stream", "publish progress", seconds):
+            if self.progress_floor is None:
+                last = (self.spark.table(STREAM_PROGRESS).where(F.col("query_id") == self.query_id)
+                        .agg(F.max("batch_id")).first()[0] if self.exists(STREAM_PROGRESS) else None)
+                self.progress_floor = -1 if last is None else last
+            rows = [row for row in progress if row[1] > self.progress_floor]
+            if rows:
+                self.append_once(self.spark.createDataFrame(rows, PROGRESS_SCHEMA), STREAM_PROGRESS, rows[-1][1])
+                self.progress_floor = rows[-1][1]
         if self.pusher is not None:  # the pushes' audit and cursor: so an idle stream does not hold them back
-            self.pusher.flush()
+            with timed_step("stream", "publish audit", seconds):
+                self.pusher.flush()
         self.published_at = time.monotonic()
-        log.info("stream: published the realtime tags and %d progress rows in %.1fs", len(rows),
-                 time.perf_counter() - started)
+        log.info("stream: published the realtime tags and %d progress rows in %.1fs %s", len(rows),
+                 time.perf_counter() - started, seconds)
 
-    def write(self, batch_id: int, rows: DataFrame, consents: DataFrame | None, activations: DataFrame | None,
+    def write(self, batch_id: int, keeping: Future, consents: DataFrame | None, activations: DataFrame | None,
               logged: list[dict]) -> None:
-        """The batch's commits, the activation events first: with a pusher they are delivered as soon
-        as they are logged, before the events and consent records commit. (One after the other: on
-        two cores, the same commits run from threads took longer, not less.) Each is the batch's Delta
-        transaction, skipped on a replay. The tags wait for the next publish."""
+        """The batch's commits: the activation events (with a pusher, delivered as soon as they are
+        logged), the consent records, and the kept events' append under way (`keeping`) waited for.
+        Each is the batch's Delta transaction, skipped on a replay. The tags wait for the next publish."""
         if logged:
             self.log_activations(activations, logged, (f"{self.query_id}-activation", batch_id))
         elif self.pusher is not None and self.pusher.behind():
             self.pusher.catch_up()  # what another writer (a daily run) logged since
-        self.append_once(rows, REALTIME_EVENTS, batch_id)
         if consents is not None:
             self.append_once(consents, REALTIME_CONSENT, batch_id)
+        keeping.result()
 
     def today(self):
         return datetime.now(self.zone).date()
@@ -518,11 +531,9 @@ class EventBatches:
 
     # ------------------------------------------------------------ consent and audiences
 
-    def consent_rows(self, checked: DataFrame | None, batch_id: int) -> DataFrame:
+    def consent_rows(self, checked: DataFrame, batch_id: int) -> DataFrame:
         """The batch's consent records of the last keep_days days, resolved to a person: what
         gold.realtime_consent keeps (activation checks it at send time until the daily run folds them in)."""
-        if checked is None:
-            return self.spark.createDataFrame([], REALTIME_CONSENT_SCHEMA)
         cutoff = F.date_sub(F.current_date(), self.settings.pipeline.stream.keep_days)
         fit = checked.where(F.col(REASON).isNull() & (F.to_date("occurred_at") >= cutoff))
         people, _ = self.unerased(self.resolve(fit))
@@ -715,7 +726,10 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     # A batch is seconds of events: a few shuffle partitions, and no adaptive execution, whose
     # re-planning submitted a job per query stage — about 20 jobs in an audience evaluation of a few
     # hundred persons (batches 6.5 -> 5.3 s median at 200 events/s; docs/performance.md)
-    small = {"spark.sql.shuffle.partitions": str(config.shuffle_partitions), "spark.sql.adaptive.enabled": "false"}
+    # The file source lists its folders' files each trigger: past 32 of them, as a Spark job of a
+    # task per file (~0.2 s between batches, measured); listed by the driver instead, up to a trigger's worth.
+    small = {"spark.sql.shuffle.partitions": str(config.shuffle_partitions), "spark.sql.adaptive.enabled": "false",
+             "spark.sql.sources.parallelPartitionDiscovery.threshold": str(max(32, config.max_files_per_trigger))}
     with code_generation(spark, config.codegen), runtime_conf(spark, small):
         handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
         writer = (handler.mapped(landed(spark, settings, config.max_files_per_trigger)).writeStream.queryName(QUERY_NAME)
@@ -748,6 +762,8 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
             if failure is None:
                 raise
             log.exception("stream: the tags and progress rows could not be published after the failed batch")
+        finally:
+            handler.committer.shutdown()
     if failure is not None:
         raise failure
     if pusher is not None and pusher.behind():
