@@ -126,10 +126,20 @@ class Stream(Strict):
     # Spark's code generation for the batches: off, a micro-batch's few thousand rows are interpreted
     # in less time than Janino compiles their plans again (time literals change the code every batch)
     codegen: bool = False
-    # gold.realtime_tags, ops.stream_progress and the pusher's audit rows are written at most this
-    # often, and when the stream stops: the batches commit only the activation and kept events
+    # gold.realtime_tags, ops.stream_progress and the pusher's audit rows and cursor are written when
+    # publish_seconds have passed and the stream is idle (its last trigger found nothing new); while
+    # batches run back to back, once publish_max_seconds have passed; and when the stream stops. The
+    # batches commit only the activation and kept events: a publish's commits slow the batches beside it.
     publish_seconds: float = Field(30.0, ge=0, le=3600)
+    publish_max_seconds: float = Field(120.0, ge=0, le=86400)
     kafka: Kafka = Field(default_factory=Kafka)
+
+    @model_validator(mode="after")
+    def _publish_bounds(self) -> Stream:
+        if self.publish_max_seconds < self.publish_seconds:
+            raise ValueError(f"publish_max_seconds ({self.publish_max_seconds:g}) is below publish_seconds "
+                             f"({self.publish_seconds:g}): set it to publish_seconds or more")
+        return self
 
 
 class PipelineConfig(Strict):

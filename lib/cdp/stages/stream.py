@@ -28,7 +28,8 @@ analysed once. Each micro-batch:
    already;
 7. keeps its row for ops.stream_progress (rows, refused, persons, activation events, the seconds of
    each step, the latency from each file's landing — its modification time — to the commits) and its
-   tags for the next publish: every `stream.publish_seconds`, beside the batches (the stream's
+   tags for the next publish: every `stream.publish_seconds` when the stream is idle, at most
+   `stream.publish_max_seconds` apart beside batches that run back to back (the stream's
    loop), and at stop, one MERGE of the batches' tags into gold.realtime_tags and one append of their progress rows. Only
    the commits a delivery waits for are made by every batch (each commit costs a second or more).
 
@@ -261,6 +262,7 @@ class EventBatches:
         self.present: set[str] = set()  # tables known to exist
         self._tombstones: tuple[int, DataFrame] | None = None
         self._members: tuple[int, DataFrame] | None = None  # (log version, realtime audiences' membership)
+        self._consents: tuple[int, DataFrame] | None = None  # (version, gold.realtime_consent)
         self.batches = self.rows = 0
         self.pending: list[DataFrame] = []  # the batches' realtime tags since the last publish (materialised)
         self.progress: list[tuple] = []  # the progress rows since the last publish
@@ -395,7 +397,7 @@ class EventBatches:
                 raise OSError(f"stream: could not rename {hidden} to {target}")
             log.info("stream: batch %d: %d messages of %s archived to %s", batch_id, len(values), name, target)
 
-    def publish(self, due_only: bool = False) -> None:
+    def publish(self, due_only: bool = False, busy: bool = False) -> None:
         """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
         the last publish computed (each person's from the latest batch that moved them) into
         gold.realtime_tags, the progress rows of those batches as one append, and the pusher's audit
@@ -404,12 +406,15 @@ class EventBatches:
         meanwhile. A crash before a publish loses nothing the tags are made of: the batches
         commit their events, and the next start's sweep recomputes everyone's. A progress row of a
         batch replayed after a crash, whose row was written before it, is not written twice.
-        `due_only`: only when `publish_seconds` have passed since the last publish and a batch came
-        since."""
+        `due_only`: only when a batch came since the last publish and `publish_seconds` have passed
+        since it — `publish_max_seconds` while the stream is `busy` (batches back to back, which a
+        publish beside them slows by seconds: its commits take the same two cores)."""
+        config = self.settings.pipeline.stream
         with self.writing:
             with self.state:
-                if due_only and not (self.progress and time.monotonic() - self.published_at
-                                     >= self.settings.pipeline.stream.publish_seconds):
+                waited = time.monotonic() - self.published_at
+                if due_only and not (self.progress and waited >= (
+                        config.publish_max_seconds if busy else config.publish_seconds)):
                     return
                 pending, progress = self.pending, self.progress
                 self.pending, self.progress = [], []
@@ -587,6 +592,18 @@ class EventBatches:
         state = self._members[1]
         return state if persons is None else state.join(persons, "one_id", "left_semi")
 
+    def kept_consent(self, persons: DataFrame) -> DataFrame | None:
+        """The persons' rows of gold.realtime_consent, from a copy read once per version of the table
+        (consent records are few; a Delta read of it cost each batch ~0.2 s). None: no table yet."""
+        if not self.exists(REALTIME_CONSENT):
+            return None
+        version = self.version(REALTIME_CONSENT)
+        if self._consents is None or self._consents[0] != version:
+            if self._consents is not None:
+                self._consents[1].unpersist()
+            self._consents = (version, self.spark.table(REALTIME_CONSENT).localCheckpoint())
+        return self._consents[1].join(persons, "one_id", "left_semi")
+
     def daily_side(self) -> tuple[DataFrame, DataFrame, DataFrame] | None:
         """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
         everyone, cached until a gold run writes a new version of one of them (a stream-static join)."""
@@ -621,8 +638,7 @@ class EventBatches:
         stream = values.select("one_id", "tag_code", "value") if values is not None else spark.createDataFrame(
             [], "one_id string, tag_code string, value string")
         frame = audience_frame(profile, current_tags(self.library, daily, stream, self.codes), self.today())
-        realtime = (spark.table(REALTIME_CONSENT).join(persons, "one_id", "left_semi")
-                    if self.exists(REALTIME_CONSENT) else None)
+        realtime = self.kept_consent(persons)
         if consents is not None:
             realtime = consents if realtime is None else realtime.unionByName(consents)
         consent = consent_now(state, realtime)
@@ -746,8 +762,8 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
         try:
             while query.isActive and not stop.is_set():
                 query.awaitTermination(1)
-                if not once:
-                    handler.publish(due_only=True)  # beside a batch in flight, too
+                if not once:  # beside a batch in flight, too, once publish_max_seconds have passed
+                    handler.publish(due_only=True, busy=query.status["isDataAvailable"])
                     if not query.status["isTriggerActive"] and pusher is not None and pusher.behind():
                         pusher.catch_up()  # between batches
         finally:
