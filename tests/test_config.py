@@ -67,6 +67,15 @@ def test_cluster_profile_needs_its_environment(conf, monkeypatch):
         load_settings("cluster", conf)
 
 
+def test_a_publish_bound_below_its_interval_names_both_keys(conf):
+    edit(conf / "pipeline.yaml", lambda d: d["stream"].update(publish_seconds=60, publish_max_seconds=30))
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", conf)
+    message = str(error.value)
+    assert "pipeline.yaml" in message and "stream" in message
+    assert "publish_max_seconds (30) is below publish_seconds (60)" in message
+
+
 def test_audience_with_undeclared_purpose(conf):
     edit(conf / "audiences.yaml", lambda d: d["audiences"]["high_value_sms"].update(purpose="telepathy"))
     with pytest.raises(ConfigError, match=r"audiences.yaml: key 'audiences.high_value_sms.purpose': 'telepathy' "

@@ -839,8 +839,8 @@ def stream(
 ) -> None:
     """Real-time profiles (实时画像): follow the event and consent sources' landing folders; log the
     real-time audiences' entries and exits in gold.activation_events seconds after a file lands, and
-    publish each person's realtime tags (conf/tags.yaml `realtime: true`) to gold.realtime_tags every
-    stream.publish_seconds; until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
+    publish each person's realtime tags (conf/tags.yaml `realtime: true`) to gold.realtime_tags
+    (stream.publish_seconds when idle, publish_max_seconds while busy); until stopped (Ctrl-C, SIGTERM), each stop after a whole batch."""
     from cdp.spark import spark_session
     from cdp.stages.stream import run_stream, stream_sources
 

@@ -304,9 +304,9 @@ class Pusher:
     `deliver` round catches up. Rounds and the writes of the audit and cursor are one at a time
     (`saving`); a push takes only the lock of the state in memory, so it never waits for a flush's commits.
 
-    The audit of the pushes and then the cursor are written by `flush` — the stream's publish, every
-    `publish_seconds` and at stop, outside the batches — and before a round: a Delta commit of a
-    second or more on every batch otherwise. A crash in between resends, on restart, what was
+    The audit of the pushes and then the cursor are written by `flush` — the stream's publish
+    (stream.publish_seconds when idle, publish_max_seconds while busy) and at stop, outside the
+    batches — and before a round: a Delta commit of a second or more on every batch otherwise. A crash in between resends, on restart, what was
     pushed since they were last written, and audits it then: at least once, as always (the receiver
     dedupes by event_key), and no acknowledged delivery without its audit row once the cursor is
     past it."""

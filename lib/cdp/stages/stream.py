@@ -272,6 +272,7 @@ class EventBatches:
         self.writing = threading.Lock()  # a publish's writes, and the sweep's MERGE of the tags: one at a time
         self.inline = True  # publish from the batch; run_stream's loop publishes instead while it follows
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-stream-commit")
+        self.running, self.ended = False, 0.0  # whether a batch runs; when the last one ended (monotonic)
 
     def mapped(self, landed_rows: dict[str, DataFrame]) -> DataFrame:
         """The query's input as silver maps and checks it (cdp.stages.silver.checked_rows: one code
@@ -292,7 +293,11 @@ class EventBatches:
         return _union(frames)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        self.run_batch(batch, batch_id)
+        self.running = True
+        try:
+            self.run_batch(batch, batch_id)
+        finally:
+            self.running, self.ended = False, time.monotonic()
         if self.inline:
             self.publish(due_only=True)
 
@@ -396,6 +401,11 @@ class EventBatches:
             if not fs.rename(temporary, path):
                 raise OSError(f"stream: could not rename {hidden} to {target}")
             log.info("stream: batch %d: %d messages of %s archived to %s", batch_id, len(values), name, target)
+
+    def busy(self) -> bool:
+        """Whether batches run back to back: one runs now, or the last ended less than a trigger
+        interval (and a second) ago. (The query's own status said idle between most batches.)"""
+        return self.running or time.monotonic() - self.ended < self.settings.pipeline.stream.trigger_seconds + 1
 
     def publish(self, due_only: bool = False, busy: bool = False) -> None:
         """What the batches leave to a periodic write: one MERGE of the realtime tags the batches since
@@ -763,7 +773,7 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
             while query.isActive and not stop.is_set():
                 query.awaitTermination(1)
                 if not once:  # beside a batch in flight, too, once publish_max_seconds have passed
-                    handler.publish(due_only=True, busy=query.status["isDataAvailable"])
+                    handler.publish(due_only=True, busy=handler.busy())
                     if not query.status["isTriggerActive"] and pusher is not None and pusher.behind():
                         pusher.catch_up()  # between batches
         finally:
