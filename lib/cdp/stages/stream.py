@@ -153,7 +153,7 @@ def landed(spark: SparkSession, settings: Settings, max_files: int) -> dict[str,
     for name, source in followed_sources(settings).items():
         reader = (spark.readStream.schema(delivered_schema(source)).option("mode", "PERMISSIVE")
                   .option("columnNameOfCorruptRecord", CORRUPT_RECORD).option("maxFilesPerTrigger", max_files))
-        path = str(Path(settings.landing) / source.path)
+        path = f"{settings.landing.rstrip('/')}/{source.path}"  # as bronze reads it: a local folder or a URI
         frame = reader.option("header", True).csv(path) if source.format == "csv" else reader.json(path)
         frames[name] = frame.select("*", "_metadata")
     return frames
@@ -752,10 +752,12 @@ def run_stream(spark: SparkSession, settings: Settings, once: bool = False,
     # A batch is seconds of events: a few shuffle partitions, and no adaptive execution, whose
     # re-planning submitted a job per query stage — about 20 jobs in an audience evaluation of a few
     # hundred persons (batches 6.5 -> 5.3 s median at 200 events/s; docs/performance.md)
-    # The file source lists its folders' files each trigger: past 32 of them, as a Spark job of a
-    # task per file (~0.2 s between batches, measured); listed by the driver instead, up to a trigger's worth.
-    small = {"spark.sql.shuffle.partitions": str(config.shuffle_partitions), "spark.sql.adaptive.enabled": "false",
-             "spark.sql.sources.parallelPartitionDiscovery.threshold": str(max(32, config.max_files_per_trigger))}
+    small = {"spark.sql.shuffle.partitions": str(config.shuffle_partitions), "spark.sql.adaptive.enabled": "false"}
+    if "://" not in settings.landing or settings.landing.startswith("file:"):
+        # Each trigger the file source lists every file its glob matches (the folder's, not only the
+        # new ones): past 32, as a Spark job of a task per file (~0.2 s between batches, measured).
+        # On a local folder the driver lists a thousand in less; an object store keeps Spark's way.
+        small["spark.sql.sources.parallelPartitionDiscovery.threshold"] = str(max(32, config.max_files_per_trigger))
     with code_generation(spark, config.codegen), runtime_conf(spark, small):
         handler.follow_identity()  # a start after a daily run re-keys what the stream kept, before new events
         writer = (handler.mapped(landed(spark, settings, config.max_files_per_trigger)).writeStream.queryName(QUERY_NAME)
