@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 from zoneinfo import ZoneInfo
 
 from delta.tables import DeltaTable
@@ -260,9 +260,9 @@ class EventBatches:
         self.lookup: DataFrame | None = None
         self.pusher = pusher
         self.present: set[str] = set()  # tables known to exist
-        self._tombstones: tuple[int, DataFrame] | None = None
-        self._members: tuple[int, DataFrame] | None = None  # (log version, realtime audiences' membership)
-        self._consents: tuple[int, DataFrame] | None = None  # (version, gold.realtime_consent)
+        # table -> (its version, what the stream keeps of it): the erased identifiers, the realtime
+        # audiences' membership (advanced by the stream's own appends), gold.realtime_consent
+        self.kept: dict[str, tuple[int, DataFrame]] = {}
         self.batches = self.rows = 0
         self.pending: list[DataFrame] = []  # the batches' realtime tags since the last publish (materialised)
         self.progress: list[tuple] = []  # the progress rows since the last publish
@@ -515,12 +515,8 @@ class EventBatches:
         nobody was ever erased."""
         if not self.exists(ERASURE_LEDGER):
             return None
-        version = self.version(ERASURE_LEDGER)
-        if self._tombstones is None or self._tombstones[0] != version:  # read again after each erasure
-            if self._tombstones is not None:
-                self._tombstones[1].unpersist()
-            self._tombstones = (version, self.spark.table(ERASURE_LEDGER).select("key_hash").distinct().cache())
-        tombstones = self._tombstones[1]
+        tombstones = self.per_version(  # read again after each erasure
+            ERASURE_LEDGER, lambda: self.spark.table(ERASURE_LEDGER).select("key_hash").distinct().cache())
         return (people.select("source", "record_key", F.explode("id_hashes").alias("key_hash"))
                 .join(F.broadcast(tombstones), "key_hash").select("source", "record_key").distinct()).localCheckpoint()
 
@@ -595,11 +591,8 @@ class EventBatches:
         own appends (log_activations), and read again whenever another writer committed to the log.
         Read back every batch instead, the log (a file more per batch) cost a snapshot update and a
         scan of all its files for each batch's persons."""
-        version = self.version(ACTIVATION_EVENTS)
-        if self._members is None or self._members[0] != version:
-            log_ = self.spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*self.audiences))
-            self._members = (version, live_state(log_).localCheckpoint())
-        state = self._members[1]
+        state = self.per_version(ACTIVATION_EVENTS, lambda: live_state(
+            self.spark.table(ACTIVATION_EVENTS).where(F.col("audience").isin(*self.audiences))).localCheckpoint())
         return state if persons is None else state.join(persons, "one_id", "left_semi")
 
     def kept_consent(self, persons: DataFrame) -> DataFrame | None:
@@ -607,12 +600,19 @@ class EventBatches:
         (consent records are few; a Delta read of it cost each batch ~0.2 s). None: no table yet."""
         if not self.exists(REALTIME_CONSENT):
             return None
-        version = self.version(REALTIME_CONSENT)
-        if self._consents is None or self._consents[0] != version:
-            if self._consents is not None:
-                self._consents[1].unpersist()
-            self._consents = (version, self.spark.table(REALTIME_CONSENT).localCheckpoint())
-        return self._consents[1].join(persons, "one_id", "left_semi")
+        return self.per_version(REALTIME_CONSENT, lambda: self.spark.table(REALTIME_CONSENT).localCheckpoint()).join(
+            persons, "one_id", "left_semi")
+
+    def per_version(self, table: str, read: Callable[[], DataFrame]) -> DataFrame:
+        """What the stream keeps of `table` (`read` from it, materialised), read again only when the
+        table has another version."""
+        version = self.version(table)
+        kept = self.kept.get(table)
+        if kept is None or kept[0] != version:
+            if kept is not None:
+                kept[1].unpersist()
+            kept = self.kept[table] = (version, read())
+        return kept[1]
 
     def daily_side(self) -> tuple[DataFrame, DataFrame, DataFrame] | None:
         """(profile, daily tags wide over the codes the realtime audiences read, consent state) of
@@ -668,7 +668,7 @@ class EventBatches:
         batch); then hand them to the pusher, if the stream delivers."""
         if not logged:
             return
-        kept = self._members
+        kept = self.kept.get(ACTIVATION_EVENTS)
         append(rows, ACTIVATION_EVENTS, txn, change_feed=True)
         self.present.add(ACTIVATION_EVENTS)
         if self.pusher is not None:  # first: nothing else stands between the commit and the delivery
@@ -678,10 +678,10 @@ class EventBatches:
                 self.pusher.push(logged, txn)
         if kept is not None and self.version(ACTIVATION_EVENTS) == kept[0] + 1:  # this append alone came since
             moved = rows.select("audience", "one_id", F.col("event").alias("last_event"), "version")
-            self._members = (kept[0] + 1, kept[1].join(moved, ["audience", "one_id"], "left_anti")
-                             .unionByName(moved).localCheckpoint())
+            self.kept[ACTIVATION_EVENTS] = (kept[0] + 1, kept[1].join(moved, ["audience", "one_id"], "left_anti")
+                                            .unionByName(moved).localCheckpoint())
         else:  # skipped (a replayed batch's), or another writer's commit came between: read it again
-            self._members = None
+            self.kept.pop(ACTIVATION_EVENTS, None)
 
     # ------------------------------------------------------------ writes
 
